@@ -1,0 +1,63 @@
+"""Quality gates. `nox` runs lint, typecheck, tests and docs; stress and bench run on request."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
+nox.options.reuse_existing_virtualenvs = not os.environ.get("CI")
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = None  # the interpreter nox itself runs on (Python >= 3.11)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (including the ASYNC rules) and the format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package."""
+    session.install("-e", ".[test]", "mypy>=1.11")
+    session.run("mypy", "--strict", "trio_realtime")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The default test run (must stay under 10 minutes on 2 cores)."""
+    session.install("-e", ".[test]")
+    # Exit 5 is pytest's "no tests ran"; accept it so a filtered run (-k) that selects nothing passes.
+    session.run("pytest", *session.posargs, success_codes=[0, 5])
+
+
+@nox.session(python=PYTHON)
+def stress(session: nox.Session) -> None:
+    """Long crash loops: the SIGKILL tests with many more iterations."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "-m",
+        "slow",
+        *session.posargs,
+        env={"TRIO_REALTIME_STRESS": os.environ.get("TRIO_REALTIME_STRESS", "1000")},
+    )
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """mkdocs build --strict."""
+    session.install("mkdocs-material>=9.5")
+    session.run("mkdocs", "build", "--strict", "--site-dir", os.path.join(session.create_tmp(), "site"))
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks; results are written under docs/benchmarks/."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/journal.py", *session.posargs)

@@ -1,0 +1,129 @@
+"""Every exception trio_realtime raises, in one place.
+
+The hierarchy follows trio's Closed-versus-Broken distinction:
+
+* :class:`RealtimeClosedError` means *you* closed the object (or left its ``async with`` block) and then
+  used it again. It is a bug in the calling code, like :class:`trio.ClosedResourceError`.
+* :class:`RealtimeBrokenError` means something outside your control failed (a disk, a peer, a link) and
+  the object can no longer keep its promises, like :class:`trio.BrokenResourceError`.
+
+Everything derives from :class:`RealtimeError`, so ``except RealtimeError`` catches all of our errors and
+nothing else. This module imports nothing from the rest of the package.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "JournalBroken",
+    "JournalClosed",
+    "JournalCorrupt",
+    "JournalError",
+    "JournalLocked",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RealtimeBrokenError",
+    "RealtimeClosedError",
+    "RealtimeError",
+]
+
+
+class RealtimeError(Exception):
+    """Base class of every error raised by trio_realtime."""
+
+
+class RealtimeClosedError(RealtimeError):
+    """The object was closed by this process and then used again."""
+
+
+class RealtimeBrokenError(RealtimeError):
+    """The object failed because of something outside the caller's control and cannot be used."""
+
+
+class ConfigError(RealtimeError, ValueError):
+    """A configuration value is invalid. Raised at construction, naming the option.
+
+    Attributes:
+        option: the name of the offending option.
+    """
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+# --- wire protocol -------------------------------------------------------------------------------
+
+
+class ProtocolError(RealtimeError):
+    """Data received from the peer breaks the wire protocol (PROTOCOL.md).
+
+    Attributes:
+        field: the JSON field at fault (dotted path, e.g. ``"channels.room:1.offset"``), or ``None`` when
+            the message as a whole is at fault (not JSON, wrong frame for the state, ...).
+        close_code: the WebSocket close code the connection should be closed with.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, close_code: int = 4000) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.close_code = close_code
+
+
+class LocalProtocolError(ProtocolError):
+    """This side tried to send something the protocol forbids in the current state (a caller's bug)."""
+
+
+# --- client journal ------------------------------------------------------------------------------
+
+
+class JournalError(RealtimeError):
+    """Base class of the journal's errors."""
+
+
+class JournalLocked(JournalError):
+    """Another process holds the journal directory's lock.
+
+    Attributes:
+        directory: the journal directory.
+        pid: the process id written by the holder, or ``None`` if it could not be read.
+    """
+
+    def __init__(self, directory: str, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"journal {directory!r} is locked by {holder}")
+        self.directory = directory
+        self.pid = pid
+
+
+class JournalCorrupt(JournalError):
+    """A journal record is damaged and valid records follow it: this is not a torn tail from a crash,
+    so recovery refuses to skip it silently.
+
+    Attributes:
+        segment: path of the damaged segment file.
+        offset: byte offset of the damaged record inside that segment.
+    """
+
+    def __init__(self, segment: str, offset: int, reason: str) -> None:
+        super().__init__(f"journal segment {segment!r} is corrupt at byte {offset}: {reason}")
+        self.segment = segment
+        self.offset = offset
+        self.reason = reason
+
+
+class JournalClosed(JournalError, RealtimeClosedError):
+    """The journal was closed by this process and then used."""
+
+
+class JournalBroken(JournalError, RealtimeBrokenError):
+    """A write or fsync failed (ENOSPC, EIO, ...). The journal has failed closed: this append and every
+    later one raise this error, because data whose fsync failed can never be assumed safe.
+
+    Attributes:
+        errno: the OS error number of the first failure, when there was one.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno

@@ -1,0 +1,338 @@
+"""The journal's file I/O, synchronous: lock, client id, recovery, segment writing, compaction.
+
+Everything here blocks; the async :class:`~trio_realtime._journal._journal.Journal` calls it from a
+worker thread. Directory layout::
+
+    LOCK                      OS lock (flock) + the holder's pid
+    client_id                 created once, atomically
+    segment-000000000001.log  records (see _format.py), oldest first
+"""
+
+from __future__ import annotations
+
+import errno as errno_module
+import fcntl
+import os
+import re
+import secrets
+from collections.abc import Sequence
+
+import attrs
+
+from .._errors import JournalBroken, JournalCorrupt, JournalError, JournalLocked
+from ._format import (
+    HEADER,
+    AckMark,
+    Append,
+    Checkpoint,
+    CursorMark,
+    Record,
+    encode_record,
+    scan,
+)
+
+__all__ = [
+    "Recovery",
+    "SegmentInfo",
+    "SegmentWriter",
+    "acquire_lock",
+    "load_client_id",
+    "recover",
+    "release_lock",
+    "segment_path",
+]
+
+LOCK_NAME = "LOCK"
+CLIENT_ID_NAME = "client_id"
+_SEGMENT_RE = re.compile(r"^segment-(\d{12})\.log$")
+_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def segment_path(directory: str, index: int) -> str:
+    return os.path.join(directory, f"segment-{index:012d}.log")
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- lock and identity ---------------------------------------------------------------------------
+
+
+def acquire_lock(directory: str) -> int:
+    """Create ``directory`` if needed and take its exclusive lock; returns the lock's fd.
+
+    Raises:
+        JournalLocked: another process (or another open journal in this one) holds it.
+    """
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        try:
+            raw = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        if exc.errno not in (errno_module.EWOULDBLOCK, errno_module.EAGAIN):
+            raise JournalBroken(f"cannot lock journal {directory!r}: {exc}", exc.errno) from exc
+        raise JournalLocked(directory, int(raw) if raw.isdigit() else None) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    os.close(fd)  # closing the descriptor releases the flock
+
+
+def load_client_id(directory: str) -> str:
+    """Read the journal's ``client_id``, creating it (atomically, durably) on first use."""
+    path = os.path.join(directory, CLIENT_ID_NAME)
+    try:
+        with open(path, encoding="ascii") as f:
+            client_id = f.read().strip()
+    except FileNotFoundError:
+        client_id = f"c-{secrets.token_hex(16)}"
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, client_id.encode("ascii") + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(directory)
+        return client_id
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JournalError(f"cannot read {path!r}: {exc}") from exc
+    if not _CLIENT_ID_RE.match(client_id):
+        raise JournalCorrupt(path, 0, "client_id file does not hold a client id")
+    return client_id
+
+
+# --- recovery ------------------------------------------------------------------------------------
+
+
+@attrs.define
+class SegmentInfo:
+    index: int
+    path: str
+    size: int
+    max_seq: int = 0
+    """Highest seq appended in this segment (0: none)."""
+
+
+@attrs.define
+class Recovery:
+    """What a journal directory holds, read back after a clean close or a crash."""
+
+    segments: list[SegmentInfo] = attrs.Factory(list)
+    records: list[Record] = attrs.Factory(list)
+    last_seq: int = 0
+    ack_seq: int = 0
+    cursors: dict[str, tuple[int, str | None]] = attrs.Factory(dict)
+    truncated_bytes: int = 0
+    """Bytes of torn tail cut off the last segment."""
+
+    @property
+    def pending(self) -> list[Append]:
+        """Appends the server has not acknowledged, in seq order."""
+        return [r for r in self.records if isinstance(r, Append) and r.seq > self.ack_seq]
+
+    def apply(self, record: Record) -> None:
+        """Fold one record into the state."""
+        if isinstance(record, Append):
+            self.last_seq = max(self.last_seq, record.seq)
+        elif isinstance(record, AckMark):
+            self.ack_seq = max(self.ack_seq, record.ack_seq)
+        elif isinstance(record, CursorMark):
+            if record.offset is None:
+                self.cursors.pop(record.channel, None)
+            else:
+                self.cursors[record.channel] = (record.offset, record.epoch)
+        else:
+            self.last_seq = max(self.last_seq, record.last_seq)
+            self.ack_seq = max(self.ack_seq, record.ack_seq)
+            self.cursors = dict(record.cursors)
+
+
+def list_segments(directory: str) -> list[tuple[int, str]]:
+    found = []
+    for name in os.listdir(directory):
+        match = _SEGMENT_RE.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(directory, name)))
+    return sorted(found)
+
+
+def recover(directory: str, *, repair: bool = True) -> Recovery:
+    """Read every segment in order and rebuild the journal's state.
+
+    A bad record in the last segment with no valid record after it is a torn tail from a crash: it is
+    cut off (when ``repair``). Any other bad record raises :class:`JournalCorrupt`: a record is never
+    skipped silently.
+    """
+    state = Recovery()
+    segments = list_segments(directory)
+    for position, (index, path) in enumerate(segments):
+        with open(path, "rb") as f:
+            data = f.read()
+        result = scan(data)
+        damage = result.damage
+        if damage is not None:
+            last = position == len(segments) - 1
+            if not last or damage.valid_after:
+                raise JournalCorrupt(path, damage.offset, damage.reason)
+            state.truncated_bytes = len(data) - result.end
+            if repair:
+                with open(path, "r+b") as f:
+                    f.truncate(result.end)
+                    f.flush()
+                    os.fsync(f.fileno())
+        info = SegmentInfo(index, path, result.end)
+        for record in result.records:
+            state.apply(record)
+            if isinstance(record, Append):
+                info.max_seq = record.seq
+        state.records.extend(result.records)
+        state.segments.append(info)
+    return state
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+class SegmentWriter:
+    """Appends encoded records to the active segment, rolls segments, deletes fully acked ones.
+
+    Any OS error while writing or syncing breaks the writer for good (:class:`JournalBroken`): after a
+    failed fsync the kernel may have dropped the dirty pages, so nothing written can be trusted to be
+    on disk, and retrying would pretend it is.
+    """
+
+    def __init__(
+        self, directory: str, recovery: Recovery, *, segment_bytes: int, sync: bool
+    ) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.sync_enabled = sync
+        self.last_seq = recovery.last_seq
+        self.ack_seq = recovery.ack_seq
+        self.cursors = dict(recovery.cursors)
+        self.segments = list(recovery.segments)
+        self.broken: JournalBroken | None = None
+        self._fd = -1
+        self._start_size = 0  # size of the active segment right after its header and checkpoint
+        self._guard(self._open_active)
+
+    # --- failure handling ------------------------------------------------------------------------
+
+    def _guard(self, action: object, *args: object) -> None:
+        if self.broken is not None:
+            raise self.broken
+        try:
+            action(*args)  # type: ignore[operator]
+        except OSError as exc:
+            self.broken = JournalBroken(
+                f"journal write failed in {self.directory!r}: {exc}; the journal is closed to "
+                "further appends because data whose write or fsync failed cannot be assumed safe",
+                exc.errno,
+            )
+            raise self.broken from exc
+
+    # --- segments --------------------------------------------------------------------------------
+
+    def _open_active(self) -> None:
+        if self.segments and self.segments[-1].size >= len(HEADER):
+            active = self.segments[-1]
+            self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            self._start_size = len(HEADER)
+        else:
+            if self.segments:  # a segment torn during its creation: start it again
+                torn = self.segments.pop()
+                os.unlink(torn.path)
+            index = self.segments[-1].index + 1 if self.segments else 1
+            self._create_segment(index)
+
+    def _create_segment(self, index: int) -> None:
+        path = segment_path(self.directory, index)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._fd = fd
+        start = HEADER + encode_record(Checkpoint(self.last_seq, self.ack_seq, dict(self.cursors)))
+        _write_all(fd, start)
+        if self.sync_enabled:
+            os.fsync(fd)
+            fsync_dir(self.directory)
+        self._start_size = len(start)
+        self.segments.append(SegmentInfo(index, path, len(start)))
+
+    def _roll(self) -> None:
+        if self.sync_enabled:
+            os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        self._create_segment(self.segments[-1].index + 1)
+
+    # --- operations ------------------------------------------------------------------------------
+
+    def write(self, records: Sequence[tuple[Record, bytes]]) -> None:
+        """Write encoded records in order (no fsync), rolling to a new segment at the size limit."""
+        self._guard(self._write, records)
+
+    def _write(self, records: Sequence[tuple[Record, bytes]]) -> None:
+        chunk: list[bytes] = []
+        active = self.segments[-1]
+        for record, data in records:
+            over = active.size + len(data) > self.segment_bytes
+            if over and active.size > self._start_size:
+                _write_all(self._fd, b"".join(chunk))
+                chunk.clear()
+                self._roll()
+                active = self.segments[-1]
+            chunk.append(data)
+            active.size += len(data)
+            if isinstance(record, Append):
+                self.last_seq = active.max_seq = record.seq
+            elif isinstance(record, AckMark):
+                self.ack_seq = max(self.ack_seq, record.ack_seq)
+            elif isinstance(record, CursorMark):
+                if record.offset is None:
+                    self.cursors.pop(record.channel, None)
+                else:
+                    self.cursors[record.channel] = (record.offset, record.epoch)
+        if chunk:
+            _write_all(self._fd, b"".join(chunk))
+
+    def sync(self) -> None:
+        """fsync the active segment."""
+        self._guard(os.fsync, self._fd)
+
+    def compact(self) -> int:
+        """Delete the oldest segments whose appends are all acknowledged (never the active one).
+        Returns how many were deleted."""
+        deleted = 0
+        while len(self.segments) > 1 and self.segments[0].max_seq <= self.ack_seq:
+            victim = self.segments.pop(0)
+            try:
+                os.unlink(victim.path)
+            except FileNotFoundError:
+                pass
+            deleted += 1
+        return deleted
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,240 @@
+"""The journal's on-disk record format, as pure functions (no files, no clock).
+
+A segment file is an 8-byte header followed by records::
+
+    header:  b"TRTJ" | u16 version (1) | u16 reserved (0)
+    record:  u32 length | u32 CRC-32C(body) | body          (little-endian; length = len(body))
+    body:    u8 kind | kind-specific fields
+
+Kinds:
+
+========== ==== ======================================================================
+APPEND     1    u64 seq | the upstream event frame, JSON bytes exactly as sent on the wire
+ACK        2    u64 ack_seq: every seq <= ack_seq is stored by the server
+CURSOR     3    JSON ``{"channel": str, "offset": int | null, "epoch": str | null}``
+CHECKPOINT 4    u64 last_seq | u64 ack_seq | JSON ``{channel: [offset, epoch]}``
+========== ==== ======================================================================
+
+Every segment after the first starts with a CHECKPOINT, so the state it summarises (the last seq ever
+assigned, the ack watermark and the cursors) survives the deletion of older segments.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterable
+
+import attrs
+import orjson
+from crc32c import crc32c
+
+__all__ = [
+    "HEADER",
+    "MAX_RECORD_BYTES",
+    "AckMark",
+    "Append",
+    "Checkpoint",
+    "CursorMark",
+    "Damage",
+    "Kind",
+    "Record",
+    "ScanResult",
+    "decode_body",
+    "encode_record",
+    "encode_records",
+    "scan",
+]
+
+HEADER = b"TRTJ\x01\x00\x00\x00"
+#: Largest body a record may have; a length field above it is damage, not a record.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+_PREFIX = struct.Struct("<II")
+_U64 = struct.Struct("<Q")
+_KIND_U64 = struct.Struct("<BQ")
+_KIND_U64_U64 = struct.Struct("<BQQ")
+
+
+class Kind(enum.IntEnum):
+    APPEND = 1
+    ACK = 2
+    CURSOR = 3
+    CHECKPOINT = 4
+
+
+@attrs.frozen
+class Append:
+    """An upstream event: its seq and the exact frame bytes sent on the wire."""
+
+    seq: int
+    data: bytes
+
+
+@attrs.frozen
+class AckMark:
+    """The server stored every seq up to ``ack_seq``."""
+
+    ack_seq: int
+
+
+@attrs.frozen
+class CursorMark:
+    """The last downstream offset processed on a channel (``offset is None``: cursor removed)."""
+
+    channel: str
+    offset: int | None
+    epoch: str | None
+
+
+@attrs.frozen
+class Checkpoint:
+    """The journal state at the start of a segment."""
+
+    last_seq: int
+    ack_seq: int
+    cursors: dict[str, tuple[int, str | None]] = attrs.field(factory=dict)
+
+
+Record = Append | AckMark | CursorMark | Checkpoint
+
+
+def _body(record: Record) -> bytes:
+    if isinstance(record, Append):
+        return _KIND_U64.pack(Kind.APPEND, record.seq) + record.data
+    if isinstance(record, AckMark):
+        return _KIND_U64.pack(Kind.ACK, record.ack_seq)
+    if isinstance(record, CursorMark):
+        fields = {"channel": record.channel, "offset": record.offset, "epoch": record.epoch}
+        return bytes([Kind.CURSOR]) + orjson.dumps(fields)
+    cursors = {name: [offset, epoch] for name, (offset, epoch) in record.cursors.items()}
+    head = _KIND_U64_U64.pack(Kind.CHECKPOINT, record.last_seq, record.ack_seq)
+    return head + orjson.dumps(cursors)
+
+
+def encode_record(record: Record) -> bytes:
+    """The framed bytes of one record: length, CRC-32C of the body, body."""
+    body = _body(record)
+    return _PREFIX.pack(len(body), crc32c(body)) + body
+
+
+def encode_records(records: Iterable[Record]) -> bytes:
+    return b"".join(encode_record(record) for record in records)
+
+
+def decode_body(body: bytes | memoryview) -> Record:
+    """Decode a record body whose CRC already matched.
+
+    Raises:
+        ValueError: the body is of an unknown kind or malformed.
+    """
+    if not body:
+        raise ValueError("empty record body")
+    kind = body[0]
+    try:
+        if kind == Kind.APPEND:
+            (seq,) = _U64.unpack_from(body, 1)
+            return Append(seq, bytes(body[9:]))
+        if kind == Kind.ACK and len(body) == 9:
+            return AckMark(_U64.unpack_from(body, 1)[0])
+        if kind == Kind.CURSOR:
+            fields = orjson.loads(body[1:])
+            return CursorMark(fields["channel"], fields["offset"], fields["epoch"])
+        if kind == Kind.CHECKPOINT:
+            _, last_seq, ack_seq = _KIND_U64_U64.unpack_from(body, 0)
+            raw = orjson.loads(body[_KIND_U64_U64.size :])
+            cursors = {name: (value[0], value[1]) for name, value in raw.items()}
+            return Checkpoint(last_seq, ack_seq, cursors)
+    except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"malformed record of kind {kind}: {exc}") from None
+    raise ValueError(f"unknown record kind {kind}")
+
+
+@attrs.frozen
+class Damage:
+    """The first bad record of a segment."""
+
+    offset: int
+    reason: str
+    valid_after: bool
+    """Whether a valid record follows the damage: then it is corruption, not a torn tail."""
+
+
+@attrs.frozen
+class ScanResult:
+    records: list[Record]
+    end: int
+    """Offset just past the last good record: where a torn tail is cut off."""
+    damage: Damage | None
+
+
+def _check_at(buf: memoryview, pos: int) -> tuple[int, str | None]:
+    """Check the record at ``pos``: returns (length, None) if it is intact, else (0, reason)."""
+    if len(buf) - pos < _PREFIX.size:
+        return 0, "truncated record prefix"
+    length, crc = _PREFIX.unpack_from(buf, pos)
+    if length == 0 or length > MAX_RECORD_BYTES:
+        return 0, f"impossible record length {length}"
+    end = pos + _PREFIX.size + length
+    if end > len(buf):
+        return 0, "record extends past the end of the file"
+    if crc32c(buf[pos + _PREFIX.size : end]) != crc:
+        return 0, "CRC mismatch"
+    return length, None
+
+
+def _valid_record_after(buf: memoryview, pos: int) -> bool:
+    """Whether an intact, decodable record starts anywhere after ``pos``."""
+    for candidate in range(pos + 1, len(buf) - _PREFIX.size):
+        length, reason = _check_at(buf, candidate)
+        if reason is None:
+            start = candidate + _PREFIX.size
+            try:
+                decode_body(buf[start : start + length])
+            except ValueError:
+                continue
+            return True
+    return False
+
+
+def scan(data: bytes, *, check_header: bool = True) -> ScanResult:
+    """Decode a segment's records, stopping at the first bad one.
+
+    A bad record is reported as :class:`Damage`, telling whether any valid record follows it; the
+    caller decides whether that is a torn tail (nothing valid follows, in the last segment) or
+    corruption. A segment shorter than its header is empty with damage at 0 (a torn creation).
+    """
+    buf = memoryview(data)
+    if check_header:
+        if len(buf) < len(HEADER):
+            if HEADER.startswith(bytes(buf)):
+                return ScanResult([], 0, Damage(0, "truncated segment header", False) if buf else None)
+            return ScanResult([], 0, Damage(0, "bad segment header", False))
+        if buf[: len(HEADER)] != HEADER:
+            return ScanResult([], 0, Damage(0, "bad segment header", True))
+        pos = len(HEADER)
+    else:
+        pos = 0
+    records: list[Record] = []
+    append = records.append
+    size = len(buf)
+    prefix_size = _PREFIX.size
+    unpack = _PREFIX.unpack_from
+    while pos < size:
+        # Fast path for intact records; _check_at explains failures.
+        if size - pos >= prefix_size:
+            length, crc = unpack(buf, pos)
+            end = pos + prefix_size + length
+            if 0 < length <= MAX_RECORD_BYTES and end <= size:
+                body = buf[pos + prefix_size : end]
+                if crc32c(body) == crc:
+                    try:
+                        append(decode_body(body))
+                    except ValueError as exc:
+                        return ScanResult(records, pos, Damage(pos, str(exc), True))
+                    pos = end
+                    continue
+        _, reason = _check_at(buf, pos)
+        assert reason is not None
+        return ScanResult(records, pos, Damage(pos, reason, _valid_record_after(buf, pos)))
+    return ScanResult(records, pos, None)

@@ -1,0 +1,404 @@
+"""The async journal: appends with group commit, acks, cursors, durability modes."""
+
+from __future__ import annotations
+
+import enum
+import os
+import secrets
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from .._errors import ConfigError, JournalBroken, JournalClosed, JournalError
+from ._files import (
+    Recovery,
+    SegmentWriter,
+    acquire_lock,
+    load_client_id,
+    recover,
+    release_lock,
+)
+from ._format import AckMark, Append, CursorMark, Record, encode_record
+
+__all__ = ["Cursor", "Durability", "Journal", "JournalEntry", "open_journal"]
+
+DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+MIN_SEGMENT_BYTES = 4096
+
+
+class Durability(enum.StrEnum):
+    """How far an append has travelled when it returns (PROTOCOL.md section 7)."""
+
+    ALWAYS = "always"
+    """fsynced: survives a crash of the process and of the machine. Concurrent appends share one fsync
+    (group commit) run in a worker thread."""
+    BATCH = "batch"
+    """written to the OS; fsynced at most ``batch_interval`` later. Survives a crash of the process; a
+    machine crash may lose the appends of the last ``batch_interval``."""
+    OS = "os"
+    """written to the OS, never fsynced by us. Survives a crash of the process, not of the machine."""
+    MEMORY = "memory"
+    """not written anywhere. Lost with the process (at_most_once / best_effort_ordered)."""
+
+
+@attrs.frozen
+class JournalEntry:
+    """An unacknowledged upstream event found in the journal: its seq and its exact wire bytes."""
+
+    seq: int
+    data: bytes
+
+
+@attrs.frozen
+class Cursor:
+    """The last downstream offset processed on a channel, and the epoch it was read under."""
+
+    offset: int
+    epoch: str | None
+
+
+class _Batch:
+    """Records handed to one commit; every appender in it waits on the same event."""
+
+    __slots__ = ("done", "durable", "error", "records")
+
+    def __init__(self) -> None:
+        self.records: list[tuple[Record, bytes]] = []
+        self.durable = False  # does a waiter need this batch fsynced?
+        self.done = trio.Event()
+        self.error: JournalError | None = None
+
+
+class Journal:
+    """A client's crash-safe journal. Open it with :func:`open_journal`.
+
+    One task (the committer) owns the files; appenders hand it records and wait. Appends are ordered:
+    the records reach the file in the order the ``append`` calls were made, which must be ``seq`` order
+    without gaps.
+    """
+
+    def __init__(
+        self,
+        *,
+        directory: str | None,
+        client_id: str,
+        durability: Durability,
+        recovery: Recovery,
+        writer: SegmentWriter | None,
+        batch_interval: float,
+    ) -> None:
+        self.directory = directory
+        self.client_id = client_id
+        self.durability = durability
+        self._writer = writer
+        self._batch_interval = batch_interval
+        self._last_seq = recovery.last_seq
+        self._ack_seq = recovery.ack_seq
+        self._cursors = {
+            name: Cursor(offset, epoch) for name, (offset, epoch) in recovery.cursors.items()
+        }
+        self._recovered = [JournalEntry(r.seq, r.data) for r in recovery.pending]
+        self.truncated_bytes = recovery.truncated_bytes
+        self._open = _Batch()
+        self._wakeup = trio.Event()
+        self._fsync_requested = False
+        self._dirty = False  # written since the last fsync
+        self._closed = False
+        self._broken: JournalBroken | None = None
+
+    # --- state -----------------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq appended (including appends still waiting for durability)."""
+        return self._last_seq
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next append must carry."""
+        return self._last_seq + 1
+
+    @property
+    def ack_seq(self) -> int:
+        """The acknowledgement watermark: the server has every seq up to it."""
+        return self._ack_seq
+
+    @property
+    def cursors(self) -> Mapping[str, Cursor]:
+        """Per channel, the last downstream position recorded with :meth:`set_cursor`."""
+        return self._cursors
+
+    @property
+    def recovered(self) -> Sequence[JournalEntry]:
+        """The unacknowledged appends found when the journal was opened, in seq order."""
+        return self._recovered
+
+    @property
+    def broken(self) -> JournalBroken | None:
+        """The error that failed the journal closed, if a write or fsync failed."""
+        return self._broken
+
+    def _check_usable(self) -> None:
+        if self._broken is not None:
+            raise self._broken
+        if self._closed:
+            raise JournalClosed("the journal is closed")
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    async def append(self, seq: int, data: bytes) -> None:
+        """Append one upstream event (its wire bytes) under ``seq``; see :meth:`append_many`."""
+        await self.append_many(((seq, data),))
+
+    async def append_many(self, entries: Sequence[tuple[int, bytes]]) -> None:
+        """Append events under consecutive seqs, starting at :attr:`next_seq`, as one write.
+
+        Returns once the records are as durable as the journal's mode promises. Cancellation is
+        deferred until then (it is bounded by one write and one fsync): an append either completes or
+        raises, it never leaves the caller unsure whether its records are in the journal.
+
+        Raises:
+            ValueError: the seqs are not consecutive from :attr:`next_seq`.
+            JournalBroken: a write or fsync failed, now or earlier.
+            JournalClosed: the journal was closed.
+        """
+        self._check_usable()
+        expected = self._last_seq + 1
+        for offset, (seq, _) in enumerate(entries):
+            if seq != expected + offset:
+                raise ValueError(f"append of seq {seq} where {expected + offset} is next")
+        if not entries:
+            return
+        self._last_seq = entries[-1][0]
+        if self._writer is None:  # memory mode
+            await trio.lowlevel.checkpoint()
+            return
+        batch = self._enqueue([Append(seq, data) for seq, data in entries])
+        batch.durable = self.durability is Durability.ALWAYS
+        with trio.CancelScope(shield=True):
+            await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    async def ack(self, ack_seq: int) -> None:
+        """Record that the server stored every seq up to ``ack_seq``. Fully acked segments are then
+        deleted. The ack record is not fsynced on its own: losing it costs a retransmission that the
+        server deduplicates, never data."""
+        self._check_usable()
+        if ack_seq > self._last_seq:
+            raise ValueError(f"ack_seq {ack_seq} beyond the last seq appended ({self._last_seq})")
+        if ack_seq <= self._ack_seq:
+            await trio.lowlevel.checkpoint()
+            return
+        self._ack_seq = ack_seq
+        await self._record(AckMark(ack_seq))
+
+    async def set_cursor(self, channel: str, offset: int, epoch: str | None) -> None:
+        """Record the last downstream offset processed on ``channel`` (not fsynced on its own)."""
+        self._check_usable()
+        self._cursors[channel] = Cursor(offset, epoch)
+        await self._record(CursorMark(channel, offset, epoch))
+
+    async def remove_cursor(self, channel: str) -> None:
+        """Forget ``channel``'s cursor (after an unsubscribe)."""
+        self._check_usable()
+        if self._cursors.pop(channel, None) is not None:
+            await self._record(CursorMark(channel, None, None))
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _record(self, record: Record) -> None:
+        if self._writer is None:
+            await trio.lowlevel.checkpoint()
+            return
+        batch = self._enqueue([record])
+        with trio.CancelScope(shield=True):
+            await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    async def flush(self) -> None:
+        """Wait until everything appended so far is fsynced (whatever the mode, except memory)."""
+        self._check_usable()
+        if self._writer is None:
+            await trio.lowlevel.checkpoint()
+            return
+        batch = self._open
+        self._fsync_requested = True
+        self._wakeup.set()
+        with trio.CancelScope(shield=True):
+            await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    def _enqueue(self, records: list[Record]) -> _Batch:
+        batch = self._open
+        batch.records.extend((record, encode_record(record)) for record in records)
+        self._wakeup.set()
+        return batch
+
+    # --- the committer ---------------------------------------------------------------------------
+
+    async def _run_committer(self, *, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            while not self._closed:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                # Shielded: once a batch is taken it is committed and its waiters released, or they
+                # would wait forever. Bounded by one write and one fsync.
+                with trio.CancelScope(shield=True):
+                    await self._commit_once()
+        finally:
+            # Cancelled or closing: commit what was handed to us, so no append that was called is
+            # dropped, and release anyone waiting.
+            with trio.CancelScope(shield=True):
+                await self._commit_once(final=True)
+
+    async def _commit_once(self, *, final: bool = False) -> None:
+        batch, self._open = self._open, _Batch()
+        sync = (
+            batch.durable
+            or self._fsync_requested
+            or (final and self._dirty and self.durability is not Durability.OS)
+        )
+        self._fsync_requested = False
+        if not batch.records and not sync:
+            batch.done.set()
+            return
+        writer = self._writer
+        assert writer is not None
+        if self._broken is not None:
+            batch.error = self._broken
+        else:
+            try:
+                await trio.to_thread.run_sync(self._commit_in_thread, writer, batch.records, sync)
+            except JournalBroken as exc:
+                self._broken = exc
+                batch.error = exc
+        batch.done.set()
+
+    def _commit_in_thread(
+        self, writer: SegmentWriter, records: list[tuple[Record, bytes]], sync: bool
+    ) -> None:
+        if records:
+            writer.write(records)
+            self._dirty = True
+        if sync and self._dirty:
+            writer.sync()
+            self._dirty = False
+        if any(isinstance(record, AckMark) for record, _ in records):
+            writer.compact()
+
+    async def _run_batch_flusher(self) -> None:
+        while True:
+            await trio.sleep(self._batch_interval)
+            if self._dirty:
+                self._fsync_requested = True
+                self._wakeup.set()
+
+    async def _close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+
+def _open_files(
+    directory: str, durability: Durability, segment_bytes: int
+) -> tuple[int, str, Recovery, SegmentWriter]:
+    lock = acquire_lock(directory)
+    try:
+        client_id = load_client_id(directory)
+        recovery = recover(directory)
+        writer = SegmentWriter(
+            directory,
+            recovery,
+            segment_bytes=segment_bytes,
+            sync=durability is not Durability.OS,
+        )
+    except BaseException:
+        release_lock(lock)
+        raise
+    return lock, client_id, recovery, writer
+
+
+@asynccontextmanager
+async def open_journal(
+    directory: str | os.PathLike[str] | None,
+    *,
+    durability: Durability | str = Durability.ALWAYS,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    batch_interval: float = 0.05,
+) -> AsyncIterator[Journal]:
+    """Open (creating if needed) and recover the journal in ``directory``, and close it on exit.
+
+    Args:
+        directory: the journal's directory; may be ``None`` only with ``durability="memory"``.
+        durability: see :class:`Durability`.
+        segment_bytes: a segment rolls over once it would grow past this size.
+        batch_interval: under ``batch``, the longest time between a write and its fsync (seconds).
+
+    Raises:
+        JournalLocked: another process has the directory open.
+        JournalCorrupt: a damaged record is followed by valid ones.
+        ConfigError: an option is invalid.
+    """
+    try:
+        mode = Durability(durability)
+    except ValueError:
+        raise ConfigError("durability", f"must be one of {[m.value for m in Durability]}") from None
+    if segment_bytes < MIN_SEGMENT_BYTES:
+        raise ConfigError("segment_bytes", f"must be at least {MIN_SEGMENT_BYTES}")
+    if not batch_interval > 0:
+        raise ConfigError("batch_interval", "must be a positive number of seconds")
+
+    if mode is Durability.MEMORY:
+        journal = Journal(
+            directory=None if directory is None else os.fspath(directory),
+            client_id=f"c-{secrets.token_hex(16)}",
+            durability=mode,
+            recovery=Recovery(),
+            writer=None,
+            batch_interval=batch_interval,
+        )
+        try:
+            yield journal
+        finally:
+            journal._closed = True
+        return
+
+    if directory is None:
+        raise ConfigError("directory", f"is required with durability={mode.value!r}")
+    path = os.path.abspath(os.fspath(directory))
+    lock, client_id, recovery, writer = await trio.to_thread.run_sync(
+        _open_files, path, mode, segment_bytes
+    )
+    journal = Journal(
+        directory=path,
+        client_id=client_id,
+        durability=mode,
+        recovery=recovery,
+        writer=writer,
+        batch_interval=batch_interval,
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal._run_committer)
+            if mode is Durability.BATCH:
+                nursery.start_soon(journal._run_batch_flusher)
+            try:
+                yield journal
+            finally:
+                await journal._close()
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_close_files, writer, lock)
+
+
+def _close_files(writer: SegmentWriter, lock: int) -> None:
+    try:
+        writer.close()
+    finally:
+        release_lock(lock)

@@ -1,0 +1,455 @@
+"""Codec: WebSocket message text <-> frames, with validation.
+
+A message holds one frame (a JSON object) or a batch (a JSON array of frame objects). Decoding is
+directional: :func:`decode_client_message` reads what a client sent (run by servers) and
+:func:`decode_server_message` reads what a server sent (run by clients), because ``event`` means an
+upstream event in one direction and a downstream event in the other.
+
+Whatever the input, decoding either returns frames or raises :class:`ProtocolError` naming the field at
+fault. No ``KeyError``, ``TypeError`` or ``ValueError`` escapes. Unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn
+
+import orjson
+
+from .._errors import LocalProtocolError, ProtocolError
+from ._frames import (
+    JSON,
+    Ack,
+    ChannelPosition,
+    ChannelResume,
+    ClientFrame,
+    DownstreamEvent,
+    Error,
+    Frame,
+    Ping,
+    Pong,
+    PresenceDiff,
+    PresenceMember,
+    PresenceState,
+    PresenceStatus,
+    PresenceUpdate,
+    ReadReceipt,
+    Receipts,
+    ReceiptsQuery,
+    Resume,
+    ResumeResponse,
+    ServerFrame,
+    Subscribe,
+    Subscribed,
+    Typing,
+    Unsubscribe,
+    Unsubscribed,
+    UpstreamEvent,
+)
+
+__all__ = [
+    "decode_client_message",
+    "decode_server_message",
+    "encode_batch",
+    "encode_frame",
+    "join_encoded",
+]
+
+#: Integers on the wire are non-negative and fit a signed 64-bit integer.
+MAX_INT = 2**63 - 1
+
+_MISSING = object()
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__  # pragma: no cover - orjson produces nothing else
+
+
+class _Fields:
+    """Typed access to one JSON object's fields; every failure names the field's dotted path."""
+
+    __slots__ = ("_obj", "_prefix")
+
+    def __init__(self, obj: dict[str, Any], prefix: str) -> None:
+        self._obj = obj
+        self._prefix = prefix
+
+    def fail(self, key: str, message: str) -> NoReturn:
+        raise ProtocolError(message, field=self._prefix + key)
+
+    def _get(self, key: str, required: bool) -> Any:
+        value = self._obj.get(key, _MISSING)
+        if value is _MISSING or (value is None and not required):
+            if required:
+                self.fail(key, "missing required field")
+            return None
+        return value
+
+    def int(self, key: str, *, minimum: int = 0, required: bool = True) -> Any:
+        value = self._get(key, required)
+        if value is None and not required:
+            return None
+        if type(value) is not int:
+            self.fail(key, f"expected an integer, got {_type_name(value)}")
+        if not minimum <= value <= MAX_INT:
+            self.fail(key, f"integer {value} out of range [{minimum}, {MAX_INT}]")
+        return value
+
+    def str(self, key: str, *, required: bool = True, empty: bool = False) -> Any:
+        value = self._get(key, required)
+        if value is None and not required:
+            return None
+        if type(value) is not str:
+            self.fail(key, f"expected a string, got {_type_name(value)}")
+        if not empty and not value:
+            self.fail(key, "must not be empty")
+        return value
+
+    def bool(self, key: str, *, default: bool | None = None) -> bool:
+        value = self._get(key, default is None)
+        if value is None:
+            assert default is not None
+            return default
+        if type(value) is not bool:
+            self.fail(key, f"expected a boolean, got {_type_name(value)}")
+        return value
+
+    def any(self, key: str) -> JSON:
+        value = self._obj.get(key, _MISSING)
+        if value is _MISSING:
+            self.fail(key, "missing required field")
+        return value
+
+    def object(self, key: str, *, required: bool = True) -> dict[str, Any]:
+        value = self._get(key, required)
+        if value is None:
+            return {}
+        if type(value) is not dict:
+            self.fail(key, f"expected an object, got {_type_name(value)}")
+        return value
+
+    def sub(self, key: str, value: object) -> _Fields:
+        if type(value) is not dict:
+            self.fail(key, f"expected an object, got {_type_name(value)}")
+        return _Fields(value, f"{self._prefix}{key}.")
+
+    def map_of(self, key: str, build: Callable[[_Fields], Any], *, required: bool = True) -> Any:
+        """An object whose values are objects, each decoded by ``build``."""
+        obj = self.object(key, required=required)
+        inner = _Fields(obj, f"{self._prefix}{key}.")
+        return {name: build(inner.sub(name, value)) for name, value in obj.items()}
+
+    def map_of_ints(self, key: str) -> dict[str, int]:
+        obj = self.object(key)
+        inner = _Fields(obj, f"{self._prefix}{key}.")
+        return {name: inner.int(name) for name in obj}
+
+    def status(self, key: str) -> PresenceStatus:
+        value = self.str(key)
+        try:
+            return PresenceStatus(value)
+        except ValueError:
+            self.fail(key, f"unknown presence status {value!r}")
+
+    def int_list(self, key: str) -> tuple[int, ...]:
+        value = self._get(key, False)
+        if value is None:
+            return ()
+        if type(value) is not list:
+            self.fail(key, f"expected an array, got {_type_name(value)}")
+        result = []
+        for index, item in enumerate(value):
+            if type(item) is not int or not 0 <= item <= MAX_INT:
+                self.fail(f"{key}[{index}]", "expected a non-negative integer")
+            result.append(item)
+        return tuple(result)
+
+
+# --- per-frame decoders --------------------------------------------------------------------------
+
+
+def _position(f: _Fields) -> ChannelPosition:
+    return ChannelPosition(offset=f.int("offset"), epoch=f.str("epoch", required=False))
+
+
+def _channel_resume(f: _Fields) -> ChannelResume:
+    return ChannelResume(epoch=f.str("epoch"), offset=f.int("offset"), recovered=f.bool("recovered"))
+
+
+def _member(f: _Fields) -> PresenceMember:
+    return PresenceMember(
+        status=f.status("status"), metadata=f.object("metadata", required=False), since=f.int("since")
+    )
+
+
+def _resume(f: _Fields) -> Resume:
+    return Resume(
+        protocol=f.int("protocol"),
+        client_id=f.str("client_id"),
+        token=f.str("token", required=False, empty=True),
+        last_ack_seq=f.int("last_ack_seq"),
+        channels=f.map_of("channels", _position, required=False),
+    )
+
+
+def _resume_response(f: _Fields) -> ResumeResponse:
+    return ResumeResponse(
+        protocol=f.int("protocol"),
+        client_id=f.str("client_id"),
+        session_id=f.str("session_id"),
+        ack_seq=f.int("ack_seq"),
+        heartbeat_interval_ms=f.int("heartbeat_interval_ms", minimum=1),
+        max_frame_bytes=f.int("max_frame_bytes", minimum=1),
+        server_time=f.int("server_time"),
+        channels=f.map_of("channels", _channel_resume, required=False),
+    )
+
+
+def _upstream_event(f: _Fields) -> UpstreamEvent:
+    return UpstreamEvent(
+        seq=f.int("seq", minimum=1),
+        idempotency_key=f.str("idempotency_key"),
+        channel=f.str("channel"),
+        event=f.str("event"),
+        payload=f.any("payload"),
+        timestamp=f.int("timestamp"),
+    )
+
+
+def _downstream_event(f: _Fields) -> DownstreamEvent:
+    return DownstreamEvent(
+        channel=f.str("channel"),
+        offset=f.int("offset", minimum=1),
+        epoch=f.str("epoch"),
+        event=f.str("event"),
+        payload=f.any("payload"),
+        timestamp=f.int("timestamp"),
+        sender=f.str("sender", required=False),
+        idempotency_key=f.str("idempotency_key", required=False),
+    )
+
+
+def _ack(f: _Fields) -> Ack:
+    return Ack(ack_seq=f.int("ack_seq"), duplicates=f.int_list("duplicates"))
+
+
+def _error(f: _Fields) -> Error:
+    return Error(
+        code=f.str("code"),
+        message=f.str("message", empty=True),
+        seq=f.int("seq", minimum=1, required=False),
+        fatal=f.bool("fatal", default=False),
+        rid=f.int("rid", required=False),
+    )
+
+
+def _subscribe(f: _Fields) -> Subscribe:
+    return Subscribe(
+        rid=f.int("rid"),
+        channel=f.str("channel"),
+        offset=f.int("offset", required=False),
+        epoch=f.str("epoch", required=False),
+    )
+
+
+def _subscribed(f: _Fields) -> Subscribed:
+    return Subscribed(
+        rid=f.int("rid"),
+        channel=f.str("channel"),
+        epoch=f.str("epoch"),
+        offset=f.int("offset"),
+        recovered=f.bool("recovered"),
+    )
+
+
+def _unsubscribe(f: _Fields) -> Unsubscribe:
+    return Unsubscribe(rid=f.int("rid"), channel=f.str("channel"))
+
+
+def _unsubscribed(f: _Fields) -> Unsubscribed:
+    return Unsubscribed(rid=f.int("rid"), channel=f.str("channel"))
+
+
+def _ping(f: _Fields) -> Ping:
+    return Ping(t=f.int("t"))
+
+
+def _pong(f: _Fields) -> Pong:
+    return Pong(t=f.int("t"))
+
+
+def _presence_update(f: _Fields) -> PresenceUpdate:
+    return PresenceUpdate(
+        channel=f.str("channel"),
+        status=f.status("status"),
+        metadata=f.object("metadata", required=False),
+    )
+
+
+def _presence_state(f: _Fields) -> PresenceState:
+    return PresenceState(channel=f.str("channel"), members=f.map_of("members", _member))
+
+
+def _presence_diff(f: _Fields) -> PresenceDiff:
+    return PresenceDiff(
+        channel=f.str("channel"),
+        joins=f.map_of("joins", _member, required=False),
+        leaves=f.map_of("leaves", _member, required=False),
+    )
+
+
+def _typing_from_client(f: _Fields) -> Typing:
+    return Typing(channel=f.str("channel"), typing=f.bool("typing"))
+
+
+def _typing_from_server(f: _Fields) -> Typing:
+    return Typing(channel=f.str("channel"), typing=f.bool("typing"), user=f.str("user"))
+
+
+def _receipt_from_client(f: _Fields) -> ReadReceipt:
+    return ReadReceipt(channel=f.str("channel"), offset=f.int("offset"))
+
+
+def _receipt_from_server(f: _Fields) -> ReadReceipt:
+    return ReadReceipt(channel=f.str("channel"), offset=f.int("offset"), user=f.str("user"))
+
+
+def _receipts_query(f: _Fields) -> ReceiptsQuery:
+    return ReceiptsQuery(rid=f.int("rid"), channel=f.str("channel"))
+
+
+def _receipts(f: _Fields) -> Receipts:
+    return Receipts(rid=f.int("rid"), channel=f.str("channel"), readers=f.map_of_ints("readers"))
+
+
+_Decoder = Callable[[_Fields], Any]
+
+_CLIENT_TYPES: dict[str, _Decoder] = {
+    "resume": _resume,
+    "event": _upstream_event,
+    "subscribe": _subscribe,
+    "unsubscribe": _unsubscribe,
+    "ping": _ping,
+    "pong": _pong,
+}
+_CLIENT_META: dict[str, _Decoder] = {
+    "presence": _presence_update,
+    "typing": _typing_from_client,
+    "receipt": _receipt_from_client,
+    "receipts_query": _receipts_query,
+}
+_SERVER_TYPES: dict[str, _Decoder] = {
+    "resume_response": _resume_response,
+    "ack": _ack,
+    "error": _error,
+    "event": _downstream_event,
+    "subscribed": _subscribed,
+    "unsubscribed": _unsubscribed,
+    "ping": _ping,
+    "pong": _pong,
+}
+_SERVER_META: dict[str, _Decoder] = {
+    "presence_state": _presence_state,
+    "presence_diff": _presence_diff,
+    "typing": _typing_from_server,
+    "receipt": _receipt_from_server,
+    "receipts": _receipts,
+}
+
+
+def _decode_frame(
+    obj: object, prefix: str, types: dict[str, _Decoder], meta: dict[str, _Decoder]
+) -> Any:
+    if type(obj) is not dict:
+        raise ProtocolError(f"expected a frame object, got {_type_name(obj)}", field=prefix or None)
+    fields = _Fields(obj, f"{prefix}." if prefix else "")
+    frame_type = fields.str("type")
+    if frame_type == "meta":
+        kind = fields.str("kind")
+        decoder = meta.get(kind)
+        if decoder is None:
+            fields.fail("kind", f"unknown meta kind {kind!r}")
+    else:
+        decoder = types.get(frame_type)
+        if decoder is None:
+            fields.fail("type", f"unknown frame type {frame_type!r}")
+    return decoder(fields)
+
+
+def _decode_message(
+    data: bytes | bytearray | memoryview | str,
+    types: dict[str, _Decoder],
+    meta: dict[str, _Decoder],
+) -> list[Any]:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"message is not valid JSON: {exc}") from None
+    except TypeError:
+        raise ProtocolError(f"message must be bytes or str, not {type(data).__name__}") from None
+    if type(obj) is list:
+        if not obj:
+            raise ProtocolError("a batch must hold at least one frame")
+        return [_decode_frame(item, f"[{i}]", types, meta) for i, item in enumerate(obj)]
+    return [_decode_frame(obj, "", types, meta)]
+
+
+def decode_client_message(data: bytes | bytearray | memoryview | str) -> list[ClientFrame]:
+    """Decode one WebSocket message sent by a client: a frame or a batch, in order.
+
+    Raises:
+        ProtocolError: the message is not valid JSON, not a frame or batch of frames, or a frame has an
+            unknown type, a missing field or a field of the wrong type (``field`` names it).
+    """
+    return _decode_message(data, _CLIENT_TYPES, _CLIENT_META)
+
+
+def decode_server_message(data: bytes | bytearray | memoryview | str) -> list[ServerFrame]:
+    """Decode one WebSocket message sent by a server: a frame or a batch, in order.
+
+    Raises:
+        ProtocolError: as :func:`decode_client_message`.
+    """
+    return _decode_message(data, _SERVER_TYPES, _SERVER_META)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """Encode one frame as the UTF-8 JSON bytes of a WebSocket message.
+
+    Raises:
+        LocalProtocolError: the frame holds something JSON cannot carry (a payload with a set, an
+            object with non-string keys, an integer beyond 64 bits, ...).
+    """
+    try:
+        return orjson.dumps(frame.to_wire())
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise LocalProtocolError(f"cannot encode as JSON: {exc}", field="payload") from None
+
+
+def join_encoded(encoded: Sequence[bytes]) -> bytes:
+    """Join frames already encoded by :func:`encode_frame` into one batch message.
+
+    A single frame is sent as itself, without the array around it.
+    """
+    if len(encoded) == 1:
+        return encoded[0]
+    if not encoded:
+        raise LocalProtocolError("a batch must hold at least one frame")
+    return b"[" + b",".join(encoded) + b"]"
+
+
+def encode_batch(frames: Iterable[Frame]) -> bytes:
+    """Encode frames as one batch message (or as a single frame if there is just one)."""
+    return join_encoded([encode_frame(frame) for frame in frames])

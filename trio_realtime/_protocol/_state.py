@@ -1,0 +1,117 @@
+"""The connection state table: every legal (state, sender, frame) transition, in one place.
+
+Both peers walk the same table. A frame sent by the client in state ``S`` moves the client to
+``TABLE[CLIENT, S][type(frame)]`` when it sends it, and moves the server the same way when it receives
+it; likewise for frames the server sends. A frame absent from the table for the current state is
+illegal: sending it raises :class:`LocalProtocolError`, receiving it raises :class:`ProtocolError`.
+
+::
+
+    IDLE --client: resume--> RESUMING --server: resume_response--> OPEN --close--> CLOSED
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .._errors import LocalProtocolError, ProtocolError
+from ._frames import (
+    Ack,
+    DownstreamEvent,
+    Error,
+    Ping,
+    Pong,
+    PresenceDiff,
+    PresenceState,
+    PresenceUpdate,
+    ReadReceipt,
+    Receipts,
+    ReceiptsQuery,
+    Resume,
+    ResumeResponse,
+    Subscribe,
+    Subscribed,
+    Typing,
+    Unsubscribe,
+    Unsubscribed,
+    UpstreamEvent,
+)
+
+__all__ = ["TABLE", "Role", "State", "transition"]
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    """Connected; the client has not sent ``resume`` yet."""
+    RESUMING = "resuming"
+    """``resume`` sent; waiting for ``resume_response``. Only heartbeats and errors may pass."""
+    OPEN = "open"
+    """Handshake done; events flow both ways."""
+    CLOSED = "closed"
+    """The link is closed or failed; nothing passes."""
+
+
+_O = State.OPEN
+
+_CLIENT_OPEN: dict[type, State] = {
+    UpstreamEvent: _O,
+    Subscribe: _O,
+    Unsubscribe: _O,
+    Ping: _O,
+    Pong: _O,
+    PresenceUpdate: _O,
+    Typing: _O,
+    ReadReceipt: _O,
+    ReceiptsQuery: _O,
+}
+_SERVER_OPEN: dict[type, State] = {
+    Ack: _O,
+    Error: _O,
+    DownstreamEvent: _O,
+    Subscribed: _O,
+    Unsubscribed: _O,
+    Ping: _O,
+    Pong: _O,
+    PresenceState: _O,
+    PresenceDiff: _O,
+    Typing: _O,
+    ReadReceipt: _O,
+    Receipts: _O,
+}
+
+#: ``TABLE[sender, state]`` maps each frame class the sender may send in ``state`` to the next state.
+TABLE: dict[tuple[Role, State], dict[type, State]] = {
+    (Role.CLIENT, State.IDLE): {Resume: State.RESUMING},
+    (Role.SERVER, State.IDLE): {Error: State.IDLE},
+    (Role.CLIENT, State.RESUMING): {Ping: State.RESUMING},
+    (Role.SERVER, State.RESUMING): {
+        ResumeResponse: State.OPEN,
+        Error: State.RESUMING,
+        Pong: State.RESUMING,
+    },
+    (Role.CLIENT, State.OPEN): _CLIENT_OPEN,
+    (Role.SERVER, State.OPEN): _SERVER_OPEN,
+    (Role.CLIENT, State.CLOSED): {},
+    (Role.SERVER, State.CLOSED): {},
+}
+
+
+def transition(me: Role, sender: Role, state: State, frame: object) -> State:
+    """The state after ``sender`` sends ``frame`` in ``state``, seen by the peer playing ``me``.
+
+    Raises:
+        LocalProtocolError: ``me`` is the sender and the frame is illegal in ``state``.
+        ProtocolError: the peer is the sender and the frame is illegal in ``state``.
+    """
+    next_state = TABLE[sender, state].get(type(frame))
+    if next_state is None:
+        name = type(frame).__name__
+        if sender is me:
+            raise LocalProtocolError(f"cannot send {name} in state {state.value}")
+        raise ProtocolError(f"{sender.value} sent {name} in state {state.value}")
+    return next_state

@@ -1,0 +1,281 @@
+"""The async journal: appends, group commit, durability modes, acks, cursors, failures."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trio_realtime import (
+    ConfigError,
+    Durability,
+    JournalBroken,
+    JournalClosed,
+    JournalLocked,
+    RealtimeBrokenError,
+    RealtimeClosedError,
+)
+from trio_realtime._journal import Append, JournalEntry, open_journal, recover
+
+from .helpers import append_n, frame, segments
+
+
+class FsyncCounter:
+    """Wraps os.fsync to count calls (from any thread) and optionally fail."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.fail_with: int | None = None
+        self._real = os.fsync
+        monkeypatch.setattr(os, "fsync", self)
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        if self.fail_with is not None:
+            raise OSError(self.fail_with, os.strerror(self.fail_with))
+        self._real(fd)
+
+
+async def test_append_and_reopen(jdir: str) -> None:
+    async with open_journal(jdir) as journal:
+        client_id = journal.client_id
+        assert client_id.startswith("c-")
+        assert journal.next_seq == 1
+        await append_n(journal, 3)
+        await journal.append_many([(4, frame(4)), (5, frame(5))])
+        assert journal.last_seq == 5
+    async with open_journal(jdir) as journal:
+        assert journal.client_id == client_id  # stable for the life of the journal
+        assert journal.recovered == [JournalEntry(s, frame(s)) for s in range(1, 6)]
+        assert journal.next_seq == 6
+
+
+async def test_seqs_must_be_consecutive(jdir: str) -> None:
+    async with open_journal(jdir) as journal:
+        with pytest.raises(ValueError, match="seq 2 where 1 is next"):
+            await journal.append(2, b"x")
+        with pytest.raises(ValueError):
+            await journal.append_many([(1, b"a"), (3, b"c")])
+        assert journal.last_seq == 0
+        await journal.append(1, b"a")
+        with pytest.raises(ValueError):
+            await journal.ack(2)  # beyond what was appended
+
+
+async def test_concurrent_appends_share_fsyncs(jdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with open_journal(jdir) as journal:
+        fsyncs = FsyncCounter(monkeypatch)
+        returned: list[int] = []
+
+        async def one() -> None:
+            seq = journal.next_seq
+            await journal.append(seq, frame(seq))
+            returned.append(seq)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(100):
+                nursery.start_soon(one)
+        assert sorted(returned) == list(range(1, 101))
+        # Group commit: 100 appends, far fewer fsyncs (the first goes alone, the rest pile up).
+        assert 1 <= fsyncs.calls <= 10
+    appends = [r for r in recover(jdir).records if isinstance(r, Append)]
+    assert [a.seq for a in appends] == list(range(1, 101))
+    assert all(a.data == frame(a.seq) for a in appends)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fsync_on_append"),
+    [(Durability.ALWAYS, True), (Durability.BATCH, False), (Durability.OS, False)],
+)
+async def test_modes_write_and_fsync_as_documented(
+    jdir: str, monkeypatch: pytest.MonkeyPatch, mode: Durability, fsync_on_append: bool
+) -> None:
+    async with open_journal(jdir, durability=mode, batch_interval=3600) as journal:
+        fsyncs = FsyncCounter(monkeypatch)
+        await append_n(journal, 3)
+        assert (fsyncs.calls > 0) == fsync_on_append
+        # The data is in the file (the OS has it) when append returns, whatever the mode.
+        assert [r.seq for r in recover(jdir, repair=False).pending] == [1, 2, 3]
+        before_close = fsyncs.calls
+    # Closing fsyncs what is unsynced, except under "os", which never fsyncs.
+    assert (fsyncs.calls > before_close) == (mode is Durability.BATCH)
+
+
+async def test_batch_mode_fsyncs_by_itself_and_only_when_dirty(
+    jdir: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Virtual time: the flusher's timer runs instantly. (Virtual time also races ahead while a
+    # write runs in its worker thread, so this checks what happens, not how many seconds it takes.)
+    async with open_journal(jdir, durability="batch", batch_interval=0.25) as journal:
+        fsyncs = FsyncCounter(monkeypatch)
+        await append_n(journal, 2)
+        with trio.fail_after(60):  # bounded polling: nobody calls flush(), the flusher must fsync
+            while fsyncs.calls == 0:
+                await trio.sleep(0.01)
+        synced = fsyncs.calls
+        await trio.sleep(40 * 0.25)  # forty idle intervals: nothing new to sync, no fsync
+        assert fsyncs.calls == synced
+        await append_n(journal, 1)
+        with trio.fail_after(60):
+            while fsyncs.calls == synced:
+                await trio.sleep(0.01)
+
+
+async def test_flush_fsyncs_now(jdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with open_journal(jdir, durability="os") as journal:
+        fsyncs = FsyncCounter(monkeypatch)
+        await append_n(journal, 2)
+        assert fsyncs.calls == 0
+        await journal.flush()
+        assert fsyncs.calls == 1
+
+
+async def test_memory_mode_touches_no_files(tmp_path: Any) -> None:
+    async with open_journal(None, durability="memory") as journal:
+        await append_n(journal, 3)
+        await journal.ack(2)
+        await journal.set_cursor("c", 1, "e")
+        assert journal.last_seq == 3
+        assert journal.cursors["c"].offset == 1
+        assert journal.recovered == []
+    async with open_journal(None, durability="memory") as other:
+        assert other.client_id != journal.client_id
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_ack_compacts_fully_acked_segments_and_keeps_seq(jdir: str) -> None:
+    async with open_journal(jdir, segment_bytes=4096) as journal:
+        await append_n(journal, 300)
+        initial = len(segments(jdir))
+        assert initial >= 5
+        await journal.ack(150)
+        assert 1 < len(segments(jdir)) < initial
+        await journal.ack(300)
+        assert len(segments(jdir)) == 1
+        total = sum(os.path.getsize(os.path.join(jdir, s)) for s in segments(jdir))
+        assert total <= 4096
+    # Everything was acked and compacted, but seq numbering must never restart: a reused seq would
+    # be taken for a duplicate by the server and silently dropped.
+    async with open_journal(jdir, segment_bytes=4096) as journal:
+        assert journal.recovered == []
+        assert journal.ack_seq == 300
+        assert journal.next_seq == 301
+
+
+async def test_cursors_survive_restarts_and_compaction(jdir: str) -> None:
+    async with open_journal(jdir, segment_bytes=4096) as journal:
+        await journal.set_cursor("room:1", 5, "e1")
+        await journal.set_cursor("room:2", 9, None)
+        await journal.set_cursor("room:1", 6, "e1")
+        await append_n(journal, 200)  # rolls segments
+        await journal.remove_cursor("room:2")
+        await journal.ack(200)  # deletes the segments holding the cursor records
+    async with open_journal(jdir) as journal:
+        assert dict(journal.cursors) == {"room:1": type(journal.cursors["room:1"])(6, "e1")}
+
+
+async def test_second_open_in_the_same_process_is_locked(jdir: str) -> None:
+    async with open_journal(jdir):
+        with pytest.raises(JournalLocked) as info:
+            async with open_journal(jdir):
+                pass  # pragma: no cover
+        assert info.value.pid == os.getpid()
+    async with open_journal(jdir):
+        pass  # released on close
+
+
+async def test_use_after_close(jdir: str) -> None:
+    async with open_journal(jdir) as journal:
+        pass
+    with pytest.raises(JournalClosed):
+        await journal.append(1, b"x")
+    assert issubclass(JournalClosed, RealtimeClosedError)
+
+
+@pytest.mark.parametrize("failing", ["fsync", "write"])
+@pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC])
+async def test_failed_write_or_fsync_fails_the_journal_closed(
+    jdir: str, monkeypatch: pytest.MonkeyPatch, failing: str, code: int
+) -> None:
+    async with open_journal(jdir) as journal:
+        await append_n(journal, 2)
+        real = getattr(os, failing)
+
+        def broken(*args: Any) -> Any:
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(os, failing, broken)
+        with pytest.raises(JournalBroken) as info:
+            await journal.append(3, frame(3))
+        assert info.value.errno == code
+        assert isinstance(info.value, RealtimeBrokenError)
+        assert journal.broken is info.value
+        # The disk "recovers", but the journal stays failed: data whose fsync failed is not safe.
+        monkeypatch.setattr(os, failing, real)
+        with pytest.raises(JournalBroken):
+            await journal.append(journal.next_seq, b"x")
+        with pytest.raises(JournalBroken):
+            await journal.ack(1)
+    # What returned before the failure is still there.
+    assert [r.seq for r in recover(jdir).pending][:2] == [1, 2]
+
+
+async def test_concurrent_appenders_all_see_the_failure(
+    jdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_journal(jdir) as journal:
+        fsyncs = FsyncCounter(monkeypatch)
+        fsyncs.fail_with = errno.EIO
+        outcomes: list[str] = []
+
+        async def one() -> None:
+            seq = journal.next_seq
+            try:
+                await journal.append(seq, frame(seq))
+                outcomes.append("ok")
+            except JournalBroken:
+                outcomes.append("broken")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(one)
+        assert outcomes == ["broken"] * 20
+
+
+async def test_cancelled_appends_are_never_half_done(jdir: str) -> None:
+    # Cancel appenders at many points: every append that was called is either complete in the
+    # journal, or raised; and the journal stays consistent (seqs contiguous).
+    async with open_journal(jdir) as journal:
+        for round_ in range(30):
+            returned: list[int] = []
+
+            async def one() -> None:
+                seq = journal.next_seq
+                await journal.append(seq, frame(seq))
+                returned.append(seq)
+
+            with trio.move_on_after(0.0005 * round_) as scope:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(10):
+                        nursery.start_soon(one)
+            # Cancellation waits for durability instead of interrupting it: all 10 returned.
+            del scope
+            assert len(returned) == 10
+    appends = [r.seq for r in recover(jdir).pending]
+    assert appends == list(range(1, 301))
+
+
+async def test_invalid_options() -> None:
+    with pytest.raises(ConfigError, match="durability"):
+        async with open_journal("x", durability="sometimes"):
+            pass  # pragma: no cover
+    with pytest.raises(ConfigError, match="segment_bytes"):
+        async with open_journal("x", segment_bytes=10):
+            pass  # pragma: no cover
+    with pytest.raises(ConfigError, match="directory"):
+        async with open_journal(None):
+            pass  # pragma: no cover

@@ -53,7 +53,9 @@ def stress(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """mkdocs build --strict."""
     session.install("mkdocs-material>=9.5")
-    session.run("mkdocs", "build", "--strict", "--site-dir", os.path.join(session.create_tmp(), "site"))
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", os.path.join(session.create_tmp(), "site")
+    )
 
 
 @nox.session(python=PYTHON)

@@ -26,7 +26,9 @@ def _journal_inspect(args: argparse.Namespace) -> int:
     print(f"ack_seq:    {state.ack_seq}")
     print(f"pending:    {len(state.pending)}")
     if state.truncated_bytes:
-        print(f"torn tail:  {state.truncated_bytes} bytes (cut off when the journal is next opened)")
+        print(
+            f"torn tail:  {state.truncated_bytes} bytes (cut off when the journal is next opened)"
+        )
     for channel, (offset, epoch) in sorted(state.cursors.items()):
         print(f"cursor:     {channel} offset={offset} epoch={epoch}")
     return 0

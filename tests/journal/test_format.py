@@ -12,6 +12,7 @@ from trio_realtime._journal._format import (
     Checkpoint,
     CursorMark,
     Record,
+    ScanResult,
     encode_record,
     encode_records,
     scan,
@@ -32,7 +33,9 @@ records = st.one_of(
         Checkpoint,
         last_seq=u64,
         ack_seq=u64,
-        cursors=st.dictionaries(name, st.tuples(st.integers(0, 2**62), st.none() | name), max_size=3),
+        cursors=st.dictionaries(
+            name, st.tuples(st.integers(0, 2**62), st.none() | name), max_size=3
+        ),
     ),
 )
 
@@ -54,12 +57,14 @@ def test_record_layout() -> None:
 
 
 def test_empty_and_torn_headers() -> None:
-    assert scan(b"").records == [] and scan(b"").damage is None
+    assert scan(b"") == ScanResult([], 0, None)
     for cut in range(1, len(HEADER)):
-        result = scan(HEADER[:cut])
-        assert result.damage is not None and not result.damage.valid_after
-    bad = scan(b"XXXX" + HEADER[4:] + encode_record(AckMark(1)))
-    assert bad.damage is not None and bad.damage.valid_after
+        damage = scan(HEADER[:cut]).damage
+        assert damage is not None
+        assert not damage.valid_after  # a torn creation, not corruption
+    damage = scan(b"XXXX" + HEADER[4:] + encode_record(AckMark(1))).damage
+    assert damage is not None
+    assert damage.valid_after
 
 
 def test_crc_valid_but_unknown_kind_is_corruption() -> None:
@@ -69,4 +74,5 @@ def test_crc_valid_but_unknown_kind_is_corruption() -> None:
     weird = len(body).to_bytes(4, "little") + crc32c(body).to_bytes(4, "little") + body
     result = scan(HEADER + encode_record(AckMark(1)) + weird)
     assert result.records == [AckMark(1)]
-    assert result.damage is not None and result.damage.valid_after
+    assert result.damage is not None
+    assert result.damage.valid_after

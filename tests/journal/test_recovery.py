@@ -70,7 +70,7 @@ async def test_truncation_at_every_byte_keeps_exactly_the_complete_records(
 
 
 async def test_journal_reopens_and_continues_after_truncation(jdir: str) -> None:
-    path, records, offsets = await _build(jdir)
+    path, _, _ = await _build(jdir)
     data = _read(path)
     pristine = jdir + ".orig"
     shutil.copytree(jdir, pristine)
@@ -88,7 +88,7 @@ async def test_journal_reopens_and_continues_after_truncation(jdir: str) -> None
 
 
 async def test_flipped_bit_in_a_middle_record_is_corruption(jdir: str) -> None:
-    path, records, offsets = await _build(jdir)
+    path, _, offsets = await _build(jdir)
     data = bytearray(_read(path))
     middle = 4  # an append in the middle
     start, end = offsets[middle], offsets[middle + 1]

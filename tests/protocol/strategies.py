@@ -132,9 +132,7 @@ server_frames = st.one_of(
         sender=st.none() | name,
         idempotency_key=st.none() | name,
     ),
-    _server(
-        Subscribed, rid=uint, channel=name, epoch=name, offset=uint, recovered=st.booleans()
-    ),
+    _server(Subscribed, rid=uint, channel=name, epoch=name, offset=uint, recovered=st.booleans()),
     _server(Unsubscribed, rid=uint, channel=name),
     _server(Ping, t=uint),
     _server(Pong, t=uint),

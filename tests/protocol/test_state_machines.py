@@ -114,7 +114,7 @@ def test_server_rejects_events_while_resuming_and_second_resume() -> None:
     with pytest.raises(ProtocolError):
         server.receive_data(encode_frame(event(1)))
 
-    client, server = handshake()
+    _, server = handshake()
     with pytest.raises(ProtocolError):
         server.receive_data(encode_frame(Resume(CID)))
 
@@ -150,7 +150,7 @@ def test_unsupported_protocol_version_closes_4400() -> None:
 
 
 def test_nothing_passes_after_close() -> None:
-    client, server = handshake()
+    client, _ = handshake()
     client.connection_closed(1001)
     assert client.close_code == 1001
     with pytest.raises(LocalProtocolError):
@@ -160,7 +160,7 @@ def test_nothing_passes_after_close() -> None:
 
 
 def test_batch_frames_before_a_bad_one_are_applied() -> None:
-    client, server = handshake()
+    _, server = handshake()
     data = b"[" + encode_frame(event(1)) + b"," + encode_frame(Resume(CID)) + b"]"
     with pytest.raises(ProtocolError):
         server.receive_data(data)
@@ -217,7 +217,7 @@ def test_duplicates_wait_for_the_ack_that_covers_them() -> None:
 
 
 def test_out_of_order_seq() -> None:
-    client, server = handshake(ack_seq=7)
+    _, server = handshake(ack_seq=7)
     server.receive_data(encode_frame(event(8)))
     server.receive_data(b"[" + encode_frame(event(10)) + b"," + encode_frame(event(9)) + b"]")
     assert list(server.events()) == [event(8), OutOfOrderEvent(seq=10, expected=9)]
@@ -308,7 +308,9 @@ def test_resume_not_recovered_reports_the_gap() -> None:
     )
     list(server.events())
     client.receive_data(
-        server.send(response(0, {"a": ChannelResume("e1", 90, False), "b": ChannelResume("new", 2, False)}))
+        server.send(
+            response(0, {"a": ChannelResume("e1", 90, False), "b": ChannelResume("new", 2, False)})
+        )
     )
     events = list(client.events())
     assert ChannelGap("a", "e1", 18, 90) in events

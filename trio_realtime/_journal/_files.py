@@ -10,6 +10,7 @@ worker thread. Directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_module
 import fcntl
 import os
@@ -325,10 +326,8 @@ class SegmentWriter:
         deleted = 0
         while len(self.segments) > 1 and self.segments[0].max_seq <= self.ack_seq:
             victim = self.segments.pop(0)
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(victim.path)
-            except FileNotFoundError:
-                pass
             deleted += 1
         return deleted
 

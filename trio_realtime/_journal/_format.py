@@ -208,7 +208,9 @@ def scan(data: bytes, *, check_header: bool = True) -> ScanResult:
     if check_header:
         if len(buf) < len(HEADER):
             if HEADER.startswith(bytes(buf)):
-                return ScanResult([], 0, Damage(0, "truncated segment header", False) if buf else None)
+                return ScanResult(
+                    [], 0, Damage(0, "truncated segment header", False) if buf else None
+                )
             return ScanResult([], 0, Damage(0, "bad segment header", False))
         if buf[: len(HEADER)] != HEADER:
             return ScanResult([], 0, Damage(0, "bad segment header", True))

@@ -306,7 +306,8 @@ class Journal:
 
 def _open_files(
     directory: str, durability: Durability, segment_bytes: int
-) -> tuple[int, str, Recovery, SegmentWriter]:
+) -> tuple[str, int, str, Recovery, SegmentWriter]:
+    directory = os.path.abspath(directory)
     lock = acquire_lock(directory)
     try:
         client_id = load_client_id(directory)
@@ -320,7 +321,7 @@ def _open_files(
     except BaseException:
         release_lock(lock)
         raise
-    return lock, client_id, recovery, writer
+    return directory, lock, client_id, recovery, writer
 
 
 @asynccontextmanager
@@ -370,9 +371,8 @@ async def open_journal(
 
     if directory is None:
         raise ConfigError("directory", f"is required with durability={mode.value!r}")
-    path = os.path.abspath(os.fspath(directory))
-    lock, client_id, recovery, writer = await trio.to_thread.run_sync(
-        _open_files, path, mode, segment_bytes
+    path, lock, client_id, recovery, writer = await trio.to_thread.run_sync(
+        _open_files, os.fspath(directory), mode, segment_bytes
     )
     journal = Journal(
         directory=path,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from .._errors import LocalProtocolError, ProtocolError
 from ._close import CloseCode
@@ -102,6 +102,6 @@ class ProtocolBase(Generic[_Out, _In]):
         self._state = State.CLOSED
         self.close_code = code
 
-    def _fail(self, message: str, *, field: str | None = None) -> None:
+    def _fail(self, message: str, *, field: str | None = None) -> NoReturn:
         """Raise a remote protocol error (the caller closes with 4000)."""
         raise ProtocolError(message, field=field, close_code=CloseCode.PROTOCOL_ERROR)

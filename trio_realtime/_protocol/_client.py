@@ -56,7 +56,7 @@ class ClientProtocol(ProtocolBase[ClientFrame, ServerFrame]):
         """Downstream events dropped because their offset was already processed."""
         self._next_seq = 0  # next upstream seq this connection may send (0: not known yet)
         self._cursors: dict[str, ChannelPosition] = {}
-        self._requests: dict[int, ClientFrame] = {}
+        self._requests: dict[int, Subscribe | Unsubscribe | ReceiptsQuery] = {}
 
     @property
     def next_seq(self) -> int:
@@ -128,7 +128,9 @@ class ClientProtocol(ProtocolBase[ClientFrame, ServerFrame]):
     def _on_ack(self, frame: Ack) -> None:
         sent = self._next_seq - 1
         if frame.ack_seq > sent:
-            self._fail(f"ack_seq {frame.ack_seq} beyond the last seq sent ({sent})", field="ack_seq")
+            self._fail(
+                f"ack_seq {frame.ack_seq} beyond the last seq sent ({sent})", field="ack_seq"
+            )
         if frame.ack_seq < self.ack_seq:
             self._fail(f"ack_seq went back from {self.ack_seq} to {frame.ack_seq}", field="ack_seq")
         self.ack_seq = frame.ack_seq
@@ -142,8 +144,14 @@ class ClientProtocol(ProtocolBase[ClientFrame, ServerFrame]):
     def _on_answer(self, frame: Subscribed | Unsubscribed | Receipts) -> None:
         request = self._requests.pop(frame.rid, None)
         expected = {Subscribed: Subscribe, Unsubscribed: Unsubscribe, Receipts: ReceiptsQuery}
-        if not isinstance(request, expected[type(frame)]) or request.channel != frame.channel:
-            self._fail(f"{type(frame).__name__} answers no request with rid {frame.rid}", field="rid")
+        if (
+            request is None
+            or not isinstance(request, expected[type(frame)])
+            or request.channel != frame.channel
+        ):
+            self._fail(
+                f"{type(frame).__name__} answers no request with rid {frame.rid}", field="rid"
+            )
         if isinstance(frame, Subscribed):
             assert isinstance(request, Subscribe)
             asked = None

@@ -36,7 +36,7 @@ class CloseAction(enum.Enum):
     """Do not retry: retrying cannot succeed (forbidden, unsupported version, origin refused)."""
 
 
-_ACTIONS = {
+_ACTIONS: dict[int, CloseAction] = {
     CloseCode.GOING_AWAY: CloseAction.RECONNECT_NOW,
     CloseCode.POLICY_VIOLATION: CloseAction.FAIL,
     CloseCode.UNAUTHORIZED: CloseAction.REFRESH_TOKEN,
@@ -53,4 +53,4 @@ def close_action(code: int | None) -> CloseAction:
     """
     if code is None:
         return CloseAction.RECONNECT_BACKOFF
-    return _ACTIONS.get(code, CloseAction.RECONNECT_BACKOFF)  # type: ignore[call-overload]
+    return _ACTIONS.get(code, CloseAction.RECONNECT_BACKOFF)

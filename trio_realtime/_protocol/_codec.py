@@ -97,7 +97,7 @@ class _Fields:
             return None
         return value
 
-    def int(self, key: str, *, minimum: int = 0, required: bool = True) -> Any:
+    def integer(self, key: str, *, minimum: int = 0, required: bool = True) -> Any:
         value = self._get(key, required)
         if value is None and not required:
             return None
@@ -107,7 +107,7 @@ class _Fields:
             self.fail(key, f"integer {value} out of range [{minimum}, {MAX_INT}]")
         return value
 
-    def str(self, key: str, *, required: bool = True, empty: bool = False) -> Any:
+    def string(self, key: str, *, required: bool = True, empty: bool = False) -> Any:
         value = self._get(key, required)
         if value is None and not required:
             return None
@@ -117,7 +117,7 @@ class _Fields:
             self.fail(key, "must not be empty")
         return value
 
-    def bool(self, key: str, *, default: bool | None = None) -> bool:
+    def boolean(self, key: str, *, default: bool | None = None) -> bool:
         value = self._get(key, default is None)
         if value is None:
             assert default is not None
@@ -126,13 +126,13 @@ class _Fields:
             self.fail(key, f"expected a boolean, got {_type_name(value)}")
         return value
 
-    def any(self, key: str) -> JSON:
+    def value(self, key: str) -> JSON:
         value = self._obj.get(key, _MISSING)
         if value is _MISSING:
             self.fail(key, "missing required field")
         return value
 
-    def object(self, key: str, *, required: bool = True) -> dict[str, Any]:
+    def mapping(self, key: str, *, required: bool = True) -> dict[str, Any]:
         value = self._get(key, required)
         if value is None:
             return {}
@@ -147,17 +147,17 @@ class _Fields:
 
     def map_of(self, key: str, build: Callable[[_Fields], Any], *, required: bool = True) -> Any:
         """An object whose values are objects, each decoded by ``build``."""
-        obj = self.object(key, required=required)
+        obj = self.mapping(key, required=required)
         inner = _Fields(obj, f"{self._prefix}{key}.")
         return {name: build(inner.sub(name, value)) for name, value in obj.items()}
 
     def map_of_ints(self, key: str) -> dict[str, int]:
-        obj = self.object(key)
+        obj = self.mapping(key)
         inner = _Fields(obj, f"{self._prefix}{key}.")
-        return {name: inner.int(name) for name in obj}
+        return {name: inner.integer(name) for name in obj}
 
     def status(self, key: str) -> PresenceStatus:
-        value = self.str(key)
+        value = self.string(key)
         try:
             return PresenceStatus(value)
         except ValueError:
@@ -181,157 +181,165 @@ class _Fields:
 
 
 def _position(f: _Fields) -> ChannelPosition:
-    return ChannelPosition(offset=f.int("offset"), epoch=f.str("epoch", required=False))
+    return ChannelPosition(offset=f.integer("offset"), epoch=f.string("epoch", required=False))
 
 
 def _channel_resume(f: _Fields) -> ChannelResume:
-    return ChannelResume(epoch=f.str("epoch"), offset=f.int("offset"), recovered=f.bool("recovered"))
+    return ChannelResume(
+        epoch=f.string("epoch"), offset=f.integer("offset"), recovered=f.boolean("recovered")
+    )
 
 
 def _member(f: _Fields) -> PresenceMember:
     return PresenceMember(
-        status=f.status("status"), metadata=f.object("metadata", required=False), since=f.int("since")
+        status=f.status("status"),
+        metadata=f.mapping("metadata", required=False),
+        since=f.integer("since"),
     )
 
 
 def _resume(f: _Fields) -> Resume:
     return Resume(
-        protocol=f.int("protocol"),
-        client_id=f.str("client_id"),
-        token=f.str("token", required=False, empty=True),
-        last_ack_seq=f.int("last_ack_seq"),
+        protocol=f.integer("protocol"),
+        client_id=f.string("client_id"),
+        token=f.string("token", required=False, empty=True),
+        last_ack_seq=f.integer("last_ack_seq"),
         channels=f.map_of("channels", _position, required=False),
     )
 
 
 def _resume_response(f: _Fields) -> ResumeResponse:
     return ResumeResponse(
-        protocol=f.int("protocol"),
-        client_id=f.str("client_id"),
-        session_id=f.str("session_id"),
-        ack_seq=f.int("ack_seq"),
-        heartbeat_interval_ms=f.int("heartbeat_interval_ms", minimum=1),
-        max_frame_bytes=f.int("max_frame_bytes", minimum=1),
-        server_time=f.int("server_time"),
+        protocol=f.integer("protocol"),
+        client_id=f.string("client_id"),
+        session_id=f.string("session_id"),
+        ack_seq=f.integer("ack_seq"),
+        heartbeat_interval_ms=f.integer("heartbeat_interval_ms", minimum=1),
+        max_frame_bytes=f.integer("max_frame_bytes", minimum=1),
+        server_time=f.integer("server_time"),
         channels=f.map_of("channels", _channel_resume, required=False),
     )
 
 
 def _upstream_event(f: _Fields) -> UpstreamEvent:
     return UpstreamEvent(
-        seq=f.int("seq", minimum=1),
-        idempotency_key=f.str("idempotency_key"),
-        channel=f.str("channel"),
-        event=f.str("event"),
-        payload=f.any("payload"),
-        timestamp=f.int("timestamp"),
+        seq=f.integer("seq", minimum=1),
+        idempotency_key=f.string("idempotency_key"),
+        channel=f.string("channel"),
+        event=f.string("event"),
+        payload=f.value("payload"),
+        timestamp=f.integer("timestamp"),
     )
 
 
 def _downstream_event(f: _Fields) -> DownstreamEvent:
     return DownstreamEvent(
-        channel=f.str("channel"),
-        offset=f.int("offset", minimum=1),
-        epoch=f.str("epoch"),
-        event=f.str("event"),
-        payload=f.any("payload"),
-        timestamp=f.int("timestamp"),
-        sender=f.str("sender", required=False),
-        idempotency_key=f.str("idempotency_key", required=False),
+        channel=f.string("channel"),
+        offset=f.integer("offset", minimum=1),
+        epoch=f.string("epoch"),
+        event=f.string("event"),
+        payload=f.value("payload"),
+        timestamp=f.integer("timestamp"),
+        sender=f.string("sender", required=False),
+        idempotency_key=f.string("idempotency_key", required=False),
     )
 
 
 def _ack(f: _Fields) -> Ack:
-    return Ack(ack_seq=f.int("ack_seq"), duplicates=f.int_list("duplicates"))
+    return Ack(ack_seq=f.integer("ack_seq"), duplicates=f.int_list("duplicates"))
 
 
 def _error(f: _Fields) -> Error:
     return Error(
-        code=f.str("code"),
-        message=f.str("message", empty=True),
-        seq=f.int("seq", minimum=1, required=False),
-        fatal=f.bool("fatal", default=False),
-        rid=f.int("rid", required=False),
+        code=f.string("code"),
+        message=f.string("message", empty=True),
+        seq=f.integer("seq", minimum=1, required=False),
+        fatal=f.boolean("fatal", default=False),
+        rid=f.integer("rid", required=False),
     )
 
 
 def _subscribe(f: _Fields) -> Subscribe:
     return Subscribe(
-        rid=f.int("rid"),
-        channel=f.str("channel"),
-        offset=f.int("offset", required=False),
-        epoch=f.str("epoch", required=False),
+        rid=f.integer("rid"),
+        channel=f.string("channel"),
+        offset=f.integer("offset", required=False),
+        epoch=f.string("epoch", required=False),
     )
 
 
 def _subscribed(f: _Fields) -> Subscribed:
     return Subscribed(
-        rid=f.int("rid"),
-        channel=f.str("channel"),
-        epoch=f.str("epoch"),
-        offset=f.int("offset"),
-        recovered=f.bool("recovered"),
+        rid=f.integer("rid"),
+        channel=f.string("channel"),
+        epoch=f.string("epoch"),
+        offset=f.integer("offset"),
+        recovered=f.boolean("recovered"),
     )
 
 
 def _unsubscribe(f: _Fields) -> Unsubscribe:
-    return Unsubscribe(rid=f.int("rid"), channel=f.str("channel"))
+    return Unsubscribe(rid=f.integer("rid"), channel=f.string("channel"))
 
 
 def _unsubscribed(f: _Fields) -> Unsubscribed:
-    return Unsubscribed(rid=f.int("rid"), channel=f.str("channel"))
+    return Unsubscribed(rid=f.integer("rid"), channel=f.string("channel"))
 
 
 def _ping(f: _Fields) -> Ping:
-    return Ping(t=f.int("t"))
+    return Ping(t=f.integer("t"))
 
 
 def _pong(f: _Fields) -> Pong:
-    return Pong(t=f.int("t"))
+    return Pong(t=f.integer("t"))
 
 
 def _presence_update(f: _Fields) -> PresenceUpdate:
     return PresenceUpdate(
-        channel=f.str("channel"),
+        channel=f.string("channel"),
         status=f.status("status"),
-        metadata=f.object("metadata", required=False),
+        metadata=f.mapping("metadata", required=False),
     )
 
 
 def _presence_state(f: _Fields) -> PresenceState:
-    return PresenceState(channel=f.str("channel"), members=f.map_of("members", _member))
+    return PresenceState(channel=f.string("channel"), members=f.map_of("members", _member))
 
 
 def _presence_diff(f: _Fields) -> PresenceDiff:
     return PresenceDiff(
-        channel=f.str("channel"),
+        channel=f.string("channel"),
         joins=f.map_of("joins", _member, required=False),
         leaves=f.map_of("leaves", _member, required=False),
     )
 
 
 def _typing_from_client(f: _Fields) -> Typing:
-    return Typing(channel=f.str("channel"), typing=f.bool("typing"))
+    return Typing(channel=f.string("channel"), typing=f.boolean("typing"))
 
 
 def _typing_from_server(f: _Fields) -> Typing:
-    return Typing(channel=f.str("channel"), typing=f.bool("typing"), user=f.str("user"))
+    return Typing(channel=f.string("channel"), typing=f.boolean("typing"), user=f.string("user"))
 
 
 def _receipt_from_client(f: _Fields) -> ReadReceipt:
-    return ReadReceipt(channel=f.str("channel"), offset=f.int("offset"))
+    return ReadReceipt(channel=f.string("channel"), offset=f.integer("offset"))
 
 
 def _receipt_from_server(f: _Fields) -> ReadReceipt:
-    return ReadReceipt(channel=f.str("channel"), offset=f.int("offset"), user=f.str("user"))
+    return ReadReceipt(
+        channel=f.string("channel"), offset=f.integer("offset"), user=f.string("user")
+    )
 
 
 def _receipts_query(f: _Fields) -> ReceiptsQuery:
-    return ReceiptsQuery(rid=f.int("rid"), channel=f.str("channel"))
+    return ReceiptsQuery(rid=f.integer("rid"), channel=f.string("channel"))
 
 
 def _receipts(f: _Fields) -> Receipts:
-    return Receipts(rid=f.int("rid"), channel=f.str("channel"), readers=f.map_of_ints("readers"))
+    return Receipts(
+        rid=f.integer("rid"), channel=f.string("channel"), readers=f.map_of_ints("readers")
+    )
 
 
 _Decoder = Callable[[_Fields], Any]
@@ -375,9 +383,9 @@ def _decode_frame(
     if type(obj) is not dict:
         raise ProtocolError(f"expected a frame object, got {_type_name(obj)}", field=prefix or None)
     fields = _Fields(obj, f"{prefix}." if prefix else "")
-    frame_type = fields.str("type")
+    frame_type = fields.string("type")
     if frame_type == "meta":
-        kind = fields.str("kind")
+        kind = fields.string("kind")
         decoder = meta.get(kind)
         if decoder is None:
             fields.fail("kind", f"unknown meta kind {kind!r}")

@@ -425,7 +425,7 @@ class Typing:
 
 @attrs.frozen
 class ReadReceipt:
-    """"Read up to ``offset``" watermark. From a client, ``user`` is absent; relayed, it names the reader."""
+    """ "Read up to ``offset``" watermark. From a client, ``user`` is absent; relayed, it names the reader."""
 
     TYPE: ClassVar[str] = "meta"
     KIND: ClassVar[str] = "receipt"

@@ -59,7 +59,7 @@ class ServerProtocol(ProtocolBase[ServerFrame, ClientFrame]):
         """Highest seq received in order (handed to the application, committed or not)."""
         self._duplicates: list[int] = []
         self._out_of_order = False
-        self._requests: dict[int, ClientFrame] = {}
+        self._requests: dict[int, Subscribe | Unsubscribe | ReceiptsQuery] = {}
         self._subscriptions: set[str] = set()
 
     @property
@@ -128,14 +128,15 @@ class ServerProtocol(ProtocolBase[ServerFrame, ClientFrame]):
             self._subscriptions.update(frame.channels)
         elif isinstance(frame, Error):
             if frame.seq is not None and not self.ack_seq < frame.seq <= self.received_seq:
-                raise LocalProtocolError(f"error for seq {frame.seq}, which is not pending", field="seq")
+                raise LocalProtocolError(
+                    f"error for seq {frame.seq}, which is not pending", field="seq"
+                )
             if frame.rid is not None:
                 self._requests.pop(frame.rid, None)
         elif isinstance(frame, Subscribed | Unsubscribed | Receipts):
             self._on_answer(frame)
-        elif isinstance(frame, DownstreamEvent):
-            if frame.channel not in self._subscriptions:
-                raise LocalProtocolError(f"not subscribed to {frame.channel!r}", field="channel")
+        elif isinstance(frame, DownstreamEvent) and frame.channel not in self._subscriptions:
+            raise LocalProtocolError(f"not subscribed to {frame.channel!r}", field="channel")
 
     def _on_ack(self, frame: Ack) -> None:
         if not self.ack_seq <= frame.ack_seq <= self.received_seq:
@@ -149,7 +150,11 @@ class ServerProtocol(ProtocolBase[ServerFrame, ClientFrame]):
     def _on_answer(self, frame: Subscribed | Unsubscribed | Receipts) -> None:
         request = self._requests.pop(frame.rid, None)
         expected = {Subscribed: Subscribe, Unsubscribed: Unsubscribe, Receipts: ReceiptsQuery}
-        if not isinstance(request, expected[type(frame)]) or request.channel != frame.channel:
+        if (
+            request is None
+            or not isinstance(request, expected[type(frame)])
+            or request.channel != frame.channel
+        ):
             raise LocalProtocolError(f"no pending request with rid {frame.rid}", field="rid")
         if isinstance(frame, Subscribed):
             self._subscriptions.add(frame.channel)

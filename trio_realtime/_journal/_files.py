@@ -288,11 +288,15 @@ class SegmentWriter:
 
     # --- operations ------------------------------------------------------------------------------
 
-    def write(self, records: Sequence[tuple[Record, bytes]]) -> None:
-        """Write encoded records in order (no fsync), rolling to a new segment at the size limit."""
+    def write(self, records: Sequence[tuple[int | Record, bytes]]) -> None:
+        """Write encoded records in order (no fsync), rolling to a new segment at the size limit.
+
+        Each item is ``(what, encoded bytes)`` where ``what`` is the record, or just the seq of an
+        :class:`Append` (the common case, kept cheap).
+        """
         self._guard(self._write, records)
 
-    def _write(self, records: Sequence[tuple[Record, bytes]]) -> None:
+    def _write(self, records: Sequence[tuple[int | Record, bytes]]) -> None:
         chunk: list[bytes] = []
         active = self.segments[-1]
         for record, data in records:
@@ -304,7 +308,9 @@ class SegmentWriter:
                 active = self.segments[-1]
             chunk.append(data)
             active.size += len(data)
-            if isinstance(record, Append):
+            if type(record) is int:
+                self.last_seq = active.max_seq = record
+            elif isinstance(record, Append):
                 self.last_seq = active.max_seq = record.seq
             elif isinstance(record, AckMark):
                 self.ack_seq = max(self.ack_seq, record.ack_seq)
@@ -315,6 +321,10 @@ class SegmentWriter:
                     self.cursors[record.channel] = (record.offset, record.epoch)
         if chunk:
             _write_all(self._fd, b"".join(chunk))
+
+    def fits(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more fit in the active segment without rolling to a new one."""
+        return self.segments[-1].size + nbytes <= self.segment_bytes
 
     def sync(self) -> None:
         """fsync the active segment."""

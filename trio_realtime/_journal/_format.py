@@ -41,6 +41,7 @@ __all__ = [
     "Record",
     "ScanResult",
     "decode_body",
+    "encode_append",
     "encode_record",
     "encode_records",
     "scan",
@@ -115,6 +116,12 @@ def _body(record: Record) -> bytes:
 def encode_record(record: Record) -> bytes:
     """The framed bytes of one record: length, CRC-32C of the body, body."""
     body = _body(record)
+    return _PREFIX.pack(len(body), crc32c(body)) + body
+
+
+def encode_append(seq: int, data: bytes) -> bytes:
+    """The framed bytes of an :class:`Append` record (the hot path: no intermediate object)."""
+    body = _KIND_U64.pack(Kind.APPEND, seq) + data
     return _PREFIX.pack(len(body), crc32c(body)) + body
 
 

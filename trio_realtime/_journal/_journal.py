@@ -25,6 +25,7 @@ from ._format import AckMark, Append, CursorMark, Record, encode_append, encode_
 __all__ = ["Cursor", "Durability", "Journal", "JournalEntry", "open_journal"]
 
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+_MAX_FSYNCS = 2  # fsyncs in flight at once (see Journal._dispatch)
 MIN_SEGMENT_BYTES = 4096
 
 
@@ -129,7 +130,9 @@ class Journal:
         self._open = _Batch()
         self._wakeup = trio.Event()
         self._fsync_requested = False
-        self._dirty = False  # written since the last fsync
+        self._written = 0  # count of writes
+        self._synced = 0  # writes covered by a finished fsync
+        self._jobs: list[trio.Event] = []  # fsyncs in flight, oldest first
         self._closed = False
         self._broken: JournalBroken | None = None
 
@@ -271,22 +274,37 @@ class Journal:
     # --- the committer ---------------------------------------------------------------------------
 
     async def _run_committer(self, *, task_status: trio.TaskStatus[None]) -> None:
-        task_status.started()
-        try:
-            while not self._closed:
-                await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                # Shielded: once a batch is taken it is committed and its waiters released, or they
-                # would wait forever. Bounded by one write and one fsync.
+        async with trio.open_nursery() as jobs:
+            task_status.started()
+            try:
+                while not self._closed:
+                    await self._wakeup.wait()
+                    self._wakeup = trio.Event()
+                    # Shielded: once a batch is taken it is committed and its waiters released,
+                    # or they would wait forever. Bounded by one write and one fsync.
+                    with trio.CancelScope(shield=True):
+                        await self._dispatch(jobs)
+            finally:
+                # Cancelled or closing: commit what was handed to us, so no append that was
+                # called is dropped, and release anyone waiting.
                 with trio.CancelScope(shield=True):
-                    await self._commit_once()
-        finally:
-            # Cancelled or closing: commit what was handed to us, so no append that was called is
-            # dropped, and release anyone waiting.
-            with trio.CancelScope(shield=True):
-                await self._commit_once(final=True)
+                    await self._dispatch(jobs, final=True)
+                    await self._wait_for_jobs()
 
-    async def _commit_once(self, *, final: bool = False) -> None:
+    @property
+    def _dirty(self) -> bool:
+        """Whether something was written that no finished fsync covers."""
+        return self._written > self._synced
+
+    async def _dispatch(self, jobs: trio.Nursery, *, final: bool = False) -> None:
+        """Commit the open batch.
+
+        Records are always written from this task, in order. A batch that needs an fsync then gets
+        a job that runs the fsync in a worker thread; up to :data:`_MAX_FSYNCS` jobs overlap, so
+        the appenders woken by one fsync fill the next batch while it runs. Jobs release their
+        batches strictly in order, and once any fsync has failed no later batch is reported
+        durable (a later fsync that succeeds proves nothing about pages an earlier one lost).
+        """
         batch, self._open = self._open, _Batch()
         sync = (
             batch.durable
@@ -294,37 +312,69 @@ class Journal:
             or (final and self._dirty and self.durability is not Durability.OS)
         )
         self._fsync_requested = False
-        if not batch.records and not sync:
-            batch.finish()
-            return
         writer = self._writer
         assert writer is not None
         if self._broken is not None:
             batch.error = self._broken
-        else:
+        elif batch.records or sync:
             try:
-                if sync or not writer.fits(sum(len(data) for _, data in batch.records)):
-                    # fsyncs (and the segment roll, which fsyncs) run in a worker thread.
-                    await trio.to_thread.run_sync(self._commit, writer, batch.records, sync)
-                else:
-                    # A write without fsync only copies into the page cache: cheaper to do here
-                    # than the round trip to a thread. (This is the hot path of "batch" and "os".)
-                    self._commit(writer, batch.records, False)
+                if writer.fits(sum(len(data) for _, data in batch.records)):
+                    # A write only copies into the page cache: cheaper here than a thread hop.
+                    self._write(writer, batch.records)
                     await trio.lowlevel.checkpoint()
+                else:
+                    # Rolling to a new segment fsyncs and swaps the file: do it alone, in a thread.
+                    await self._wait_for_jobs()
+                    await trio.to_thread.run_sync(self._write, writer, batch.records)
             except JournalBroken as exc:
-                self._broken = exc
-                batch.error = exc
+                self._broken = batch.error = exc
+            else:
+                if sync:
+                    while len(self._jobs) >= _MAX_FSYNCS:
+                        await self._jobs[0].wait()
+                    done = trio.Event()
+                    previous = self._jobs[-1] if self._jobs else None
+                    self._jobs.append(done)
+                    jobs.start_soon(self._fsync_job, writer, batch, previous, done)
+                    return
+        if self._jobs:  # release in order: after the batches before it
+            await self._jobs[-1].wait()
         batch.finish()
 
-    def _commit(
-        self, writer: SegmentWriter, records: list[tuple[int | Record, bytes]], sync: bool
+    async def _fsync_job(
+        self,
+        writer: SegmentWriter,
+        batch: _Batch,
+        previous: trio.Event | None,
+        done: trio.Event,
     ) -> None:
+        with trio.CancelScope(shield=True):
+            written = self._written
+            error: JournalBroken | None = None
+            try:
+                await trio.to_thread.run_sync(writer.sync)
+            except JournalBroken as exc:
+                error = exc
+            if previous is not None:
+                await previous.wait()
+            if self._broken is None and error is not None:
+                self._broken = error
+            if self._broken is not None:
+                batch.error = self._broken
+            else:
+                self._synced = max(self._synced, written)
+            batch.finish()
+            self._jobs.remove(done)
+            done.set()
+
+    async def _wait_for_jobs(self) -> None:
+        while self._jobs:
+            await self._jobs[-1].wait()
+
+    def _write(self, writer: SegmentWriter, records: list[tuple[int | Record, bytes]]) -> None:
         if records:
             writer.write(records)
-            self._dirty = True
-        if sync and self._dirty:
-            writer.sync()
-            self._dirty = False
+            self._written += 1
         if any(isinstance(record, AckMark) for record, _ in records):
             writer.compact()
 

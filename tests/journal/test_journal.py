@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import threading
 from typing import Any
 
 import pytest
@@ -30,12 +32,13 @@ class FsyncCounter:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
         self.fail_with: int | None = None
+        self.fail_only: set[int] = set()  # with fail_with: fail just these calls (1-based)
         self._real = os.fsync
         monkeypatch.setattr(os, "fsync", self)
 
     def __call__(self, fd: int) -> None:
         self.calls += 1
-        if self.fail_with is not None:
+        if self.fail_with is not None and (not self.fail_only or self.calls in self.fail_only):
             raise OSError(self.fail_with, os.strerror(self.fail_with))
         self._real(fd)
 
@@ -117,6 +120,7 @@ async def test_batch_mode_fsyncs_by_itself_and_only_when_dirty(
             # Polling, not an Event: the counter is bumped from a worker thread.
             while fsyncs.calls == 0:  # noqa: ASYNC110
                 await trio.sleep(0.01)
+        await journal.flush()  # settle: everything written is now synced
         synced = fsyncs.calls
         await trio.sleep(40 * 0.25)  # forty idle intervals: nothing new to sync, no fsync
         assert fsyncs.calls == synced
@@ -245,6 +249,41 @@ async def test_concurrent_appenders_all_see_the_failure(
             for _ in range(20):
                 nursery.start_soon(one)
         assert outcomes == ["broken"] * 20
+
+
+async def test_a_failed_fsync_taints_later_batches_even_if_their_fsync_succeeds(
+    jdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fsyncs overlap. Make the first fail only once the second has started (and will succeed):
+    # after a failure the kernel may have dropped dirty pages, so the later success proves nothing
+    # and the later batch must fail too.
+    real_fsync = os.fsync
+    counter = itertools.count(1)
+    second_started = threading.Event()
+
+    def fsync(fd: int) -> None:
+        if next(counter) == 1:
+            assert second_started.wait(10), "the second fsync never started"
+            raise OSError(errno.EIO, "injected")
+        second_started.set()
+        real_fsync(fd)
+
+    async with open_journal(jdir) as journal:
+        monkeypatch.setattr(os, "fsync", fsync)
+        outcomes: list[str] = []
+
+        async def one(seq: int) -> None:
+            try:
+                await journal.append(seq, frame(seq))
+                outcomes.append("ok")
+            except JournalBroken:
+                outcomes.append("broken")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, 1)
+            await trio.testing.wait_all_tasks_blocked()  # batch 1 is in its fsync
+            nursery.start_soon(one, 2)
+        assert outcomes == ["broken", "broken"]
 
 
 async def test_cancelled_appends_are_never_half_done(jdir: str) -> None:

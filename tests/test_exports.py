@@ -1,0 +1,43 @@
+"""The public surface of trio_realtime is exactly what we mean it to be."""
+
+from __future__ import annotations
+
+import trio_realtime
+
+EXPECTED = {
+    "ConfigError",
+    "Durability",
+    "JournalBroken",
+    "JournalClosed",
+    "JournalCorrupt",
+    "JournalError",
+    "JournalLocked",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RealtimeBrokenError",
+    "RealtimeClosedError",
+    "RealtimeError",
+}
+
+
+def test_public_names() -> None:
+    public = {name for name in dir(trio_realtime) if not name.startswith("_")}
+    assert public == EXPECTED
+
+
+def test_version() -> None:
+    assert trio_realtime.__version__ == "0.1.0"
+
+
+def test_every_error_is_a_realtime_error() -> None:
+    for name in EXPECTED:
+        obj = getattr(trio_realtime, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert issubclass(obj, trio_realtime.RealtimeError), name
+
+
+def test_closed_versus_broken() -> None:
+    assert issubclass(trio_realtime.JournalClosed, trio_realtime.RealtimeClosedError)
+    assert issubclass(trio_realtime.JournalBroken, trio_realtime.RealtimeBrokenError)
+    assert not issubclass(trio_realtime.RealtimeClosedError, trio_realtime.RealtimeBrokenError)
+    assert issubclass(trio_realtime.ConfigError, ValueError)  # bad input is also a ValueError

@@ -6,6 +6,9 @@ import trio_realtime
 
 EXPECTED = {
     "ConfigError",
+    "DeliveryStrategy",
+    "OutboxFullPolicy",
+    "RealtimeConfig",
     "Durability",
     "JournalBroken",
     "JournalClosed",

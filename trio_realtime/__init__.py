@@ -1,5 +1,8 @@
 """trio_realtime: durable realtime messaging for trio."""
 
+from ._config import DeliveryStrategy as DeliveryStrategy
+from ._config import OutboxFullPolicy as OutboxFullPolicy
+from ._config import RealtimeConfig as RealtimeConfig
 from ._errors import ConfigError as ConfigError
 from ._errors import JournalBroken as JournalBroken
 from ._errors import JournalClosed as JournalClosed

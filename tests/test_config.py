@@ -53,6 +53,7 @@ def test_frozen() -> None:
         ("max_outbox_messages", 0),
         ("max_outbox_bytes", True),
         ("outbox_full", "explode"),
+        ("outbox_full", "drop_oldest"),
         ("close_grace_period", -1),
         ("log_level", "chatty"),
     ],

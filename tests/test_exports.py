@@ -16,6 +16,7 @@ EXPECTED = {
     "JournalError",
     "JournalLocked",
     "LocalProtocolError",
+    "OutboxFull",
     "ProtocolError",
     "RealtimeBrokenError",
     "RealtimeClosedError",

@@ -10,6 +10,7 @@ from ._errors import JournalCorrupt as JournalCorrupt
 from ._errors import JournalError as JournalError
 from ._errors import JournalLocked as JournalLocked
 from ._errors import LocalProtocolError as LocalProtocolError
+from ._errors import OutboxFull as OutboxFull
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RealtimeBrokenError as RealtimeBrokenError
 from ._errors import RealtimeClosedError as RealtimeClosedError

@@ -33,7 +33,8 @@ class OutboxFullPolicy(enum.StrEnum):
     BLOCK = "block"
     """Wait until acknowledgements make room."""
     DROP_OLDEST = "drop_oldest"
-    """Drop the oldest unacknowledged event to make room (its receipt resolves as rejected)."""
+    """Not supported yet: upstream seqs are contiguous per client, so an event cannot be dropped
+    once journaled without the server seeing a gap. Choosing it raises :class:`ConfigError`."""
     RAISE = "raise"
     """Raise :class:`OutboxFull` at once."""
 
@@ -159,6 +160,12 @@ class RealtimeConfig:
             raise ConfigError("jitter", f"must be a fraction between 0 and 1, got {value!r}")
 
     def __attrs_post_init__(self) -> None:
+        if self.outbox_full is OutboxFullPolicy.DROP_OLDEST:
+            raise ConfigError(
+                "outbox_full",
+                "drop_oldest is not supported yet: a journaled event cannot be dropped without "
+                "leaving a gap in the seqs the server expects; use 'block' or 'raise'",
+            )
         if self.max_retry_delay < self.initial_retry_delay:
             raise ConfigError("max_retry_delay", "must not be smaller than initial_retry_delay")
         if (

@@ -21,6 +21,7 @@ __all__ = [
     "JournalError",
     "JournalLocked",
     "LocalProtocolError",
+    "OutboxFull",
     "ProtocolError",
     "RealtimeBrokenError",
     "RealtimeClosedError",
@@ -38,6 +39,22 @@ class RealtimeClosedError(RealtimeError):
 
 class RealtimeBrokenError(RealtimeError):
     """The object failed because of something outside the caller's control and cannot be used."""
+
+
+class OutboxFull(RealtimeError):
+    """``send`` found the outbox full and ``outbox_full="raise"`` is configured.
+
+    Attributes:
+        pending: events waiting for an ack.
+        pending_bytes: their encoded size.
+    """
+
+    def __init__(self, pending: int, pending_bytes: int) -> None:
+        super().__init__(
+            f"the outbox is full: {pending} events ({pending_bytes} bytes) unacknowledged"
+        )
+        self.pending = pending
+        self.pending_bytes = pending_bytes
 
 
 class ConfigError(RealtimeError, ValueError):

@@ -67,11 +67,12 @@ def _refuse_abort(_: object) -> trio.lowlevel.Abort:
 class _Batch:
     """Records handed to one commit, and the tasks waiting for it."""
 
-    __slots__ = ("done", "durable", "error", "records", "waiters")
+    __slots__ = ("done", "durable", "error", "max_seq", "records", "waiters")
 
     def __init__(self) -> None:
         self.records: list[tuple[int | Record, bytes]] = []  # (seq of an append | record, bytes)
         self.durable = False  # does a waiter need this batch fsynced?
+        self.max_seq = 0  # highest seq appended in this batch
         self.waiters: list[trio.lowlevel.Task] = []
         self.done = False
         self.error: JournalError | None = None
@@ -121,6 +122,7 @@ class Journal:
         self._writer = writer
         self._batch_interval = batch_interval
         self._last_seq = recovery.last_seq
+        self._durable_seq = recovery.last_seq
         self._ack_seq = recovery.ack_seq
         self._cursors = {
             name: Cursor(offset, epoch) for name, (offset, epoch) in recovery.cursors.items()
@@ -142,6 +144,12 @@ class Journal:
     def last_seq(self) -> int:
         """The highest seq appended (including appends still waiting for durability)."""
         return self._last_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """The highest seq whose append has completed: as durable as the mode promises. Appends
+        complete in seq order, so every seq up to it is durable too."""
+        return self._durable_seq
 
     @property
     def next_seq(self) -> int:
@@ -184,10 +192,12 @@ class Journal:
             raise ValueError(f"append of seq {seq} where {self._last_seq + 1} is next")
         self._last_seq = seq
         if self._writer is None:  # memory mode
+            self._durable_seq = seq
             await trio.lowlevel.checkpoint()
             return
         batch = self._open
         batch.records.append((seq, encode_append(seq, data)))
+        batch.max_seq = seq
         if self.durability is Durability.ALWAYS:
             batch.durable = True
         self._wakeup.set()
@@ -214,9 +224,11 @@ class Journal:
             return
         self._last_seq = entries[-1][0]
         if self._writer is None:  # memory mode
+            self._durable_seq = self._last_seq
             await trio.lowlevel.checkpoint()
             return
         batch = self._enqueue([Append(seq, data) for seq, data in entries])
+        batch.max_seq = self._last_seq
         if self.durability is Durability.ALWAYS:
             batch.durable = True
         await batch.wait()
@@ -339,6 +351,11 @@ class Journal:
                     return
         if self._jobs:  # release in order: after the batches before it
             await self._jobs[-1].wait()
+        self._finish(batch)
+
+    def _finish(self, batch: _Batch) -> None:
+        if batch.error is None and batch.max_seq > self._durable_seq:
+            self._durable_seq = batch.max_seq
         batch.finish()
 
     async def _fsync_job(
@@ -363,7 +380,7 @@ class Journal:
                 batch.error = self._broken
             else:
                 self._synced = max(self._synced, written)
-            batch.finish()
+            self._finish(batch)
             self._jobs.remove(done)
             done.set()
 

@@ -1,0 +1,153 @@
+"""The outbox between send() and the server's acks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+import trio
+
+from trio_realtime import LocalProtocolError, OutboxFull
+from trio_realtime._config import OutboxFullPolicy
+from trio_realtime._journal import open_journal
+from trio_realtime._outbox import Acked, Outbox, Rejected
+
+
+def make(journal: object, **kw: object) -> Outbox:
+    options: dict[str, object] = {
+        "max_messages": 1000,
+        "max_bytes": 1 << 20,
+        "full_policy": OutboxFullPolicy.BLOCK,
+    }
+    options.update(kw)
+    return Outbox(journal, **options)  # type: ignore[arg-type]
+
+
+async def test_send_journals_the_wire_bytes_and_acks_resolve(tmp_path: Path) -> None:
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        receipt = await outbox.send("room:1", "chat", {"text": "hi"})
+        assert receipt.seq == 1
+        assert receipt.idempotency_key == f"{journal.client_id}:1"
+        keyed = await outbox.send("room:1", "order", {"n": 1}, idempotency_key="order-42")
+        assert keyed.idempotency_key == "order-42"
+        batch = outbox.ready(100, 1 << 20)
+        assert [seq for seq, _ in batch] == [1, 2]
+        frame = orjson.loads(batch[0][1])
+        assert frame["payload"] == {"text": "hi"}
+        assert frame["seq"] == 1
+        assert outbox.ready(100, 1 << 20) == []  # already taken
+        assert outbox.pending_count == 2
+        assert await outbox.ack(2, [2]) == 2
+        assert await receipt.wait() == Acked(1, False)
+        assert await keyed.wait() == Acked(2, True)
+        assert outbox.pending_count == 0
+    # the journal holds the exact bytes sent
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        assert journal.recovered == []  # acked
+
+
+async def test_unacked_events_come_back_after_restart(tmp_path: Path) -> None:
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        await outbox.send_many("c", "e", [1, 2, 3])
+        sent = outbox.ready(100, 1 << 20)
+        await outbox.ack(1, [])
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        assert outbox.pending_count == 2
+        await outbox.rewind(1)
+        assert outbox.ready(100, 1 << 20) == sent[1:]  # the same bytes, same seqs
+        receipt = await outbox.send("c", "e", 4)
+        assert receipt.seq == 4
+
+
+async def test_rewind_resends_from_the_first_event_the_server_lacks() -> None:
+    async with open_journal(None, durability="memory") as journal:
+        outbox = make(journal)
+        await outbox.send_many("c", "e", list(range(5)))
+        assert len(outbox.ready(100, 1 << 20)) == 5
+        await outbox.rewind(3)  # new link: the server has 1..3
+        assert [s for s, _ in outbox.ready(100, 1 << 20)] == [4, 5]
+
+
+async def test_ready_respects_limits_and_order() -> None:
+    async with open_journal(None, durability="memory") as journal:
+        outbox = make(journal)
+        await outbox.send_many("c", "e", ["x" * 100] * 10)
+        first = outbox.ready(3, 1 << 20)
+        assert [s for s, _ in first] == [1, 2, 3]
+        small = outbox.ready(100, 10)  # too small for even one: still one
+        assert [s for s, _ in small] == [4]
+        rest = outbox.ready(100, 1 << 20)
+        assert [s for s, _ in rest] == [5, 6, 7, 8, 9, 10]
+
+
+async def test_concurrent_sends_are_sent_in_seq_order(tmp_path: Path) -> None:
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        taken: list[int] = []
+
+        async def writer() -> None:
+            while len(taken) < 200:
+                await outbox.wait_ready()
+                taken.extend(seq for seq, _ in outbox.ready(7, 1 << 20))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            for i in range(200):
+                nursery.start_soon(outbox.send, "c", "e", i)
+        assert taken == list(range(1, 201))
+
+
+async def test_rejection_and_later_cumulative_ack() -> None:
+    async with open_journal(None, durability="memory") as journal:
+        outbox = make(journal)
+        a, b, c = await outbox.send_many("c", "e", [1, 2, 3])
+        outbox.reject(2, "forbidden", "no")
+        await outbox.ack(3, [])
+        assert await a.wait() == Acked(1)
+        assert await b.wait() == Rejected(2, "forbidden", "no")
+        assert await c.wait() == Acked(3)
+        assert (outbox.acked_total, outbox.rejected_total) == (2, 1)
+
+
+async def test_bad_input_reserves_nothing() -> None:
+    async with open_journal(None, durability="memory") as journal:
+        outbox = make(journal)
+        with pytest.raises(LocalProtocolError):
+            await outbox.send("c", "e", {"not json": {1, 2}})
+        for channel, event in (("", "e"), ("c", ""), (3, "e")):
+            with pytest.raises(ValueError):
+                await outbox.send(channel, event, None)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            await outbox.send("c", "e", None, idempotency_key="")
+        assert (await outbox.send("c", "e", 1)).seq == 1
+
+
+async def test_outbox_full_raise_and_block() -> None:
+    async with open_journal(None, durability="memory") as journal:
+        outbox = make(journal, max_messages=2, full_policy=OutboxFullPolicy.RAISE)
+        await outbox.send_many("c", "e", [1, 2])
+        with pytest.raises(OutboxFull) as info:
+            await outbox.send("c", "e", 3)
+        assert info.value.pending == 2
+
+    async with open_journal(None, durability="memory") as journal:
+        outbox = make(journal, max_messages=2)
+        await outbox.send_many("c", "e", [1, 2])
+        done = trio.Event()
+
+        async def third() -> None:
+            await outbox.send("c", "e", 3)
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(third)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not done.is_set()  # blocked: the outbox is full
+            await outbox.ack(1, [])
+            await done.wait()
+        assert outbox.pending_count == 2

@@ -1,0 +1,294 @@
+"""The outbox: upstream events from ``send`` to the server's ack, through the journal.
+
+``send`` assigns the next seq, encodes the frame once (the same bytes go to the journal and to the
+wire), appends it to the journal and returns a :class:`Receipt` once the append is as durable as the
+journal's mode promises. The connection's writer then takes the events in seq order; the reader
+resolves receipts when acks (or rejections) arrive. After a reconnect, the resume handshake tells
+the outbox what the server already has, and transmission restarts from the first event it lacks.
+
+Unacknowledged events are kept in a seq-ordered dict rather than only a memory channel: after a
+resume the writer must go back to the first event the server lacks, and a channel cannot be rewound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from ._config import OutboxFullPolicy
+from ._errors import OutboxFull, RealtimeClosedError
+from ._journal import Journal
+from ._protocol import UpstreamEvent, encode_frame
+
+__all__ = ["Acked", "Outbox", "Outcome", "Receipt", "Rejected"]
+
+
+@attrs.frozen
+class Acked:
+    """The server durably stored the event. ``duplicate``: it already had it (a retransmission)."""
+
+    seq: int
+    duplicate: bool = False
+
+
+@attrs.frozen
+class Rejected:
+    """The server definitively refused the event (``code`` says why); it will not be retried."""
+
+    seq: int
+    code: str
+    message: str
+
+
+Outcome = Acked | Rejected
+
+
+class Receipt:
+    """The handle ``send`` returns: the event's seq and key, and its outcome once known."""
+
+    __slots__ = ("_done", "_outcome", "channel", "event", "idempotency_key", "seq")
+
+    def __init__(self, seq: int, channel: str, event: str, idempotency_key: str) -> None:
+        self.seq = seq
+        self.channel = channel
+        self.event = event
+        self.idempotency_key = idempotency_key
+        self._outcome: Outcome | None = None
+        self._done: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<Receipt seq={self.seq} channel={self.channel!r} outcome={self._outcome!r}>"
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The outcome, or ``None`` while the event is unacknowledged."""
+        return self._outcome
+
+    async def wait(self) -> Outcome:
+        """Wait for the server's verdict: :class:`Acked` or :class:`Rejected`.
+
+        Receipts survive reconnects; an event still unacknowledged when the connection closes stays
+        in the journal and is retransmitted by the next connection on the same journal.
+        """
+        if self._outcome is None:
+            if self._done is None:
+                self._done = trio.Event()
+            await self._done.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        assert self._outcome is not None
+        return self._outcome
+
+    def _resolve(self, outcome: Outcome) -> None:
+        if self._outcome is None:
+            self._outcome = outcome
+            if self._done is not None:
+                self._done.set()
+
+
+@attrs.define
+class _Entry:
+    seq: int
+    data: bytes
+    receipt: Receipt
+
+
+class Outbox:
+    """Unacknowledged upstream events, backed by the journal."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        max_messages: int,
+        max_bytes: int,
+        full_policy: OutboxFullPolicy,
+    ) -> None:
+        self._journal = journal
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._full_policy = full_policy
+        self._entries: dict[int, _Entry] = {}
+        self._bytes = 0
+        self._next_send = journal.ack_seq + 1  # first seq the writer has not sent on this link
+        self._changed = trio.Event()  # something to send, or room in the outbox
+        self._closed = False
+        self.acked_total = 0
+        self.duplicates_total = 0
+        self.rejected_total = 0
+        for entry in journal.recovered:  # events a previous process sent but never saw acked
+            receipt = Receipt(entry.seq, "", "", "")
+            self._entries[entry.seq] = _Entry(entry.seq, entry.data, receipt)
+            self._bytes += len(entry.data)
+
+    # --- state -----------------------------------------------------------------------------------
+
+    @property
+    def pending_count(self) -> int:
+        """Events sent (or being sent) but not yet acknowledged."""
+        return len(self._entries)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    def pending_receipts(self) -> list[Receipt]:
+        return [entry.receipt for entry in self._entries.values()]
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    async def send(
+        self,
+        channel: str,
+        event: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Receipt:
+        """Journal one event and return its receipt (see :meth:`send_many`)."""
+        (receipt,) = await self._send(channel, event, [payload], idempotency_key)
+        return receipt
+
+    async def send_many(self, channel: str, event: str, payloads: Sequence[Any]) -> list[Receipt]:
+        """Journal several events as one write (one fsync under ``always``), in order."""
+        if not payloads:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._send(channel, event, list(payloads), None)
+
+    async def _send(
+        self, channel: str, event: str, payloads: list[Any], key: str | None
+    ) -> list[Receipt]:
+        if not isinstance(channel, str) or not channel:
+            raise ValueError(f"channel must be a non-empty string, got {channel!r}")
+        if not isinstance(event, str) or not event:
+            raise ValueError(f"event must be a non-empty string, got {event!r}")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ValueError(f"idempotency_key must be a non-empty string, got {key!r}")
+        await self._make_room(len(payloads))
+        if self._closed:
+            raise RealtimeClosedError("the connection is closed")
+        journal = self._journal
+        client_id = journal.client_id
+        now = int(time.time() * 1000)
+        first = journal.next_seq
+        encoded: list[tuple[int, bytes]] = []
+        receipts: list[Receipt] = []
+        for offset, payload in enumerate(payloads):
+            seq = first + offset
+            frame_key = key if key is not None else f"{client_id}:{seq}"
+            # Encoding can fail on a payload JSON cannot carry: before anything is reserved.
+            data = encode_frame(UpstreamEvent(seq, channel, event, payload, now, frame_key))
+            encoded.append((seq, data))
+            receipts.append(Receipt(seq, channel, event, frame_key))
+        # No checkpoint between reading next_seq and appending: seqs stay consecutive.
+        for (seq, data), receipt in zip(encoded, receipts, strict=True):
+            self._entries[seq] = _Entry(seq, data, receipt)
+            self._bytes += len(data)
+        try:
+            if len(encoded) == 1:
+                await journal.append(*encoded[0])
+            else:
+                await journal.append_many(encoded)
+        except BaseException:
+            for seq, data in encoded:
+                if self._entries.pop(seq, None) is not None:
+                    self._bytes -= len(data)
+            raise
+        self._notify()
+        return receipts
+
+    async def _make_room(self, count: int) -> None:
+        while self._entries and (
+            len(self._entries) + count > self._max_messages or self._bytes >= self._max_bytes
+        ):
+            if self._full_policy is OutboxFullPolicy.RAISE:
+                raise OutboxFull(len(self._entries), self._bytes)
+            await self._wait_changed()
+        await trio.lowlevel.checkpoint()
+
+    # --- for the connection ----------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    async def _wait_changed(self) -> None:
+        if self._changed.is_set():
+            self._changed = trio.Event()
+        await self._changed.wait()
+
+    async def rewind(self, server_ack_seq: int) -> None:
+        """A new link resumed: the server has everything up to ``server_ack_seq``. Resolve those
+        and make the writer start again at the first event the server lacks."""
+        await self.ack(server_ack_seq, ())
+        self._next_send = server_ack_seq + 1
+        self._notify()
+
+    def ready(self, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        """Take up to ``limit`` events the writer may send now, in seq order, without going past
+        ``max_bytes`` (but always at least one). Only journaled (durable) events are sendable."""
+        durable = self._journal.durable_seq
+        batch: list[tuple[int, bytes]] = []
+        size = 0
+        seq = self._next_send
+        while seq <= durable and len(batch) < limit:
+            entry = self._entries.get(seq)
+            if entry is None:  # acknowledged meanwhile
+                seq += 1
+                continue
+            size += len(entry.data) + 1
+            if batch and size > max_bytes:
+                break
+            batch.append((seq, entry.data))
+            seq += 1
+        self._next_send = seq
+        return batch
+
+    def has_ready(self) -> bool:
+        return self._next_send <= self._journal.durable_seq
+
+    async def wait_ready(self) -> None:
+        """Wait until :meth:`ready` has something to give."""
+        while not self.has_ready():
+            await self._wait_changed()
+
+    async def ack(self, ack_seq: int, duplicates: Sequence[int]) -> int:
+        """Resolve every receipt up to ``ack_seq`` and record the watermark in the journal (so
+        fully acknowledged segments get deleted); returns how many receipts were resolved."""
+        resolved = self._acknowledge(ack_seq, duplicates)
+        await self._journal.ack(min(ack_seq, self._journal.last_seq))
+        return resolved
+
+    def _acknowledge(self, ack_seq: int, duplicates: Sequence[int]) -> int:
+        dup = set(duplicates)
+        resolved = 0
+        while self._entries:
+            seq = next(iter(self._entries))
+            if seq > ack_seq:
+                break
+            entry = self._entries.pop(seq)
+            self._bytes -= len(entry.data)
+            if entry.receipt.outcome is None:  # not rejected earlier
+                is_dup = seq in dup
+                entry.receipt._resolve(Acked(seq, is_dup))
+                self.acked_total += 1
+                self.duplicates_total += is_dup
+            resolved += 1
+        if resolved:
+            self._notify()
+        return resolved
+
+    def reject(self, seq: int, code: str, message: str) -> None:
+        """The server refused ``seq`` for good; the cumulative ack will move past it."""
+        entry = self._entries.get(seq)
+        if entry is not None and entry.receipt.outcome is None:
+            entry.receipt._resolve(Rejected(seq, code, message))
+            self.rejected_total += 1
+
+    def close(self) -> None:
+        self._closed = True
+        self._notify()

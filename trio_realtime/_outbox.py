@@ -199,7 +199,7 @@ class Outbox:
                 if self._entries.pop(seq, None) is not None:
                     self._bytes -= len(data)
             raise
-        self._notify()
+        self.wake()
         return receipts
 
     async def _make_room(self, count: int) -> None:
@@ -208,15 +208,17 @@ class Outbox:
         ):
             if self._full_policy is OutboxFullPolicy.RAISE:
                 raise OutboxFull(len(self._entries), self._bytes)
-            await self._wait_changed()
+            await self.wait_changed()
         await trio.lowlevel.checkpoint()
 
     # --- for the connection ----------------------------------------------------------------------
 
-    def _notify(self) -> None:
+    def wake(self) -> None:
+        """Wake whoever waits in :meth:`wait_changed` (the writer, a blocked ``send``)."""
         self._changed.set()
 
-    async def _wait_changed(self) -> None:
+    async def wait_changed(self) -> None:
+        """Wait until something changes: events became sendable, acks made room, or :meth:`wake`."""
         if self._changed.is_set():
             self._changed = trio.Event()
         await self._changed.wait()
@@ -226,7 +228,7 @@ class Outbox:
         and make the writer start again at the first event the server lacks."""
         await self.ack(server_ack_seq, ())
         self._next_send = server_ack_seq + 1
-        self._notify()
+        self.wake()
 
     def ready(self, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
         """Take up to ``limit`` events the writer may send now, in seq order, without going past
@@ -254,7 +256,7 @@ class Outbox:
     async def wait_ready(self) -> None:
         """Wait until :meth:`ready` has something to give."""
         while not self.has_ready():
-            await self._wait_changed()
+            await self.wait_changed()
 
     async def ack(self, ack_seq: int, duplicates: Sequence[int]) -> int:
         """Resolve every receipt up to ``ack_seq`` and record the watermark in the journal (so
@@ -279,7 +281,7 @@ class Outbox:
                 self.duplicates_total += is_dup
             resolved += 1
         if resolved:
-            self._notify()
+            self.wake()
         return resolved
 
     def reject(self, seq: int, code: str, message: str) -> None:
@@ -291,4 +293,4 @@ class Outbox:
 
     def close(self) -> None:
         self._closed = True
-        self._notify()
+        self.wake()

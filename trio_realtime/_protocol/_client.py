@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .._errors import LocalProtocolError
 from ._base import ProtocolBase
-from ._codec import decode_server_message
+from ._codec import decode_server_message, join_encoded
 from ._events import ChannelGap
 from ._frames import (
     Ack,
@@ -25,7 +25,7 @@ from ._frames import (
     Unsubscribed,
     UpstreamEvent,
 )
-from ._state import Role
+from ._state import TABLE, Role, State
 
 __all__ = ["ClientProtocol"]
 
@@ -69,6 +69,23 @@ class ClientProtocol(ProtocolBase[ClientFrame, ServerFrame]):
         return self._cursors
 
     # --- sending ---------------------------------------------------------------------------------
+
+    def send_encoded(self, entries: Sequence[tuple[int, bytes]]) -> bytes:
+        """Send upstream events already encoded by :func:`encode_frame`, given as ``(seq, bytes)``
+        in order, as one message. Checks the state and seq contiguity like :meth:`send`, without
+        encoding the events again (the outbox journaled these exact bytes)."""
+        if UpstreamEvent not in TABLE[self._role, self._state]:
+            message = f"cannot send UpstreamEvent in state {self._state.value}"
+            self._state = State.CLOSED
+            raise LocalProtocolError(message)
+        for seq, _ in entries:
+            if seq != self._next_seq:
+                self._state = State.CLOSED
+                raise LocalProtocolError(
+                    f"upstream seq {seq} sent where {self._next_seq} is next", field="seq"
+                )
+            self._next_seq += 1
+        return join_encoded([data for _, data in entries])
 
     def _on_send(self, frame: ClientFrame) -> None:
         if isinstance(frame, UpstreamEvent):

@@ -1,0 +1,690 @@
+"""The client connection: ``open_realtime`` / ``connect_realtime`` and :class:`Connection`.
+
+A :class:`Connection` is a supervisor task that owns the journal and, for each link to the server,
+a link nursery with three tasks: the reader (the only task reading), the writer (the only task
+writing) and the heartbeat. When the link dies its nursery is cancelled as a whole and the
+supervisor reconnects after the backoff delay; the resume handshake then restores both directions
+and the writer retransmits what the server lacks, in order.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from ._backoff import Backoff
+from ._config import RealtimeConfig
+from ._errors import ProtocolError, RealtimeBrokenError, RealtimeClosedError, RealtimeError
+from ._journal import Journal, open_journal
+from ._outbox import Outbox, Receipt
+from ._protocol import (
+    Ack,
+    ChannelGap,
+    ChannelPosition,
+    ClientFrame,
+    ClientProtocol,
+    CloseAction,
+    CloseCode,
+    DownstreamEvent,
+    Error,
+    Ping,
+    Resume,
+    ResumeResponse,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+    close_action,
+)
+from ._transports import Connector, Transport, TransportClosed, connect_websocket
+
+__all__ = [
+    "AuthDelegate",
+    "Connection",
+    "ConnectionFailed",
+    "ConnectionState",
+    "Gap",
+    "Message",
+    "connect_realtime",
+    "open_realtime",
+]
+
+logger = logging.getLogger("trio_realtime")
+
+#: Bytes a batch may use; the server's max_frame_bytes minus room for the array brackets.
+_BATCH_OVERHEAD = 16
+
+
+class ConnectionState(enum.StrEnum):
+    CONNECTING = "connecting"
+    """The first connection attempt is under way."""
+    CONNECTED = "connected"
+    """Resumed: events flow both ways."""
+    RECONNECTING = "reconnecting"
+    """The link was lost (or an attempt failed); waiting for the backoff or reconnecting."""
+    FAILED = "failed"
+    """Gave up: retries exhausted, or the server refused in a way retrying cannot fix."""
+    CLOSED = "closed"
+    """Closed by the application."""
+
+
+class ConnectionFailed(RealtimeBrokenError):
+    """The connection reached the ``failed`` state.
+
+    Attributes:
+        code: the last close code, if the server sent one.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AuthDelegate(Protocol):
+    """Supplies tokens. ``refresh_token`` is called after the server refused one (close 4001)."""
+
+    async def get_token(self) -> str: ...
+
+    async def refresh_token(self) -> str: ...
+
+
+@attrs.frozen
+class Message:
+    """An event of a channel, delivered once per connection (duplicates by offset are dropped)."""
+
+    channel: str
+    offset: int
+    epoch: str
+    event: str
+    payload: Any
+    sender: str | None
+    timestamp: int
+    idempotency_key: str | None
+
+
+@attrs.frozen
+class Gap:
+    """Events of ``channel`` were lost to this client (the server no longer had them): offsets
+    ``first_missing`` to ``last_missing`` (``None``: unknown) of ``epoch``. Resync from your source
+    of truth; it is never silent."""
+
+    channel: str
+    epoch: str
+    first_missing: int
+    last_missing: int | None
+
+
+class _LinkDown(Exception):
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class _Link:
+    """One connection's tasks share this: the transport, the protocol, and how it ended."""
+
+    def __init__(
+        self, transport: Transport, proto: ClientProtocol, scope: trio.CancelScope
+    ) -> None:
+        self.transport = transport
+        self.proto = proto
+        self.scope = scope
+        self.down: _LinkDown | None = None
+        self.last_received = trio.current_time()
+        self.max_frame_bytes = 1 << 20
+
+    def fail(self, code: int | None, reason: str) -> None:
+        if self.down is None:
+            self.down = _LinkDown(code, reason)
+        self.scope.cancel()
+
+
+def _default_journal_dir(url: str) -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[-1]).strip("_") or "default"
+    return os.path.join(base, "trio-realtime", "journals", name)
+
+
+class Connection:
+    """A durable connection to a trio_realtime server. Get one from :func:`open_realtime` or
+    :func:`connect_realtime`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        config: RealtimeConfig,
+        journal_dir: str | os.PathLike[str] | None,
+        token: str | None,
+        auth: AuthDelegate | None,
+        connector: Connector | None,
+    ) -> None:
+        if not isinstance(url, str) or not re.match(r"^wss?://", url):
+            raise ValueError(f"url must start with ws:// or wss://, got {url!r}")
+        self.url = url
+        self.config = config
+        self._journal_dir = journal_dir
+        self._token = token
+        self._auth = auth
+        self._connector = connector or self._websocket_connector
+        self._state = ConnectionState.CONNECTING
+        self._state_listeners: list[trio.MemorySendChannel[ConnectionState]] = []
+        self._listeners: list[tuple[str | None, trio.MemorySendChannel[Message | Gap]]] = []
+        self._subscriptions: dict[str, ChannelPosition | None] = {}
+        self._pending_requests: dict[int, trio.Event] = {}
+        self._request_errors: dict[int, Error] = {}
+        self._next_rid = 1
+        self._control: list[ClientFrame] = []
+        self._link: _Link | None = None
+        self._journal: Journal | None = None
+        self._outbox: Outbox | None = None
+        self._closing = False
+        self._failure: ConnectionFailed | None = None
+        self._cancel = trio.CancelScope()
+        self._stopped = trio.Event()
+        self._connected = trio.Event()
+        self._backoff = Backoff(config.initial_retry_delay, config.max_retry_delay, config.jitter)
+        self.total_reconnects = 0
+
+    # --- public state ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def client_id(self) -> str:
+        """This client's id: stable for the life of its journal."""
+        assert self._journal is not None
+        return self._journal.client_id
+
+    @property
+    def pending_count(self) -> int:
+        """Events sent but not yet acknowledged by the server."""
+        return self._outbox.pending_count if self._outbox else 0
+
+    async def states(self) -> AsyncIterator[ConnectionState]:
+        """Yield the current state, then every transition, until the connection is closed."""
+        send, receive = trio.open_memory_channel[ConnectionState](math.inf)
+        send.send_nowait(self._state)
+        self._state_listeners.append(send)
+        async with receive:
+            async for state in receive:
+                yield state
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is self._state:
+            return
+        logger.info("connection %s -> %s", self._state.value, state.value)
+        self._state = state
+        if state is ConnectionState.CONNECTED:
+            self._connected.set()
+        else:
+            self._connected = trio.Event()
+        for listener in list(self._state_listeners):
+            try:
+                listener.send_nowait(state)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._state_listeners.remove(listener)
+        if state in (ConnectionState.CLOSED, ConnectionState.FAILED):
+            for listener in self._state_listeners:
+                listener.close()
+            self._state_listeners.clear()
+
+    def _require_outbox(self) -> Outbox:
+        if self._failure is not None:
+            raise self._failure
+        if self._closing or self._outbox is None:
+            raise RealtimeClosedError("the connection is closed")
+        return self._outbox
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    async def send(
+        self, channel: str, event: str, payload: Any, *, idempotency_key: str | None = None
+    ) -> Receipt:
+        """Send an event to ``channel``. Returns once it is journaled (durable as the configured
+        ``durability`` promises), with a :class:`Receipt` whose ``wait()`` gives the server's
+        verdict. Works offline: the event goes out when the link is back."""
+        return await self._require_outbox().send(
+            channel, event, payload, idempotency_key=idempotency_key
+        )
+
+    async def send_many(self, channel: str, event: str, payloads: Sequence[Any]) -> list[Receipt]:
+        """Send several events with one journal write (one fsync under ``always``)."""
+        return await self._require_outbox().send_many(channel, event, payloads)
+
+    def _queue_control(self, frame: ClientFrame) -> None:
+        self._control.append(frame)
+        if self._outbox is not None:
+            self._outbox.wake()
+
+    # --- subscriptions ---------------------------------------------------------------------------
+
+    async def subscribe(self, channel: str) -> None:
+        """Receive ``channel``'s events in :meth:`messages`. The position is persisted in the
+        journal, so after a restart the server replays exactly what was missed."""
+        if not isinstance(channel, str) or not channel:
+            raise ValueError(f"channel must be a non-empty string, got {channel!r}")
+        journal = self._journal
+        self._require_outbox()
+        assert journal is not None
+        if channel in self._subscriptions:
+            await trio.lowlevel.checkpoint()
+            return
+        cursor = journal.cursors.get(channel)
+        position = ChannelPosition(cursor.offset, cursor.epoch) if cursor else None
+        self._subscriptions[channel] = position
+        if self._state is ConnectionState.CONNECTED:
+            await self._request(Subscribe(self._rid(), channel, *_position_args(position)))
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel`` and forget its position."""
+        journal = self._journal
+        self._require_outbox()
+        assert journal is not None
+        if self._subscriptions.pop(channel, _MISSING) is _MISSING:
+            await trio.lowlevel.checkpoint()
+            return
+        await journal.remove_cursor(channel)
+        if self._state is ConnectionState.CONNECTED:
+            await self._request(Unsubscribe(self._rid(), channel))
+
+    def _rid(self) -> int:
+        rid = self._next_rid
+        self._next_rid += 1
+        return rid
+
+    async def _request(self, frame: Subscribe | Unsubscribe) -> None:
+        done = trio.Event()
+        self._pending_requests[frame.rid] = done
+        self._queue_control(frame)
+        try:
+            with trio.move_on_after(self.config.connect_timeout):
+                await done.wait()
+        finally:
+            self._pending_requests.pop(frame.rid, None)
+        error = self._request_errors.pop(frame.rid, None)
+        if error is not None:
+            raise RealtimeError(
+                f"{type(frame).__name__} of {frame.channel!r} refused: {error.code}: {error.message}"
+            )
+
+    # --- receiving -------------------------------------------------------------------------------
+
+    async def messages(self, channel: str | None = None) -> AsyncIterator[Message | Gap]:
+        """Yield the events of ``channel`` (or of every subscribed channel) as they arrive, each
+        once, in offset order; and a :class:`Gap` wherever history was lost."""
+        send, receive = trio.open_memory_channel[Message | Gap](1024)
+        entry = (channel, send)
+        self._listeners.append(entry)
+        try:
+            async with receive:
+                async for item in receive:
+                    yield item
+        finally:
+            if entry in self._listeners:
+                self._listeners.remove(entry)
+
+    async def _deliver(self, item: Message | Gap) -> None:
+        for wanted, listener in list(self._listeners):
+            if wanted is None or wanted == item.channel:
+                try:
+                    await listener.send(item)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if (wanted, listener) in self._listeners:
+                        self._listeners.remove((wanted, listener))
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close: wait up to ``close_grace_period`` for unacknowledged events to be acked, then
+        close the link cleanly. What is still unacknowledged stays in the journal for next time."""
+        if self._closing:
+            await self._stopped.wait()
+            return
+        outbox = self._outbox
+        if outbox is not None and self._state is ConnectionState.CONNECTED:
+            with trio.move_on_after(self.config.close_grace_period):
+                while outbox.pending_count and self._state is ConnectionState.CONNECTED:
+                    await outbox.wait_changed()
+        self._closing = True
+        if outbox is not None:
+            outbox.close()
+        self._cancel.cancel()
+        await self._stopped.wait()
+
+    async def _websocket_connector(
+        self, nursery: trio.Nursery, url: str, connect_timeout: float
+    ) -> Transport:
+        return await connect_websocket(
+            nursery, url, connect_timeout, ssl_context=self.config.ssl_context
+        )
+
+    async def _run(self, *, task_status: trio.TaskStatus[Connection]) -> None:
+        config = self.config
+        journal_dir = self._journal_dir
+        if journal_dir is None and config.durability.value != "memory":
+            journal_dir = _default_journal_dir(self.url)
+        try:
+            with self._cancel:
+                async with open_journal(journal_dir, durability=config.durability) as journal:
+                    self._journal = journal
+                    self._outbox = Outbox(
+                        journal,
+                        max_messages=config.max_outbox_messages,
+                        max_bytes=config.max_outbox_bytes,
+                        full_policy=config.outbox_full,
+                    )
+                    for channel, cursor in journal.cursors.items():
+                        self._subscriptions[channel] = ChannelPosition(cursor.offset, cursor.epoch)
+                    await self._supervise(task_status)
+        finally:
+            if self._outbox is not None:
+                self._outbox.close()
+            if self._state is not ConnectionState.FAILED:
+                self._set_state(ConnectionState.CLOSED)
+            for _, listener in self._listeners:
+                listener.close()
+            self._stopped.set()
+
+    async def _supervise(self, task_status: trio.TaskStatus[Connection]) -> None:
+        config = self.config
+        started = False
+        while True:
+            down = await self._run_link()
+            if not started:
+                task_status.started(self)
+                started = True
+            action = close_action(down.code)
+            if action is CloseAction.FAIL:
+                self._fail(
+                    f"the server refused the connection ({down.code}: {down.reason})", down.code
+                )
+                return
+            if action is CloseAction.REFRESH_TOKEN:
+                if self._auth is None:
+                    self._fail(
+                        "the server refused the token (4001) and there is no auth delegate to refresh it",
+                        down.code,
+                    )
+                    return
+                self._token = await self._auth.refresh_token()
+            self._set_state(ConnectionState.RECONNECTING)
+            if config.max_retries is not None and self._backoff.attempt >= config.max_retries:
+                self._fail(
+                    f"gave up after {config.max_retries} retries ({down.code}: {down.reason})",
+                    down.code,
+                )
+                return
+            if action is CloseAction.RECONNECT_NOW:
+                delay = 0.0
+                self._backoff.attempt += 1
+            elif down.code == CloseCode.RATE_LIMITED:
+                delay = self._backoff.at_least(config.initial_retry_delay)
+            else:
+                delay = self._backoff.next_delay()
+            logger.info("reconnecting in %.3f s after %s", delay, down)
+            await trio.sleep(delay)
+            self.total_reconnects += 1
+
+    def _fail(self, message: str, code: int | None) -> None:
+        logger.error("connection failed: %s", message)
+        self._failure = ConnectionFailed(message, code)
+        self._set_state(ConnectionState.FAILED)
+
+    async def _run_link(self) -> _LinkDown:
+        """Connect, resume, run reader/writer/heartbeat until the link dies; say how it ended."""
+        journal, outbox = self._journal, self._outbox
+        assert journal is not None
+        assert outbox is not None
+        config = self.config
+        transport: Transport | None = None
+        link: _Link | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    transport = await self._connector(nursery, self.url, config.connect_timeout)
+                except TransportClosed as exc:
+                    nursery.cancel_scope.cancel()
+                    return _LinkDown(exc.code, exc.reason)
+                proto = ClientProtocol()
+                link = _Link(transport, proto, nursery.cancel_scope)
+                self._link = link
+                try:
+                    await self._handshake(link)
+                except _LinkDown as down:
+                    link.down = down
+                    nursery.cancel_scope.cancel()
+                    return down
+                self._control.clear()
+                for channel, position in self._subscriptions.items():
+                    if position is None:  # subscribed while offline: ask from now
+                        self._control.append(Subscribe(self._rid(), channel))
+                self._set_state(ConnectionState.CONNECTED)
+                self._backoff.reset()
+                nursery.start_soon(self._reader, link)
+                nursery.start_soon(self._writer, link)
+                nursery.start_soon(self._heartbeat, link)
+            assert link.down is not None
+            return link.down
+        except TransportClosed as exc:
+            return _LinkDown(exc.code, exc.reason)
+        finally:
+            self._link = None
+            for event in self._pending_requests.values():
+                event.set()
+            if transport is not None:
+                with trio.CancelScope(shield=True):
+                    await transport.aclose(1000)
+
+    async def _handshake(self, link: _Link) -> None:
+        journal, outbox = self._journal, self._outbox
+        assert journal is not None
+        assert outbox is not None
+        token = self._token
+        if self._auth is not None and token is None:
+            token = self._token = await self._auth.get_token()
+        channels = {c: p for c, p in self._subscriptions.items() if p is not None}
+        resume = Resume(journal.client_id, journal.ack_seq, token, channels)
+        with trio.move_on_after(self.config.connect_timeout) as scope:
+            try:
+                await link.transport.send(link.proto.send(resume))
+                while link.proto.session is None:
+                    data = await link.transport.receive()
+                    link.proto.receive_data(data)
+                    for event in link.proto.events():
+                        await self._on_event(link, event)
+            except TransportClosed as exc:
+                raise _LinkDown(exc.code, exc.reason) from None
+            except ProtocolError as exc:
+                raise _LinkDown(exc.close_code, str(exc)) from None
+        if scope.cancelled_caught:
+            raise _LinkDown(None, "no resume_response in time")
+
+    async def _on_event(self, link: _Link, event: object) -> None:
+        journal, outbox = self._journal, self._outbox
+        assert journal is not None
+        assert outbox is not None
+        if isinstance(event, DownstreamEvent):
+            await journal.set_cursor(event.channel, event.offset, event.epoch)
+            self._subscriptions[event.channel] = ChannelPosition(event.offset, event.epoch)
+            await self._deliver(
+                Message(
+                    event.channel,
+                    event.offset,
+                    event.epoch,
+                    event.event,
+                    event.payload,
+                    event.sender,
+                    event.timestamp,
+                    event.idempotency_key,
+                )
+            )
+        elif isinstance(event, Ack):
+            await outbox.ack(event.ack_seq, event.duplicates)
+        elif isinstance(event, ResumeResponse):
+            link.max_frame_bytes = event.max_frame_bytes
+            await outbox.rewind(min(event.ack_seq, journal.last_seq))
+            for channel, position in link.proto.cursors.items():
+                if channel in self._subscriptions:
+                    self._subscriptions[channel] = position
+                    await journal.set_cursor(channel, position.offset, position.epoch)
+        elif isinstance(event, Error):
+            if event.fatal:
+                link.fail(CloseCode.PROTOCOL_ERROR, f"server error {event.code}: {event.message}")
+            elif event.seq is not None:
+                outbox.reject(event.seq, event.code, event.message)
+            elif event.rid is not None and event.rid in self._pending_requests:
+                self._request_errors[event.rid] = event
+                self._pending_requests[event.rid].set()
+        elif isinstance(event, Subscribed | Unsubscribed):
+            if isinstance(event, Subscribed) and event.channel in self._subscriptions:
+                restored = link.proto.cursors.get(event.channel)
+                if restored is not None:
+                    self._subscriptions[event.channel] = restored
+                    await journal.set_cursor(event.channel, restored.offset, restored.epoch)
+            waiter = self._pending_requests.get(event.rid)
+            if waiter is not None:
+                waiter.set()
+        elif isinstance(event, ChannelGap):
+            logger.warning("history lost on %s: %s", event.channel, event)
+            await self._deliver(
+                Gap(event.channel, event.epoch, event.first_missing, event.last_missing)
+            )
+        elif isinstance(event, Ping):
+            self._queue_control(event.response())
+
+    async def _reader(self, link: _Link) -> None:
+        try:
+            while True:
+                data = await link.transport.receive()
+                link.last_received = trio.current_time()
+                try:
+                    link.proto.receive_data(data)
+                except ProtocolError as exc:
+                    logger.warning("protocol error from the server: %s", exc)
+                    for event in link.proto.events():
+                        await self._on_event(link, event)
+                    link.fail(exc.close_code, str(exc))
+                    return
+                for event in link.proto.events():
+                    await self._on_event(link, event)
+        except TransportClosed as exc:
+            link.fail(exc.code, exc.reason)
+
+    async def _writer(self, link: _Link) -> None:
+        outbox = self._outbox
+        assert outbox is not None
+        config = self.config
+        try:
+            while True:
+                if self._control:
+                    frames, self._control = self._control, []
+                    await link.transport.send(link.proto.send_many(frames))
+                    continue
+                if outbox.has_ready():
+                    if config.batch_interval > 0:
+                        await trio.sleep(config.batch_interval)
+                    budget = link.max_frame_bytes - _BATCH_OVERHEAD
+                    entries = outbox.ready(config.batch_size, budget)
+                    if entries:
+                        await link.transport.send(link.proto.send_encoded(entries))
+                    continue
+                await outbox.wait_changed()
+        except TransportClosed as exc:
+            link.fail(exc.code, exc.reason)
+
+    async def _heartbeat(self, link: _Link) -> None:
+        config = self.config
+        while True:
+            await trio.sleep(config.heartbeat_interval)
+            sent_at = trio.current_time()
+            self._queue_control(Ping(int(time.time() * 1000)))
+            await trio.sleep(config.heartbeat_timeout)
+            if link.last_received < sent_at:
+                link.fail(CloseCode.HEARTBEAT_TIMEOUT, "no answer to the heartbeat")
+                return
+
+
+_MISSING: Any = object()
+
+
+def _position_args(position: ChannelPosition | None) -> tuple[int | None, str | None]:
+    if position is None:
+        return None, None
+    return position.offset, position.epoch
+
+
+async def connect_realtime(
+    nursery: trio.Nursery,
+    url: str,
+    *,
+    config: RealtimeConfig | None = None,
+    journal_dir: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    auth: AuthDelegate | None = None,
+    connector: Connector | None = None,
+) -> Connection:
+    """Start a connection in ``nursery``; returns once the first connection attempt has finished
+    (connected, or reconnecting in the background). Close it with :meth:`Connection.aclose`."""
+    connection = Connection(
+        url,
+        config=config or RealtimeConfig(),
+        journal_dir=journal_dir,
+        token=token,
+        auth=auth,
+        connector=connector,
+    )
+    result: Connection = await nursery.start(connection._run)
+    return result
+
+
+@asynccontextmanager
+async def open_realtime(
+    url: str,
+    *,
+    config: RealtimeConfig | None = None,
+    journal_dir: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    auth: AuthDelegate | None = None,
+    connector: Connector | None = None,
+) -> AsyncIterator[Connection]:
+    """Open a durable connection for the duration of the block::
+
+        async with open_realtime("ws://127.0.0.1:8765/realtime", journal_dir=path) as conn:
+            receipt = await conn.send("room:1", "chat_message", {"text": "hi"})
+
+    Leaving the block waits up to ``config.close_grace_period`` for pending events to be
+    acknowledged, then closes; what is still pending stays in the journal for next time.
+    """
+    async with trio.open_nursery() as nursery:
+        connection = await connect_realtime(
+            nursery,
+            url,
+            config=config,
+            journal_dir=journal_dir,
+            token=token,
+            auth=auth,
+            connector=connector,
+        )
+        try:
+            yield connection
+        finally:
+            with trio.CancelScope(shield=True):
+                await connection.aclose()

@@ -1,0 +1,9 @@
+"""Transports: the small interface the connection talks through, and its implementations."""
+
+from ._base import Connector as Connector
+from ._base import Transport as Transport
+from ._base import TransportClosed as TransportClosed
+from ._memory import MemoryTransport as MemoryTransport
+from ._memory import memory_transport_pair as memory_transport_pair
+from ._websocket import WebSocketTransport as WebSocketTransport
+from ._websocket import connect_websocket as connect_websocket

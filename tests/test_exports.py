@@ -5,6 +5,18 @@ from __future__ import annotations
 import trio_realtime
 
 EXPECTED = {
+    "Acked",
+    "AuthDelegate",
+    "Connection",
+    "ConnectionFailed",
+    "ConnectionState",
+    "Gap",
+    "Message",
+    "Outcome",
+    "Receipt",
+    "Rejected",
+    "connect_realtime",
+    "open_realtime",
     "ConfigError",
     "DeliveryStrategy",
     "OutboxFullPolicy",

@@ -1,6 +1,14 @@
 """trio_realtime: durable realtime messaging for trio."""
 
 from ._config import DeliveryStrategy as DeliveryStrategy
+from ._connection import AuthDelegate as AuthDelegate
+from ._connection import Connection as Connection
+from ._connection import ConnectionFailed as ConnectionFailed
+from ._connection import ConnectionState as ConnectionState
+from ._connection import Gap as Gap
+from ._connection import Message as Message
+from ._connection import connect_realtime as connect_realtime
+from ._connection import open_realtime as open_realtime
 from ._config import OutboxFullPolicy as OutboxFullPolicy
 from ._config import RealtimeConfig as RealtimeConfig
 from ._errors import ConfigError as ConfigError
@@ -16,4 +24,8 @@ from ._errors import RealtimeBrokenError as RealtimeBrokenError
 from ._errors import RealtimeClosedError as RealtimeClosedError
 from ._errors import RealtimeError as RealtimeError
 from ._journal import Durability as Durability
+from ._outbox import Acked as Acked
+from ._outbox import Outcome as Outcome
+from ._outbox import Receipt as Receipt
+from ._outbox import Rejected as Rejected
 from ._version import __version__ as __version__

@@ -15,9 +15,9 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 import trio
@@ -60,6 +60,17 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trio_realtime")
+
+#: What a fatal error frame means, as the close code the server sends after it.
+_FATAL_ERROR_CODES = {
+    "unauthorized": CloseCode.UNAUTHORIZED,
+    "forbidden": CloseCode.FORBIDDEN,
+    "rate_limited": CloseCode.RATE_LIMITED,
+    "unsupported_protocol": CloseCode.UNSUPPORTED_PROTOCOL,
+}
+
+#: Events kept for a later messages() iterator while none is running.
+_BACKLOG_LIMIT = 10_000
 
 #: Bytes a batch may use; the server's max_frame_bytes minus room for the array brackets.
 _BATCH_OVERHEAD = 16
@@ -124,6 +135,45 @@ class Gap:
     last_missing: int | None
 
 
+_T = TypeVar("_T")
+
+
+class Stream(Generic[_T]):
+    """An async iterator over a connection's messages or states (``async for x in stream``).
+
+    Not an async generator, so leaving a loop early needs no ``aclosing``: the stream stops
+    receiving as soon as it is closed (``aclose()``, ``async with``) or garbage collected.
+    """
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[_T], first: list[_T]) -> None:
+        self._receive = receive
+        self._first = first
+
+    def __aiter__(self) -> Stream[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        if self._first:
+            await trio.lowlevel.checkpoint()
+            return self._first.pop(0)
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._receive.aclose()
+
+    async def __aenter__(self) -> Stream[_T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        self._receive.close()
+
+
 class _LinkDown(Exception):
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"{code}: {reason}")
@@ -183,6 +233,8 @@ class Connection:
         self._state = ConnectionState.CONNECTING
         self._state_listeners: list[trio.MemorySendChannel[ConnectionState]] = []
         self._listeners: list[tuple[str | None, trio.MemorySendChannel[Message | Gap]]] = []
+        self._backlog: list[Message | Gap] = []  # arrived while no matching messages() iterator
+        self._backlog_room = trio.Event()
         self._subscriptions: dict[str, ChannelPosition | None] = {}
         self._pending_requests: dict[int, trio.Event] = {}
         self._request_errors: dict[int, Error] = {}
@@ -198,6 +250,8 @@ class Connection:
         self._connected = trio.Event()
         self._backoff = Backoff(config.initial_retry_delay, config.max_retry_delay, config.jitter)
         self.total_reconnects = 0
+        self._signal_started: Callable[[], None] = lambda: None
+        self._transports: trio.Nursery | None = None
 
     # --- public state ----------------------------------------------------------------------------
 
@@ -216,14 +270,12 @@ class Connection:
         """Events sent but not yet acknowledged by the server."""
         return self._outbox.pending_count if self._outbox else 0
 
-    async def states(self) -> AsyncIterator[ConnectionState]:
-        """Yield the current state, then every transition, until the connection is closed."""
+    def states(self) -> Stream[ConnectionState]:
+        """Iterate over the current state, then every transition, until the connection closes."""
         send, receive = trio.open_memory_channel[ConnectionState](math.inf)
         send.send_nowait(self._state)
         self._state_listeners.append(send)
-        async with receive:
-            async for state in receive:
-                yield state
+        return Stream(receive, [])
 
     def _set_state(self, state: ConnectionState) -> None:
         if state is self._state:
@@ -327,28 +379,40 @@ class Connection:
 
     # --- receiving -------------------------------------------------------------------------------
 
-    async def messages(self, channel: str | None = None) -> AsyncIterator[Message | Gap]:
-        """Yield the events of ``channel`` (or of every subscribed channel) as they arrive, each
-        once, in offset order; and a :class:`Gap` wherever history was lost."""
+    def messages(self, channel: str | None = None) -> Stream[Message | Gap]:
+        """Iterate over the events of ``channel`` (or of every subscribed channel) as they
+        arrive, each once, in offset order; and a :class:`Gap` wherever history was lost.
+
+        Breaking out of the loop is fine: the stream unregisters when it is closed or dropped.
+
+        Events that arrive while nobody iterates over a matching ``messages()`` are kept (up to
+        ``_BACKLOG_LIMIT``; beyond that the reader waits, which slows the server down for this
+        client) and handed to the next matching iterator, so none is dropped on the floor.
+        """
         send, receive = trio.open_memory_channel[Message | Gap](1024)
         entry = (channel, send)
+        # Take the backlog and register in one step (no checkpoint): nothing slips in between.
+        kept = [i for i in self._backlog if channel is None or i.channel == channel]
+        self._backlog = [i for i in self._backlog if not (channel is None or i.channel == channel)]
+        self._backlog_room.set()
         self._listeners.append(entry)
-        try:
-            async with receive:
-                async for item in receive:
-                    yield item
-        finally:
-            if entry in self._listeners:
-                self._listeners.remove(entry)
+        return Stream(receive, kept)
 
     async def _deliver(self, item: Message | Gap) -> None:
+        delivered = False
         for wanted, listener in list(self._listeners):
             if wanted is None or wanted == item.channel:
                 try:
                     await listener.send(item)
+                    delivered = True
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     if (wanted, listener) in self._listeners:
                         self._listeners.remove((wanted, listener))
+        if not delivered:
+            while len(self._backlog) >= _BACKLOG_LIMIT:
+                self._backlog_room = trio.Event()
+                await self._backlog_room.wait()
+            self._backlog.append(item)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -382,18 +446,28 @@ class Connection:
         if journal_dir is None and config.durability.value != "memory":
             journal_dir = _default_journal_dir(self.url)
         try:
-            with self._cancel:
-                async with open_journal(journal_dir, durability=config.durability) as journal:
-                    self._journal = journal
-                    self._outbox = Outbox(
-                        journal,
-                        max_messages=config.max_outbox_messages,
-                        max_bytes=config.max_outbox_bytes,
-                        full_policy=config.outbox_full,
-                    )
-                    for channel, cursor in journal.cursors.items():
-                        self._subscriptions[channel] = ChannelPosition(cursor.offset, cursor.epoch)
-                    await self._supervise(task_status)
+            # Transports' own background tasks (trio-websocket's reader) live outside the scope
+            # that aclose() cancels, so a closing link can still complete its close handshake.
+            async with trio.open_nursery() as transports:
+                self._transports = transports
+                try:
+                    with self._cancel:
+                        async with open_journal(
+                            journal_dir, durability=config.durability
+                        ) as journal:
+                            self._journal = journal
+                            self._outbox = Outbox(
+                                journal,
+                                max_messages=config.max_outbox_messages,
+                                max_bytes=config.max_outbox_bytes,
+                                full_policy=config.outbox_full,
+                            )
+                            for channel, cursor in journal.cursors.items():
+                                position = ChannelPosition(cursor.offset, cursor.epoch)
+                                self._subscriptions[channel] = position
+                            await self._supervise(task_status)
+                finally:
+                    transports.cancel_scope.cancel()
         finally:
             if self._outbox is not None:
                 self._outbox.close()
@@ -406,11 +480,18 @@ class Connection:
     async def _supervise(self, task_status: trio.TaskStatus[Connection]) -> None:
         config = self.config
         started = False
+
+        def signal_started() -> None:
+            # The first attempt has finished (connected, or failed and retrying in the background).
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started(self)
+
+        self._signal_started = signal_started
         while True:
             down = await self._run_link()
-            if not started:
-                task_status.started(self)
-                started = True
+            signal_started()
             action = close_action(down.code)
             if action is CloseAction.FAIL:
                 self._fail(
@@ -459,7 +540,10 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    transport = await self._connector(nursery, self.url, config.connect_timeout)
+                    assert self._transports is not None
+                    transport = await self._connector(
+                        self._transports, self.url, config.connect_timeout
+                    )
                 except TransportClosed as exc:
                     nursery.cancel_scope.cancel()
                     return _LinkDown(exc.code, exc.reason)
@@ -477,6 +561,7 @@ class Connection:
                     if position is None:  # subscribed while offline: ask from now
                         self._control.append(Subscribe(self._rid(), channel))
                 self._set_state(ConnectionState.CONNECTED)
+                self._signal_started()
                 self._backoff.reset()
                 nursery.start_soon(self._reader, link)
                 nursery.start_soon(self._writer, link)
@@ -547,7 +632,9 @@ class Connection:
                     await journal.set_cursor(channel, position.offset, position.epoch)
         elif isinstance(event, Error):
             if event.fatal:
-                link.fail(CloseCode.PROTOCOL_ERROR, f"server error {event.code}: {event.message}")
+                # The close that follows carries the same meaning; act on it now.
+                code = _FATAL_ERROR_CODES.get(event.code, CloseCode.PROTOCOL_ERROR)
+                link.fail(code, f"server error {event.code}: {event.message}")
             elif event.seq is not None:
                 outbox.reject(event.seq, event.code, event.message)
             elif event.rid is not None and event.rid in self._pending_requests:

@@ -1,0 +1,219 @@
+"""The client against the reference server over real loopback WebSockets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import attrs
+import trio
+
+from trio_realtime import (
+    Acked,
+    ConnectionFailed,
+    ConnectionState,
+    Gap,
+    Message,
+    Rejected,
+    open_realtime,
+)
+from trio_realtime.server import HmacAuthenticator, make_token
+
+from .conftest import FAST, running_server, url
+
+
+async def collect(conn: object, channel: str, count: int) -> list[Message]:
+    got: list[Message] = []
+    with trio.fail_after(20):
+        async for item in conn.messages(channel):  # type: ignore[attr-defined]
+            assert isinstance(item, Message), item
+            got.append(item)
+            if len(got) == count:
+                break
+    return got
+
+
+async def test_send_is_acked_and_stored(data: Path) -> None:
+    async with (
+        running_server(data) as server,
+        open_realtime(url(server), journal_dir=data / "a", token="alice", config=FAST) as conn,
+    ):
+        assert conn.state is ConnectionState.CONNECTED
+        receipt = await conn.send("room:1", "chat_message", {"text": "hi"})
+        assert await receipt.wait() == Acked(1, False)
+        assert conn.pending_count == 0
+        (stored,) = await server.store.read("room:1", 0, 10)
+        assert (stored.payload, stored.sender, stored.offset) == ({"text": "hi"}, "alice", 1)
+        assert stored.idempotency_key == receipt.idempotency_key
+
+
+async def test_two_clients_each_message_once_in_order(data: Path) -> None:
+    async with (
+        running_server(data) as server,
+        open_realtime(url(server), journal_dir=data / "a", token="alice", config=FAST) as alice,
+        open_realtime(url(server), journal_dir=data / "b", token="bob", config=FAST) as bob,
+    ):
+        await alice.subscribe("room:1")
+        await bob.subscribe("room:1")
+        receipts = await bob.send_many("room:1", "tick", list(range(300)))
+        await alice.send("room:1", "chat", "from alice")
+        assert [r.seq for r in receipts] == list(range(1, 301))
+        got = await collect(alice, "room:1", 301)
+        assert [m.offset for m in got] == list(range(1, 302))  # each once, in offset order
+        assert [m.payload for m in got if m.sender == "bob"] == list(range(300))  # sender's order
+        assert [m.payload for m in got if m.sender == "alice"] == ["from alice"]
+        # bob sees his own events too (to reconcile by idempotency key)
+        mine = await collect(bob, "room:1", 301)
+        keys = {m.idempotency_key for m in mine}
+        assert {r.idempotency_key for r in receipts} <= keys
+
+
+async def test_server_restart_loses_nothing_and_duplicates_nothing(data: Path) -> None:
+    async with running_server(data) as first:
+        port = first.port
+        async with open_realtime(
+            url(first), journal_dir=data / "a", token="alice", config=FAST
+        ) as alice:
+            await alice.subscribe("room:1")
+            early = await alice.send_many("room:1", "n", list(range(50)))
+            await early[-1].wait()
+    # The server is gone; the client reconnects in the background while we keep sending.
+    async with open_realtime(
+        url(first), journal_dir=data / "a", token="alice", config=FAST
+    ) as alice:
+        assert alice.state is ConnectionState.RECONNECTING
+        offline = await alice.send_many("room:1", "n", list(range(50, 100)))
+        assert alice.pending_count == 50
+        async with running_server(data, port=port):
+            with trio.fail_after(20):
+                outcomes = [await r.wait() for r in offline]
+            assert outcomes == [Acked(r.seq, False) for r in offline]
+            got = await collect(alice, "room:1", 100)
+    assert [m.payload for m in got] == list(range(100))
+    assert [m.offset for m in got] == list(range(1, 101))
+
+
+async def test_client_restart_retransmits_exactly_once(data: Path) -> None:
+    # Journal events while no server runs, close, then reopen with a server: delivered once.
+    async with running_server(data) as server:
+        port = server.port
+    dead = f"ws://127.0.0.1:{port}/realtime"
+    async with open_realtime(
+        dead, journal_dir=data / "a", token="a", config=attrs.evolve(FAST, close_grace_period=0)
+    ) as conn:
+        await conn.send_many("room:1", "n", list(range(20)))
+    async with (
+        running_server(data, port=port) as server,
+        open_realtime(url(server), journal_dir=data / "a", token="a", config=FAST) as conn,
+    ):
+        with trio.fail_after(20):
+            while conn.pending_count:
+                await trio.sleep(0.01)
+        stored = await server.store.read("room:1", 0, 100)
+        assert [e.payload for e in stored] == list(range(20))
+
+
+async def test_a_journal_copy_resumed_later_is_not_stored_twice(data: Path) -> None:
+    # Same client_id, same pending events: the second journal resumes, learns the server has them
+    # (ack_seq in resume_response), and drops them instead of publishing them again.
+    async with running_server(data) as server:
+        port = server.port
+    dead = f"ws://127.0.0.1:{port}/realtime"
+    async with open_realtime(
+        dead, journal_dir=data / "a", token="a", config=attrs.evolve(FAST, close_grace_period=0)
+    ) as conn:
+        await conn.send_many("room:1", "n", [1, 2, 3])
+    shutil.copytree(data / "a", data / "copy")
+    os.remove(data / "copy" / "LOCK")
+    async with running_server(data, port=port) as server:
+        for journal in ("a", "copy"):
+            async with open_realtime(
+                url(server), journal_dir=data / journal, token="a", config=FAST
+            ) as conn:
+                with trio.fail_after(20):
+                    while conn.pending_count:
+                        await trio.sleep(0.01)
+        stored = await server.store.read("room:1", 0, 100)
+        assert [e.payload for e in stored] == [1, 2, 3]
+
+
+async def test_lost_history_is_reported_as_a_gap(data: Path) -> None:
+    async with running_server(data, retention_count=5) as server:
+        async with open_realtime(
+            url(server), journal_dir=data / "reader", token="r", config=FAST
+        ) as reader:
+            await reader.subscribe("room:1")
+            async with open_realtime(
+                url(server), journal_dir=data / "w", token="w", config=FAST
+            ) as writer:
+                await (await writer.send("room:1", "n", 0)).wait()
+                await collect(reader, "room:1", 1)
+                await reader.aclose()
+                receipts = await writer.send_many("room:1", "n", list(range(1, 20)))
+                await receipts[-1].wait()
+        # The reader resumes at offset 1; the server keeps only 16..20.
+        async with open_realtime(
+            url(server), journal_dir=data / "reader", token="r", config=FAST
+        ) as reader:
+            with trio.fail_after(20):
+                async for item in reader.messages("room:1"):
+                    assert isinstance(item, Gap)
+                    assert (item.first_missing, item.last_missing) == (2, 20)
+                    break
+
+
+async def test_forbidden_channel_is_rejected_and_does_not_block_the_rest(data: Path) -> None:
+    secret = b"k" * 32
+    auth = HmacAuthenticator(secret, forbidden={"alice": ("secret:",)})
+    async with (
+        running_server(data, auth=auth) as server,
+        open_realtime(
+            url(server), journal_dir=data / "a", token=make_token(secret, "alice"), config=FAST
+        ) as conn,
+    ):
+        bad = await conn.send("secret:1", "x", 1)
+        good = await conn.send("room:1", "x", 2)
+        assert await bad.wait() == Rejected(1, "forbidden", "may not publish to 'secret:1'")
+        assert await good.wait() == Acked(2)
+
+
+async def test_bad_token_fails_without_a_delegate(data: Path) -> None:
+    auth = HmacAuthenticator(b"k" * 32)
+    async with (
+        running_server(data, auth=auth) as server,
+        open_realtime(url(server), journal_dir=data / "a", token="forged", config=FAST) as conn,
+    ):
+        assert conn.state is ConnectionState.FAILED
+        try:
+            await conn.send("room:1", "x", 1)
+        except ConnectionFailed as exc:
+            assert exc.code == 4001
+            assert "forged" not in str(exc)
+        else:
+            raise AssertionError("send on a failed connection must raise")
+
+
+async def test_bad_token_is_refreshed_through_the_delegate(data: Path) -> None:
+    secret = b"k" * 32
+    calls: list[str] = []
+
+    class Delegate:
+        async def get_token(self) -> str:
+            calls.append("get")
+            return "expired-or-forged"
+
+        async def refresh_token(self) -> str:
+            calls.append("refresh")
+            return make_token(secret, "alice")
+
+    async with (
+        running_server(data, auth=HmacAuthenticator(secret)) as server,
+        open_realtime(url(server), journal_dir=data / "a", auth=Delegate(), config=FAST) as conn,
+    ):
+        with trio.fail_after(20):
+            async for state in conn.states():
+                if state is ConnectionState.CONNECTED:
+                    break
+        assert calls == ["get", "refresh"]
+        assert await (await conn.send("room:1", "x", 1)).wait() == Acked(1)

@@ -1,0 +1,396 @@
+"""The reference server: the server side of PROTOCOL.md over any transport, and its WebSocket front."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+import trio_websocket
+
+from .._errors import ConfigError, LocalProtocolError, ProtocolError
+from .._protocol import (
+    ChannelPosition,
+    ChannelResume,
+    CloseCode,
+    DownstreamEvent,
+    DuplicateEvent,
+    Error,
+    OutOfOrderEvent,
+    Ping,
+    Resume,
+    ResumeResponse,
+    ServerProtocol,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+    UpstreamEvent,
+    encode_frame,
+)
+from .._transports import Transport, TransportClosed
+from .._transports._websocket import SUBPROTOCOL, WebSocketTransport
+from ._auth import Authenticator
+from ._store import NewEvent, Store, StoredEvent
+
+__all__ = ["RealtimeServer", "ServerConfig", "open_server"]
+
+logger = logging.getLogger("trio_realtime.server")
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Server limits and timings (seconds)."""
+
+    heartbeat_interval: float = 25.0
+    """Announced to clients in ``resume_response``."""
+    heartbeat_timeout: float = 60.0
+    """A connection silent for longer is closed with 4008."""
+    handshake_timeout: float = 10.0
+    """Time a new connection has to send ``resume`` (slowloris protection)."""
+    max_frame_bytes: int = 1024 * 1024
+    rate_limit: float = 2000.0
+    """Messages per second per connection (bursts up to twice that); beyond: close 4029."""
+    send_queue_size: int = 10_000
+    """Messages queued for one connection; a subscriber that falls further behind is closed 4029."""
+    replay_page: int = 1000
+    allowed_origins: frozenset[str] | None = None
+    """If set, WebSocket handshakes with an ``Origin`` not listed are closed with 1008."""
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("heartbeat_interval", "heartbeat_timeout", "handshake_timeout", "rate_limit"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+                raise ConfigError(name, f"must be a positive number, got {value!r}")
+        for name in ("max_frame_bytes", "send_queue_size", "replay_page"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+
+class _Closing(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class _Session:
+    """One client connection on the server."""
+
+    def __init__(self, server: RealtimeServer, transport: Transport) -> None:
+        self.server = server
+        self.transport = transport
+        self.proto = ServerProtocol()
+        self.user: str | None = None
+        self.client_id: str | None = None
+        self.channels: set[str] = set()
+        self._send, self._receive = trio.open_memory_channel[bytes](server.config.send_queue_size)
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.scope = trio.CancelScope()
+        self._tokens = server.config.rate_limit * 2
+        self._refilled = trio.current_time()
+
+    def queue(self, data: bytes) -> None:
+        """Queue a message for the writer; a subscriber too far behind is closed (4029)."""
+        if self.close_code is not None:
+            return
+        try:
+            self._send.send_nowait(data)
+        except trio.WouldBlock:
+            self.close(CloseCode.RATE_LIMITED, "too slow: send queue full")
+            self.scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def send(self, frame: object) -> None:
+        self.queue(self.proto.send(frame))  # type: ignore[arg-type]
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+            self._send.close()
+
+    def deliver(self, event: StoredEvent) -> None:
+        with contextlib.suppress(LocalProtocolError):  # unsubscribed meanwhile
+            self.send(_downstream(event))
+
+    def take_token(self) -> bool:
+        rate = self.server.config.rate_limit
+        now = trio.current_time()
+        self._tokens = min(rate * 2, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    async def writer(self) -> None:
+        try:
+            async for data in self._receive:
+                await self.transport.send(data)
+        except TransportClosed:
+            self.scope.cancel()
+
+
+def _downstream(event: StoredEvent) -> DownstreamEvent:
+    return DownstreamEvent(
+        event.channel,
+        event.offset,
+        event.epoch,
+        event.event,
+        event.payload,
+        event.timestamp,
+        event.sender,
+        event.idempotency_key,
+    )
+
+
+class RealtimeServer:
+    """Serves the protocol over transports handed to :meth:`handle` (see :func:`open_server`)."""
+
+    def __init__(
+        self, store: Store, authenticator: Authenticator, config: ServerConfig | None = None
+    ) -> None:
+        self.store = store
+        self.authenticator = authenticator
+        self.config = config or ServerConfig()
+        self._subscribers: dict[str, set[_Session]] = {}
+        self._fanout = trio.Lock()  # commit+fan-out vs replay+register: no event falls between
+        self.sessions: set[_Session] = set()
+        self.port: int | None = None
+
+    async def handle(self, transport: Transport) -> None:
+        """Serve one connection until it closes."""
+        session = _Session(self, transport)
+        self.sessions.add(session)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.writer)
+                with session.scope:
+                    try:
+                        await self._serve(session)
+                    except _Closing as closing:
+                        session.close(closing.code, closing.reason)
+                    except TransportClosed:
+                        session.close(1000, "")
+                # Closing the queue lets the writer send what is queued (an error frame before the
+                # close), but a peer that does not read gets two seconds, not forever.
+                session.close(session.close_code or 1000, session.close_reason)
+                nursery.cancel_scope.deadline = trio.current_time() + 2
+        finally:
+            self.sessions.discard(session)
+            for channel in session.channels:
+                self._subscribers.get(channel, set()).discard(session)
+            with trio.CancelScope(shield=True):
+                await transport.aclose(session.close_code or 1000, session.close_reason)
+
+    async def _receive(self, session: _Session, within: float, code: int) -> None:
+        with trio.move_on_after(within) as scope:
+            data = await session.transport.receive()
+        if scope.cancelled_caught:
+            raise _Closing(code, "timed out waiting for the client")
+        if not session.take_token():
+            session.send(Error("rate_limited", "too many messages", fatal=True))
+            raise _Closing(CloseCode.RATE_LIMITED, "rate limited")
+        try:
+            session.proto.receive_data(data)
+        except ProtocolError as exc:
+            logger.info("protocol error from %s: %s", session.client_id, exc)
+            session.queue(encode_frame(Error("protocol_error", str(exc)[:500], fatal=True)))
+            raise _Closing(exc.close_code, str(exc)[:120]) from None
+
+    async def _serve(self, session: _Session) -> None:
+        config = self.config
+        await self._receive(session, config.handshake_timeout, CloseCode.PROTOCOL_ERROR)
+        events = list(session.proto.events())
+        resume = events[0]
+        assert isinstance(resume, Resume)
+        user = await self.authenticator.authenticate(resume.token)
+        if user is None:
+            session.send(Error("unauthorized", "missing or invalid token", fatal=True))
+            raise _Closing(CloseCode.UNAUTHORIZED, "unauthorized")
+        session.user = user
+        session.client_id = resume.client_id
+        ack_seq = await self.store.client_ack(resume.client_id)
+        answers: dict[str, ChannelResume] = {}
+        wanted: dict[str, ChannelPosition] = {}
+        for channel, position in resume.channels.items():
+            if not await self.authenticator.can_subscribe(user, channel):
+                info = await self.store.channel(channel)
+                answers[channel] = ChannelResume(info.epoch, info.head, False)
+                continue
+            info = await self.store.channel(channel)
+            recovered = (
+                position.epoch in (None, info.epoch)
+                and info.first - 1 <= position.offset <= info.head
+            )
+            answers[channel] = ChannelResume(info.epoch, info.head, recovered)
+            wanted[channel] = position if recovered else ChannelPosition(info.head, info.epoch)
+        response = ResumeResponse(
+            resume.client_id,
+            secrets.token_hex(8),
+            ack_seq,
+            int(config.heartbeat_interval * 1000),
+            config.max_frame_bytes,
+            int(time.time() * 1000),
+            answers,
+        )
+        session.send(response)
+        for channel, position in wanted.items():
+            await self._attach(session, channel, position.offset)
+        while True:
+            await self._receive(session, config.heartbeat_timeout, CloseCode.HEARTBEAT_TIMEOUT)
+            await self._process(session)
+
+    async def _attach(self, session: _Session, channel: str, after: int) -> None:
+        """Replay ``channel`` after offset ``after`` to ``session`` and subscribe it, atomically
+        with respect to publishing (so no event falls between the replay and the live stream)."""
+        async with self._fanout:
+            while True:
+                events = await self.store.read(channel, after, self.config.replay_page)
+                for event in events:
+                    session.deliver(event)
+                if len(events) < self.config.replay_page:
+                    break
+                after = events[-1].offset
+            session.channels.add(channel)
+            self._subscribers.setdefault(channel, set()).add(session)
+
+    async def _process(self, session: _Session) -> None:
+        proto = session.proto
+        accepted: list[NewEvent] = []
+        pending_ack = False
+        assert session.user is not None
+        for event in proto.events():
+            if isinstance(event, UpstreamEvent):
+                pending_ack = True
+                if not await self.authenticator.can_publish(session.user, event.channel):
+                    session.send(
+                        Error("forbidden", f"may not publish to {event.channel!r}", seq=event.seq)
+                    )
+                    continue
+                accepted.append(
+                    NewEvent(
+                        event.channel,
+                        event.event,
+                        event.payload,
+                        event.timestamp,
+                        session.user,
+                        event.idempotency_key,
+                    )
+                )
+            elif isinstance(event, DuplicateEvent):
+                pending_ack = True
+            elif isinstance(event, OutOfOrderEvent):
+                session.send(
+                    Error(
+                        "out_of_order",
+                        f"expected seq {event.expected}, got {event.seq}",
+                        fatal=True,
+                    )
+                )
+                raise _Closing(CloseCode.PROTOCOL_ERROR, "out of order")
+            elif isinstance(event, Subscribe):
+                await self._subscribe(session, event)
+            elif isinstance(event, Unsubscribe):
+                session.channels.discard(event.channel)
+                self._subscribers.get(event.channel, set()).discard(session)
+                session.send(Unsubscribed(event.rid, event.channel))
+            elif isinstance(event, Ping):
+                session.send(event.response())
+            # Meta frames (presence, typing, receipts) are served by the services issue.
+        if not pending_ack:
+            return
+        assert session.client_id is not None
+        async with self._fanout:
+            stored = await self.store.commit(session.client_id, proto.received_seq, accepted)
+            session.queue(proto.ack())  # only after the commit
+            for event in stored:
+                if event is None:
+                    continue
+                for subscriber in list(self._subscribers.get(event.channel, ())):
+                    subscriber.deliver(event)
+
+    async def _subscribe(self, session: _Session, request: Subscribe) -> None:
+        assert session.user is not None
+        if not await self.authenticator.can_subscribe(session.user, request.channel):
+            session.send(
+                Error("forbidden", f"may not subscribe to {request.channel!r}", rid=request.rid)
+            )
+            return
+        info = await self.store.channel(request.channel)
+        if request.offset is None:
+            recovered, after = True, info.head
+        else:
+            recovered = (
+                request.epoch in (None, info.epoch)
+                and info.first - 1 <= request.offset <= info.head
+            )
+            after = request.offset if recovered else info.head
+        session.send(Subscribed(request.rid, request.channel, info.epoch, info.head, recovered))
+        await self._attach(session, request.channel, after)
+
+
+async def _websocket_handler(
+    server: RealtimeServer, request: trio_websocket.WebSocketRequest
+) -> None:
+    allowed = server.config.allowed_origins
+    origin = {k.lower(): v for k, v in request.headers}.get(b"origin")
+    ws = await request.accept(
+        subprotocol=SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
+    )
+    transport = WebSocketTransport(ws)
+    if allowed is not None and (origin is None or origin.decode("latin-1") not in allowed):
+        await transport.aclose(CloseCode.POLICY_VIOLATION, "origin not allowed")
+        return
+    await server.handle(transport)
+
+
+@asynccontextmanager
+async def open_server(
+    store: Store,
+    authenticator: Authenticator,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: ServerConfig | None = None,
+) -> AsyncIterator[RealtimeServer]:
+    """Run a WebSocket server for the block; ``server.port`` is the port it listens on (``port=0``
+    picks a free one). The store is closed on exit."""
+    server = RealtimeServer(store, authenticator, config)
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def handler(request: trio_websocket.WebSocketRequest) -> None:
+                await _websocket_handler(server, request)
+
+            ws_server = await nursery.start(
+                lambda task_status: trio_websocket.serve_websocket(
+                    handler,
+                    host,
+                    port,
+                    None,
+                    max_message_size=server.config.max_frame_bytes,
+                    connect_timeout=server.config.handshake_timeout,
+                    disconnect_timeout=2,
+                    message_queue_size=64,
+                    task_status=task_status,
+                )
+            )
+            server.port = ws_server.port
+            try:
+                yield server
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.aclose()

@@ -1,0 +1,193 @@
+"""The default server store: SQLite (stdlib) in WAL mode, run in a worker thread.
+
+Every call runs in one worker thread at a time (a capacity limiter of 1), so the store has a single
+writer; a ``commit`` is one transaction, fsynced (``synchronous=FULL``) before it returns, which is
+what lets the server acknowledge only what is durably stored.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import orjson
+import trio
+
+from ._store import ChannelInfo, NewEvent, StoredEvent, new_epoch
+
+__all__ = ["SqliteStore"]
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, ack_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    channel TEXT NOT NULL, offset INTEGER NOT NULL, event TEXT NOT NULL, payload BLOB NOT NULL,
+    timestamp INTEGER NOT NULL, sender TEXT, ikey TEXT, PRIMARY KEY (channel, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ikeys (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+"""
+
+
+class SqliteStore:
+    """Client watermarks and channel logs in one SQLite file.
+
+    Retention: each channel keeps its newest ``retention_count`` events. Idempotency keys chosen by
+    callers are remembered for ``dedup_window`` seconds.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retention_count: int = 100_000,
+        dedup_window: float = 24 * 3600,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.retention_count = retention_count
+        self.dedup_window = dedup_window
+        self._limiter = trio.CapacityLimiter(1)
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    async def open(self) -> None:
+        await self._run(self._connect)
+
+    async def client_ack(self, client_id: str) -> int:
+        def query() -> int:
+            row = (
+                self._connect()
+                .execute("SELECT ack_seq FROM clients WHERE client_id = ?", (client_id,))
+                .fetchone()
+            )
+            return int(row[0]) if row else 0
+
+        return await self._run(query)
+
+    def _channel(self, db: sqlite3.Connection, name: str) -> tuple[str, int]:
+        row = db.execute("SELECT epoch, head FROM channels WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            epoch = new_epoch()
+            db.execute("INSERT INTO channels (name, epoch, head) VALUES (?, ?, 0)", (name, epoch))
+            return epoch, 0
+        return str(row[0]), int(row[1])
+
+    async def commit(
+        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
+    ) -> list[StoredEvent | None]:
+        def transaction() -> list[StoredEvent | None]:
+            db = self._connect()
+            now = time.time()
+            stored: list[StoredEvent | None] = []
+            heads: dict[str, tuple[str, int]] = {}
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for new in events:
+                    key = new.idempotency_key
+                    if key is not None and not key.startswith(f"{client_id}:"):
+                        row = db.execute("SELECT at FROM ikeys WHERE key = ?", (key,)).fetchone()
+                        if row is not None and now - row[0] < self.dedup_window:
+                            stored.append(None)
+                            continue
+                        db.execute(
+                            "INSERT OR REPLACE INTO ikeys (key, at) VALUES (?, ?)", (key, now)
+                        )
+                    epoch, head = heads.get(new.channel) or self._channel(db, new.channel)
+                    head += 1
+                    heads[new.channel] = (epoch, head)
+                    db.execute(
+                        "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            new.channel,
+                            head,
+                            new.event,
+                            orjson.dumps(new.payload),
+                            new.timestamp,
+                            new.sender,
+                            key,
+                        ),
+                    )
+                    stored.append(
+                        StoredEvent(
+                            new.channel,
+                            head,
+                            epoch,
+                            new.event,
+                            new.payload,
+                            new.timestamp,
+                            new.sender,
+                            key,
+                        )
+                    )
+                for name, (_, head) in heads.items():
+                    db.execute("UPDATE channels SET head = ? WHERE name = ?", (head, name))
+                    db.execute(
+                        "DELETE FROM events WHERE channel = ? AND offset <= ?",
+                        (name, head - self.retention_count),
+                    )
+                db.execute(
+                    "INSERT INTO clients (client_id, ack_seq) VALUES (?, ?) "
+                    "ON CONFLICT(client_id) DO UPDATE SET ack_seq = max(ack_seq, excluded.ack_seq)",
+                    (client_id, ack_seq),
+                )
+                db.execute("DELETE FROM ikeys WHERE at < ?", (now - self.dedup_window,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return stored
+
+        return await self._run(transaction)
+
+    async def channel(self, channel: str) -> ChannelInfo:
+        def query() -> ChannelInfo:
+            db = self._connect()
+            epoch, head = self._channel(db, channel)
+            row = db.execute(
+                "SELECT min(offset) FROM events WHERE channel = ?", (channel,)
+            ).fetchone()
+            first = int(row[0]) if row and row[0] is not None else head + 1
+            return ChannelInfo(epoch, head, first)
+
+        return await self._run(query)
+
+    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+        def query() -> list[StoredEvent]:
+            db = self._connect()
+            epoch, _ = self._channel(db, channel)
+            rows = db.execute(
+                "SELECT offset, event, payload, timestamp, sender, ikey FROM events "
+                "WHERE channel = ? AND offset > ? ORDER BY offset LIMIT ?",
+                (channel, after, limit),
+            ).fetchall()
+            return [
+                StoredEvent(channel, r[0], epoch, r[1], orjson.loads(r[2]), r[3], r[4], r[5])
+                for r in rows
+            ]
+
+        return await self._run(query)
+
+    async def aclose(self) -> None:
+        def close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await self._run(close)

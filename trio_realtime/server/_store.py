@@ -1,0 +1,148 @@
+"""Server storage: per-client ack watermarks and per-channel logs. An interface, an in-memory
+implementation (tests, ephemeral servers) and SQLite (the default, in ``_sqlite.py``)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+__all__ = ["ChannelInfo", "MemoryStore", "NewEvent", "Store", "StoredEvent", "new_epoch"]
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+@attrs.frozen
+class NewEvent:
+    """An upstream event accepted for publication."""
+
+    channel: str
+    event: str
+    payload: Any
+    timestamp: int
+    sender: str | None
+    idempotency_key: str | None
+
+
+@attrs.frozen
+class StoredEvent:
+    channel: str
+    offset: int
+    epoch: str
+    event: str
+    payload: Any
+    timestamp: int
+    sender: str | None
+    idempotency_key: str | None
+
+
+@attrs.frozen
+class ChannelInfo:
+    epoch: str
+    head: int
+    """Offset of the newest event (0: none yet)."""
+    first: int
+    """Oldest offset still retained (head + 1 when the log is empty)."""
+
+
+class Store(Protocol):
+    """What the server needs from storage. Every method is atomic."""
+
+    async def client_ack(self, client_id: str) -> int:
+        """The highest seq stored (or consumed) for ``client_id``; 0 for a new client."""
+
+    async def commit(
+        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
+    ) -> list[StoredEvent | None]:
+        """In one transaction: append ``events`` to their channels and set the client's ack
+        watermark to ``ack_seq``. An event whose idempotency key was already stored within the
+        dedup window is not appended again (``None`` in the result)."""
+
+    async def channel(self, channel: str) -> ChannelInfo:
+        """The channel's epoch and retained range (creating the channel if new)."""
+
+    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+        """Retained events with offset > ``after``, oldest first, at most ``limit``."""
+
+    async def aclose(self) -> None: ...
+
+
+@attrs.define
+class _Log:
+    epoch: str
+    events: list[StoredEvent] = attrs.Factory(list)
+    head: int = 0
+
+
+class MemoryStore:
+    """A store in memory: lost when the process ends (its epochs say so to resuming clients)."""
+
+    def __init__(self, *, retention_count: int = 10_000, dedup_window: float = 24 * 3600) -> None:
+        self._acks: dict[str, int] = {}
+        self._logs: dict[str, _Log] = {}
+        self._keys: dict[str, float] = {}
+        self.retention_count = retention_count
+        self.dedup_window = dedup_window
+
+    def _log(self, channel: str) -> _Log:
+        log = self._logs.get(channel)
+        if log is None:
+            log = self._logs[channel] = _Log(new_epoch())
+        return log
+
+    async def client_ack(self, client_id: str) -> int:
+        await trio.lowlevel.checkpoint()
+        return self._acks.get(client_id, 0)
+
+    async def commit(
+        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
+    ) -> list[StoredEvent | None]:
+        now = time.time()
+        stored: list[StoredEvent | None] = []
+        for new in events:
+            key = new.idempotency_key
+            if key is not None and not key.startswith(f"{client_id}:"):
+                seen = self._keys.get(key)
+                if seen is not None and now - seen < self.dedup_window:
+                    stored.append(None)
+                    continue
+                self._keys[key] = now
+            log = self._log(new.channel)
+            log.head += 1
+            event = StoredEvent(
+                new.channel,
+                log.head,
+                log.epoch,
+                new.event,
+                new.payload,
+                new.timestamp,
+                new.sender,
+                new.idempotency_key,
+            )
+            log.events.append(event)
+            if len(log.events) > self.retention_count:
+                del log.events[: len(log.events) - self.retention_count]
+            stored.append(event)
+        self._acks[client_id] = max(self._acks.get(client_id, 0), ack_seq)
+        await trio.lowlevel.checkpoint()
+        return stored
+
+    async def channel(self, channel: str) -> ChannelInfo:
+        await trio.lowlevel.checkpoint()
+        log = self._log(channel)
+        first = log.events[0].offset if log.events else log.head + 1
+        return ChannelInfo(log.epoch, log.head, first)
+
+    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+        await trio.lowlevel.checkpoint()
+        log = self._log(channel)
+        return [e for e in log.events if e.offset > after][:limit]
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()

@@ -1,6 +1,8 @@
 """trio_realtime: durable realtime messaging for trio."""
 
 from ._config import DeliveryStrategy as DeliveryStrategy
+from ._config import OutboxFullPolicy as OutboxFullPolicy
+from ._config import RealtimeConfig as RealtimeConfig
 from ._connection import AuthDelegate as AuthDelegate
 from ._connection import Connection as Connection
 from ._connection import ConnectionFailed as ConnectionFailed
@@ -9,8 +11,6 @@ from ._connection import Gap as Gap
 from ._connection import Message as Message
 from ._connection import connect_realtime as connect_realtime
 from ._connection import open_realtime as open_realtime
-from ._config import OutboxFullPolicy as OutboxFullPolicy
-from ._config import RealtimeConfig as RealtimeConfig
 from ._errors import ConfigError as ConfigError
 from ._errors import JournalBroken as JournalBroken
 from ._errors import JournalClosed as JournalClosed

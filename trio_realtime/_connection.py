@@ -319,6 +319,16 @@ class Connection:
         """Send several events with one journal write (one fsync under ``always``)."""
         return await self._require_outbox().send_many(channel, event, payloads)
 
+    async def drain(self) -> None:
+        """Wait until every event sent so far (including those recovered from the journal) is
+        acknowledged or rejected by the server."""
+        outbox = self._require_outbox()
+        while outbox.pending_count:
+            await outbox.wait_changed()
+            if self._failure is not None:
+                raise self._failure
+        await trio.lowlevel.checkpoint()
+
     def _queue_control(self, frame: ClientFrame) -> None:
         self._control.append(frame)
         if self._outbox is not None:
@@ -528,6 +538,8 @@ class Connection:
         logger.error("connection failed: %s", message)
         self._failure = ConnectionFailed(message, code)
         self._set_state(ConnectionState.FAILED)
+        if self._outbox is not None:
+            self._outbox.wake()
 
     async def _run_link(self) -> _LinkDown:
         """Connect, resume, run reader/writer/heartbeat until the link dies; say how it ended."""

@@ -259,10 +259,12 @@ async def test_a_failed_fsync_taints_later_batches_even_if_their_fsync_succeeds(
     # and the later batch must fail too.
     real_fsync = os.fsync
     counter = itertools.count(1)
+    first_started = threading.Event()
     second_started = threading.Event()
 
     def fsync(fd: int) -> None:
         if next(counter) == 1:
+            first_started.set()
             assert second_started.wait(10), "the second fsync never started"
             raise OSError(errno.EIO, "injected")
         second_started.set()
@@ -281,7 +283,8 @@ async def test_a_failed_fsync_taints_later_batches_even_if_their_fsync_succeeds(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(one, 1)
-            await trio.testing.wait_all_tasks_blocked()  # batch 1 is in its fsync
+            # Wait (in a thread: it is a threading.Event) until batch 1 is inside its fsync.
+            assert await trio.to_thread.run_sync(first_started.wait, 10)
             nursery.start_soon(one, 2)
         assert outcomes == ["broken", "broken"]
 

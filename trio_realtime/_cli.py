@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -34,10 +36,78 @@ def _journal_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import functools
+
+    import trio
+
+    from .server import ServerConfig, serve
+
+    config = ServerConfig(
+        allowed_origins=frozenset(args.allow_origin) if args.allow_origin else None,
+        heartbeat_timeout=args.heartbeat_timeout,
+    )
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(serve, args.data, host=args.host, port=args.port, config=config)
+            )
+            print(
+                f"trio-realtime server on ws://{args.host}:{server.port}/realtime (data: {args.data})",
+                flush=True,
+            )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(main)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .server import load_or_create_secret, make_token
+
+    secret = load_or_create_secret(args.data)
+    print(make_token(secret, args.user, ttl=args.ttl))
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    import trio
+
+    from ._chat import chat
+
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(
+            lambda: chat(
+                name=args.name, url=args.url, room=args.room, data_dir=args.data, token=args.token
+            )
+        )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import trio
+
+    from ._chat import demo
+
+    return 0 if trio.run(lambda: demo(total=args.messages)) else 1
+
+
+def _demo_sender(args: argparse.Namespace) -> int:
+    import trio
+
+    from ._chat import demo_sender
+
+    trio.run(demo_sender, args.url, args.journal, args.token, args.total, args.report_fd)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ._chat import default_data_dir
+
     parser = argparse.ArgumentParser(
         prog="trio-realtime",
-        description="Durable realtime messaging for trio: tools for the client journal.",
+        description="Durable realtime messaging for trio: server, chat, demo and journal tools.",
     )
     parser.add_argument("--version", action="version", version=f"trio-realtime {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -49,6 +119,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("directory", help="the journal directory")
     inspect.set_defaults(handler=_journal_inspect)
+
+    data = default_data_dir()
+    serve = commands.add_parser("serve", help="run the reference server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument(
+        "--data", default=os.path.join(data, "server"), help="SQLite store and token secret"
+    )
+    serve.add_argument(
+        "--allow-origin", action="append", help="allowed Origin (repeatable; default: any)"
+    )
+    serve.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=60.0,
+        help="seconds of client silence before closing (4008)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    token = commands.add_parser(
+        "token", help="print a token the server with the same --data accepts"
+    )
+    token.add_argument("--user", required=True)
+    token.add_argument("--data", default=os.path.join(data, "server"))
+    token.add_argument("--ttl", type=float, default=30 * 24 * 3600, help="validity in seconds")
+    token.set_defaults(handler=_token)
+
+    chat = commands.add_parser("chat", help="line-based chat (starts an embedded server if needed)")
+    chat.add_argument("--name", required=True)
+    chat.add_argument("--url", default="ws://127.0.0.1:8765/realtime")
+    chat.add_argument("--room", default="lobby")
+    chat.add_argument("--data", default=data, help="journals (and an embedded server's data)")
+    chat.add_argument("--token", default=None, help="default: made from the local server's secret")
+    chat.set_defaults(handler=_chat)
+
+    demo = commands.add_parser(
+        "demo", help="non-interactive: two clients, a server restart, a SIGKILL"
+    )
+    demo.add_argument("--messages", type=int, default=400, help="messages bob sends")
+    demo.set_defaults(handler=_demo)
+
+    sender = commands.add_parser("_demo-sender")  # the demo's client process
+    sender.add_argument("url")
+    sender.add_argument("journal")
+    sender.add_argument("token")
+    sender.add_argument("total", type=int)
+    sender.add_argument("report_fd", type=int)
+    sender.set_defaults(handler=_demo_sender)
     return parser
 
 

@@ -266,6 +266,12 @@ class Connection:
         return self._journal.client_id
 
     @property
+    def last_seq(self) -> int:
+        """The highest upstream seq this client's journal has assigned (0: nothing sent yet).
+        Survives restarts with the journal, so a producer can tell where it stopped."""
+        return self._journal.last_seq if self._journal else 0
+
+    @property
     def pending_count(self) -> int:
         """Events sent but not yet acknowledged by the server."""
         return self._outbox.pending_count if self._outbox else 0

@@ -3,6 +3,7 @@
 from ._app import RealtimeServer as RealtimeServer
 from ._app import ServerConfig as ServerConfig
 from ._app import open_server as open_server
+from ._app import serve as serve
 from ._auth import AllowAll as AllowAll
 from ._auth import Authenticator as Authenticator
 from ._auth import HmacAuthenticator as HmacAuthenticator

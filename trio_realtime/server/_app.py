@@ -39,7 +39,7 @@ from .._transports._websocket import SUBPROTOCOL, WebSocketTransport
 from ._auth import Authenticator
 from ._store import NewEvent, Store, StoredEvent
 
-__all__ = ["RealtimeServer", "ServerConfig", "open_server"]
+__all__ = ["RealtimeServer", "ServerConfig", "open_server", "serve"]
 
 logger = logging.getLogger("trio_realtime.server")
 
@@ -394,3 +394,26 @@ async def open_server(
     finally:
         with trio.CancelScope(shield=True):
             await store.aclose()
+
+
+async def serve(
+    data_dir: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    config: ServerConfig | None = None,
+    task_status: trio.TaskStatus[RealtimeServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the reference server with its default parts until cancelled: a SQLite store and the
+    HMAC token authenticator, both kept in ``data_dir``."""
+    from ._auth import HmacAuthenticator, load_or_create_secret
+    from ._sqlite import SqliteStore
+
+    secret = await trio.to_thread.run_sync(load_or_create_secret, data_dir)
+    store = SqliteStore(f"{data_dir}/server.sqlite3")
+    await store.open()
+    async with open_server(
+        store, HmacAuthenticator(secret), host=host, port=port, config=config
+    ) as server:
+        task_status.started(server)
+        await trio.sleep_forever()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import queue
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,90 @@ def test_journal_inspect_reports_errors(tmp_path: Path) -> None:
     out = run("journal", "inspect", os.fspath(tmp_path / "missing"))
     assert out.returncode == 1
     assert out.stderr.startswith("error:")
+
+
+def test_token_is_accepted_by_a_server_with_the_same_data(tmp_path: Path) -> None:
+    from trio_realtime.server import HmacAuthenticator, load_or_create_secret
+
+    data = os.fspath(tmp_path / "server")
+    out = run("token", "--user", "alice", "--data", data)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip()
+    assert HmacAuthenticator(load_or_create_secret(data)).verify(token) == "alice"
+    assert HmacAuthenticator(b"another secret").verify(token) is None
+
+
+def test_demo_proves_nothing_lost_or_duplicated() -> None:
+    out = run("demo", "--messages", "150")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "lost:        0" in out.stdout
+    assert "duplicated:  0" in out.stdout
+    assert "OK: nothing lost, nothing duplicated" in out.stdout
+    assert "SIGKILLed" in out.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_chat_starts_an_embedded_server_and_shows_each_message_once(tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{_free_port()}/realtime"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trio_realtime",
+            "chat",
+            "--name",
+            "alice",
+            "--url",
+            url,
+            "--data",
+            os.fspath(tmp_path),
+            "--room",
+            "lobby",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    seen: list[str] = []
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            seen.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"{text!r} never appeared; output: {seen}")
+
+    try:
+        wait_for("started an embedded server")
+        wait_for("connected")
+        assert proc.stdin is not None
+        proc.stdin.write("hello there\n")
+        proc.stdin.flush()
+        wait_for("alice: hello there")
+        proc.stdin.close()
+        assert proc.wait(30) == 0
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    while not lines.empty():
+        seen.append(lines.get())
+    assert sum("alice: hello there" in line for line in seen) == 1  # shown once

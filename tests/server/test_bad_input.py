@@ -1,0 +1,127 @@
+"""Bad input to the reference server gets the documented error frame or close code, never crashes
+it, and never affects other clients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import trio
+import trio_websocket
+
+from trio_realtime import Acked, RealtimeConfig, open_realtime
+from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer, ServerConfig, open_server
+
+RESUME = {"type": "resume", "protocol": 1, "client_id": "c-raw", "last_ack_seq": 0}
+
+
+def event(number: int, **changes: object) -> dict[str, object]:
+    frame: dict[str, object] = {
+        "type": "event",
+        "seq": number,
+        "idempotency_key": f"c-raw:{number}",
+        "channel": "room",
+        "event": "e",
+        "payload": {},
+        "timestamp": 1,
+    }
+    frame.update(changes)
+    return frame
+
+
+async def exchange(
+    server: RealtimeServer, *messages: str | bytes
+) -> tuple[list[dict[str, object]], int | None]:
+    """Send raw messages; collect the frames received until the server closes; and its code."""
+    url = f"ws://127.0.0.1:{server.port}/realtime"
+    received: list[dict[str, object]] = []
+    async with trio_websocket.open_websocket_url(url, subprotocols=["trio-realtime.v1"]) as ws:
+        for message in messages:
+            await ws.send_message(message)
+        with trio.fail_after(10):
+            try:
+                while True:
+                    data = json.loads(await ws.get_message())
+                    received.extend(data if isinstance(data, list) else [data])
+            except trio_websocket.ConnectionClosed as exc:
+                code = exc.reason.code
+            finally:
+                # trio-websocket 0.12 can leave the TCP stream open after a close it received.
+                await trio.aclose_forcefully(ws._stream)
+            return received, code
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> object:
+    config = ServerConfig(handshake_timeout=1.0, max_frame_bytes=64 * 1024)
+    async with open_server(MemoryStore(), AllowAll(), config=config) as running:
+        yield running
+
+
+def resumed(*frames: dict[str, object]) -> list[str]:
+    return [json.dumps(RESUME), *(json.dumps(f) for f in frames)]
+
+
+async def test_garbage_before_resume(server: RealtimeServer) -> None:
+    frames, code = await exchange(server, "this is not json")
+    assert code == 4000
+    assert frames[-1]["type"] == "error"
+    assert frames[-1]["fatal"] is True
+
+
+async def test_frames_before_resume(server: RealtimeServer) -> None:
+    frames, code = await exchange(server, json.dumps(event(1)))
+    assert code == 4000
+    assert "resume" in str(frames[-1]["message"]) or "event" in str(frames[-1]["message"]).lower()
+
+
+async def test_unsupported_protocol_version(server: RealtimeServer) -> None:
+    _, code = await exchange(server, json.dumps({**RESUME, "protocol": 9}))
+    assert code == 4400
+
+
+async def test_silent_connection_is_timed_out(server: RealtimeServer) -> None:
+    _, code = await exchange(server)
+    assert code == 4000
+
+
+async def test_wrong_types_name_the_field(server: RealtimeServer) -> None:
+    frames, code = await exchange(server, *resumed(event(1, **{"seq": "one"})))
+    assert code == 4000
+    assert frames[-1]["type"] == "error"
+    assert "seq" in str(frames[-1]["message"])
+
+
+async def test_out_of_order_seq(server: RealtimeServer) -> None:
+    frames, code = await exchange(server, *resumed(event(1), event(3)))
+    assert code == 4000
+    errors = [f for f in frames if f["type"] == "error"]
+    assert errors[-1]["code"] == "out_of_order"
+    assert errors[-1]["fatal"] is True
+
+
+async def test_oversized_message(server: RealtimeServer) -> None:
+    _, code = await exchange(server, *resumed(event(1, payload="x" * 100_000)))
+    assert code == 1009
+
+
+async def test_huge_and_deep_json(server: RealtimeServer) -> None:
+    for bad in ("[" * 5000 + "]" * 5000, json.dumps({**RESUME, "last_ack_seq": 10**30})):
+        _, code = await exchange(server, bad)
+        assert code == 4000
+
+
+async def test_other_clients_are_unaffected(server: RealtimeServer, tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{server.port}/realtime"
+    config = RealtimeConfig(initial_retry_delay=0.05, max_retry_delay=0.2)
+    async with open_realtime(
+        url, journal_dir=tmp_path / "good", token="good", config=config
+    ) as conn:
+        for bad in ("garbage", json.dumps(event(1)), "[" * 5000):
+            await exchange(server, bad)
+            receipt = await conn.send("room", "e", bad[:10])
+            with trio.fail_after(10):
+                assert isinstance(await receipt.wait(), Acked)
+        assert conn.total_reconnects == 0

@@ -88,7 +88,7 @@ async def test_silent_connection_is_timed_out(server: RealtimeServer) -> None:
 
 
 async def test_wrong_types_name_the_field(server: RealtimeServer) -> None:
-    frames, code = await exchange(server, *resumed(event(1, **{"seq": "one"})))
+    frames, code = await exchange(server, *resumed(event(1, seq="one")))
     assert code == 4000
     assert frames[-1]["type"] == "error"
     assert "seq" in str(frames[-1]["message"])

@@ -14,6 +14,7 @@ EXPECTED = {
     "ConnectionState",
     "Gap",
     "Message",
+    "Metrics",
     "Outcome",
     "Receipt",
     "Rejected",

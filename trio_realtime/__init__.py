@@ -9,6 +9,7 @@ from ._connection import ConnectionFailed as ConnectionFailed
 from ._connection import ConnectionState as ConnectionState
 from ._connection import Gap as Gap
 from ._connection import Message as Message
+from ._connection import Metrics as Metrics
 from ._connection import connect_realtime as connect_realtime
 from ._connection import open_realtime as open_realtime
 from ._errors import ConfigError as ConfigError

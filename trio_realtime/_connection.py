@@ -55,6 +55,7 @@ __all__ = [
     "ConnectionState",
     "Gap",
     "Message",
+    "Metrics",
     "connect_realtime",
     "open_realtime",
 ]
@@ -87,6 +88,26 @@ class ConnectionState(enum.StrEnum):
     """Gave up: retries exhausted, or the server refused in a way retrying cannot fix."""
     CLOSED = "closed"
     """Closed by the application."""
+
+
+@attrs.frozen
+class Metrics:
+    """A snapshot of a connection's counters (``conn.metrics``)."""
+
+    total_reconnects: int
+    total_messages_sent: int
+    """Events accepted by ``send``/``send_many`` (journaled) by this process."""
+    total_messages_acked: int
+    total_duplicates: int
+    """Acks that said the server already had the event (a retransmission)."""
+    total_rejected: int
+    current_queue_size: int
+    """Events waiting for an ack."""
+    outbox_bytes: int
+    state: str
+
+    def to_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
 
 
 class ConnectionFailed(RealtimeBrokenError):
@@ -270,6 +291,20 @@ class Connection:
         """The highest upstream seq this client's journal has assigned (0: nothing sent yet).
         Survives restarts with the journal, so a producer can tell where it stopped."""
         return self._journal.last_seq if self._journal else 0
+
+    @property
+    def metrics(self) -> Metrics:
+        outbox = self._outbox
+        return Metrics(
+            total_reconnects=self.total_reconnects,
+            total_messages_sent=outbox.sent_total if outbox else 0,
+            total_messages_acked=outbox.acked_total if outbox else 0,
+            total_duplicates=outbox.duplicates_total if outbox else 0,
+            total_rejected=outbox.rejected_total if outbox else 0,
+            current_queue_size=outbox.pending_count if outbox else 0,
+            outbox_bytes=outbox.pending_bytes if outbox else 0,
+            state=self._state.value,
+        )
 
     @property
     def pending_count(self) -> int:

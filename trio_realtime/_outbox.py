@@ -117,6 +117,7 @@ class Outbox:
         self._next_send = journal.ack_seq + 1  # first seq the writer has not sent on this link
         self._changed = trio.Event()  # something to send, or room in the outbox
         self._closed = False
+        self.sent_total = 0
         self.acked_total = 0
         self.duplicates_total = 0
         self.rejected_total = 0
@@ -199,6 +200,7 @@ class Outbox:
                 if self._entries.pop(seq, None) is not None:
                     self._bytes -= len(data)
             raise
+        self.sent_total += len(receipts)
         self.wake()
         return receipts
 

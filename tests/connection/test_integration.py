@@ -213,3 +213,46 @@ async def test_bad_token_is_refreshed_through_the_delegate(data: Path) -> None:
                     break
         assert calls == ["get", "refresh"]
         assert await (await conn.send("room:1", "x", 1)).wait() == Acked(1)
+
+
+async def test_missed_events_are_replayed_on_resume(data: Path) -> None:
+    async with running_server(data) as server:
+        async with open_realtime(
+            url(server), journal_dir=data / "r", token="r", config=FAST
+        ) as reader:
+            await reader.subscribe("room:1")
+        # The reader is gone (its position is in its journal) while ten events are published.
+        async with open_realtime(
+            url(server), journal_dir=data / "w", token="w", config=FAST
+        ) as writer:
+            await writer.send_many("room:1", "n", list(range(10)))
+            await writer.drain()
+            assert writer.metrics.total_messages_acked == 10
+        async with open_realtime(
+            url(server), journal_dir=data / "r", token="r", config=FAST
+        ) as reader:
+            got = await collect(
+                reader, "room:1", 10
+            )  # no subscribe() call: restored from the journal
+            assert [m.payload for m in got] == list(range(10))
+            later = await collect_after(reader, writer_dir=data / "w", server=server)
+            assert later == [11]
+
+
+async def collect_after(reader: object, *, writer_dir: Path, server: object) -> list[int]:
+    async with open_realtime(url(server), journal_dir=writer_dir, token="w", config=FAST) as writer:  # type: ignore[arg-type]
+        await writer.send("room:1", "n", 10)
+        got = await collect(reader, "room:1", 1)
+    return [m.offset for m in got]
+
+
+async def test_leaving_the_block_drains_pending_events(data: Path) -> None:
+    async with running_server(data) as server:
+        async with open_realtime(
+            url(server), journal_dir=data / "a", token="a", config=FAST
+        ) as conn:
+            receipts = await conn.send_many("room:1", "n", list(range(100)))
+        # The block waited for the acks (close_grace_period) before closing.
+        assert all(isinstance(r.outcome, Acked) for r in receipts)
+        assert conn.state is ConnectionState.CLOSED
+        assert len(await server.store.read("room:1", 0, 1000)) == 100

@@ -245,6 +245,9 @@ class Connection:
     ) -> None:
         if not isinstance(url, str) or not re.match(r"^wss?://", url):
             raise ValueError(f"url must start with ws:// or wss://, got {url!r}")
+        if config.use_tls and url.startswith("ws://"):
+            url = "wss://" + url[len("ws://") :]
+        logger.setLevel(config.log_level)
         self.url = url
         self.config = config
         self._journal_dir = journal_dir

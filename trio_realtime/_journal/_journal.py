@@ -134,6 +134,7 @@ class Journal:
         self._fsync_requested = False
         self._written = 0  # count of writes
         self._synced = 0  # writes covered by a finished fsync
+        self._sync_started = 0  # writes covered by an fsync started (finished or in flight)
         self._jobs: list[trio.Event] = []  # fsyncs in flight, oldest first
         self._closed = False
         self._broken: JournalBroken | None = None
@@ -367,6 +368,7 @@ class Journal:
     ) -> None:
         with trio.CancelScope(shield=True):
             written = self._written
+            self._sync_started = max(self._sync_started, written)
             error: JournalBroken | None = None
             try:
                 await trio.to_thread.run_sync(writer.sync)
@@ -398,7 +400,7 @@ class Journal:
     async def _run_batch_flusher(self) -> None:
         while True:
             await trio.sleep(self._batch_interval)
-            if self._dirty:
+            if self._written > self._sync_started:  # written, and no fsync started covers it
                 self._fsync_requested = True
                 self._wakeup.set()
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio_websocket
 
-from trio_realtime import Acked, RealtimeConfig, open_realtime
+from trio_realtime import Acked, RealtimeConfig, Rejected, open_realtime
 from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer, ServerConfig, open_server
 
 RESUME = {"type": "resume", "protocol": 1, "client_id": "c-raw", "last_ack_seq": 0}
@@ -102,9 +102,29 @@ async def test_out_of_order_seq(server: RealtimeServer) -> None:
     assert errors[-1]["fatal"] is True
 
 
-async def test_oversized_message(server: RealtimeServer) -> None:
-    _, code = await exchange(server, *resumed(event(1, payload="x" * 100_000)))
+async def test_oversized_messages(server: RealtimeServer) -> None:
+    # A batch over max_frame_bytes (64 KiB here): 1009.
+    batch = json.dumps([event(1, payload="x" * 40_000), event(2, payload="x" * 40_000)])
+    _, code = await exchange(server, json.dumps(RESUME), batch)
     assert code == 1009
+    # Beyond 4x max_frame_bytes: trio-websocket refuses it with 1009 before we read it.
+    _, code = await exchange(server, *resumed(event(1, payload="x" * 300_000)))
+    assert code == 1009
+
+
+async def test_a_lone_oversized_event_is_rejected_not_looped(
+    server: RealtimeServer, tmp_path: Path
+) -> None:
+    # Resending a too-large event after every 1009 would loop forever: instead it is rejected,
+    # its seq consumed, and what follows goes through.
+    url = f"ws://127.0.0.1:{server.port}/realtime"
+    async with open_realtime(url, journal_dir=tmp_path / "c", token="c") as conn:
+        big = await conn.send("room", "e", "x" * 100_000)
+        small = await conn.send("room", "e", "ok")
+        with trio.fail_after(10):
+            assert await big.wait() == Rejected(1, "too_large", "event exceeds max_frame_bytes")
+            assert await small.wait() == Acked(2)
+        assert conn.total_reconnects == 0
 
 
 async def test_huge_and_deep_json(server: RealtimeServer) -> None:

@@ -193,7 +193,8 @@ class RealtimeServer:
             with trio.CancelScope(shield=True):
                 await transport.aclose(session.close_code or 1000, session.close_reason)
 
-    async def _receive(self, session: _Session, within: float, code: int) -> None:
+    async def _receive(self, session: _Session, within: float, code: int) -> bool:
+        """Read and decode one message; returns whether it was over ``max_frame_bytes``."""
         with trio.move_on_after(within) as scope:
             data = await session.transport.receive()
         if scope.cancelled_caught:
@@ -207,6 +208,7 @@ class RealtimeServer:
             logger.info("protocol error from %s: %s", session.client_id, exc)
             session.queue(encode_frame(Error("protocol_error", str(exc)[:500], fatal=True)))
             raise _Closing(exc.close_code, str(exc)[:120]) from None
+        return len(data) > self.config.max_frame_bytes
 
     async def _serve(self, session: _Session) -> None:
         config = self.config
@@ -248,8 +250,10 @@ class RealtimeServer:
         for channel, position in wanted.items():
             await self._attach(session, channel, position.offset)
         while True:
-            await self._receive(session, config.heartbeat_timeout, CloseCode.HEARTBEAT_TIMEOUT)
-            await self._process(session)
+            oversized = await self._receive(
+                session, config.heartbeat_timeout, CloseCode.HEARTBEAT_TIMEOUT
+            )
+            await self._process(session, oversized)
 
     async def _attach(self, session: _Session, channel: str, after: int) -> None:
         """Replay ``channel`` after offset ``after`` to ``session`` and subscribe it, atomically
@@ -265,12 +269,22 @@ class RealtimeServer:
             session.channels.add(channel)
             self._subscribers.setdefault(channel, set()).add(session)
 
-    async def _process(self, session: _Session) -> None:
+    async def _process(self, session: _Session, oversized: bool) -> None:
         proto = session.proto
         accepted: list[NewEvent] = []
         pending_ack = False
         assert session.user is not None
-        for event in proto.events():
+        events = list(proto.events())
+        if oversized:
+            # A single event too large for max_frame_bytes is rejected on its own (its seq is
+            # consumed), so the client does not resend it forever; anything else is closed 1009.
+            if len(events) == 1 and isinstance(events[0], UpstreamEvent):
+                session.send(Error("too_large", "event exceeds max_frame_bytes", seq=events[0].seq))
+                events = [DuplicateEvent(events[0].seq, events[0].idempotency_key)]
+            else:
+                session.send(Error("too_large", "message exceeds max_frame_bytes", fatal=True))
+                raise _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
+        for event in events:
             if isinstance(event, UpstreamEvent):
                 pending_ack = True
                 if not await self.authenticator.can_publish(session.user, event.channel):
@@ -379,7 +393,9 @@ async def open_server(
                     host,
                     port,
                     None,
-                    max_message_size=server.config.max_frame_bytes,
+                    # Up to 4x is read, so a lone oversized event is rejected by itself (see
+                    # _process); beyond that, trio-websocket closes with 1009.
+                    max_message_size=4 * server.config.max_frame_bytes,
                     connect_timeout=server.config.handshake_timeout,
                     disconnect_timeout=2,
                     message_queue_size=64,

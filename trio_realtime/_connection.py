@@ -268,6 +268,7 @@ class Connection:
         self._journal: Journal | None = None
         self._outbox: Outbox | None = None
         self._closing = False
+        self._aborting = False
         self._failure: ConnectionFailed | None = None
         self._cancel = trio.CancelScope()
         self._stopped = trio.Event()
@@ -470,15 +471,20 @@ class Connection:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
-        """Close: wait up to ``close_grace_period`` for unacknowledged events to be acked, then
-        close the link cleanly. What is still unacknowledged stays in the journal for next time."""
+    async def aclose(self, *, grace_period: float | None = None, abort: bool = False) -> None:
+        """Close: wait up to ``grace_period`` (default: ``config.close_grace_period``) for
+        unacknowledged events to be acked, then close the link cleanly (``abort``: drop it at
+        once, without the close handshake). What is still unacknowledged stays in the journal for
+        next time."""
+        self._aborting = self._aborting or abort
         if self._closing:
             await self._stopped.wait()
             return
         outbox = self._outbox
-        if outbox is not None and self._state is ConnectionState.CONNECTED:
-            with trio.move_on_after(self.config.close_grace_period):
+        if grace_period is None:
+            grace_period = self.config.close_grace_period
+        if outbox is not None and self._state is ConnectionState.CONNECTED and grace_period > 0:
+            with trio.move_on_after(grace_period):
                 while outbox.pending_count and self._state is ConnectionState.CONNECTED:
                     await outbox.wait_changed()
         self._closing = True
@@ -631,8 +637,15 @@ class Connection:
             for event in self._pending_requests.values():
                 event.set()
             if transport is not None:
+                # Cancelled from outside (not by aclose()): the transports' reader may be cancelled
+                # too, so a close handshake could only time out. Drop the link at once.
+                cancelled = trio.current_effective_deadline() == -math.inf
+                abort = self._aborting or (cancelled and not self._closing)
                 with trio.CancelScope(shield=True):
-                    await transport.aclose(1000)
+                    if abort:
+                        await transport.abort()
+                    else:
+                        await transport.aclose(1000)
 
     async def _handshake(self, link: _Link) -> None:
         journal, outbox = self._journal, self._outbox
@@ -828,6 +841,9 @@ async def open_realtime(
         )
         try:
             yield connection
-        finally:
+        except BaseException:
+            # Cancelled or failing: close promptly, no grace period (the journal keeps the rest).
             with trio.CancelScope(shield=True):
-                await connection.aclose()
+                await connection.aclose(grace_period=0, abort=True)
+            raise
+        await connection.aclose()

@@ -145,3 +145,30 @@ async def test_other_clients_are_unaffected(server: RealtimeServer, tmp_path: Pa
             with trio.fail_after(10):
                 assert isinstance(await receipt.wait(), Acked)
         assert conn.total_reconnects == 0
+
+
+async def test_retransmission_is_acked_as_duplicate_and_not_stored_twice(
+    server: RealtimeServer,
+) -> None:
+    frames, _ = await exchange(server, *resumed(event(1), event(2)), json.dumps({"type": "x"}))
+    assert {"type": "ack", "ack_seq": 1, "duplicates": []} in frames
+    # A new connection of the same client sends 2 and 3 again (say it never saw the ack of 2).
+    frames, _ = await exchange(server, *resumed(event(2), event(3)), json.dumps({"type": "x"}))
+    acks = [f for f in frames if f["type"] == "ack"]
+    assert acks[0] == {"type": "ack", "ack_seq": 2, "duplicates": [2]}
+    assert acks[-1]["ack_seq"] == 3
+    stored = await server.store.read("room", 0, 10)
+    assert [e.offset for e in stored] == [1, 2, 3]
+
+
+async def test_caller_idempotency_key_is_deduplicated_across_clients(
+    server: RealtimeServer, tmp_path: Path
+) -> None:
+    url = f"ws://127.0.0.1:{server.port}/realtime"
+    for name in ("a", "b"):
+        async with open_realtime(url, journal_dir=tmp_path / name, token=name) as conn:
+            receipt = await conn.send("orders", "order", {"id": 42}, idempotency_key="order-42")
+            assert isinstance(await receipt.wait(), Acked)
+    stored = await server.store.read("orders", 0, 10)
+    assert len(stored) == 1
+    assert stored[0].sender == "a"

@@ -188,6 +188,8 @@ class Journal:
     async def append(self, seq: int, data: bytes) -> None:
         """Append one upstream event (its wire bytes) under ``seq``; see :meth:`append_many`."""
         # The hot path of every send: kept free of the loops and lists of append_many.
+        if self._closed:
+            await trio.lowlevel.checkpoint()  # a cancelled caller sees Cancelled, not JournalClosed
         self._check_usable()
         if seq != self._last_seq + 1:
             raise ValueError(f"append of seq {seq} where {self._last_seq + 1} is next")
@@ -216,6 +218,8 @@ class Journal:
             JournalBroken: a write or fsync failed, now or earlier.
             JournalClosed: the journal was closed.
         """
+        if self._closed:
+            await trio.lowlevel.checkpoint()
         self._check_usable()
         expected = self._last_seq + 1
         for offset, (seq, _) in enumerate(entries):
@@ -234,11 +238,19 @@ class Journal:
             batch.durable = True
         await batch.wait()
 
+    async def _check_usable_for_bookkeeping(self) -> None:
+        # Acks and cursors arriving while the journal closes (from tasks being cancelled with it)
+        # must not hang or turn a cancellation into an error: checkpoint first, so a cancelled
+        # caller sees Cancelled; only a caller that is not being cancelled gets JournalClosed.
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+        self._check_usable()
+
     async def ack(self, ack_seq: int) -> None:
         """Record that the server stored every seq up to ``ack_seq``. Fully acked segments are then
         deleted. The ack record is not fsynced on its own: losing it costs a retransmission that the
         server deduplicates, never data."""
-        self._check_usable()
+        await self._check_usable_for_bookkeeping()
         if ack_seq > self._last_seq:
             raise ValueError(f"ack_seq {ack_seq} beyond the last seq appended ({self._last_seq})")
         if ack_seq <= self._ack_seq:
@@ -249,13 +261,13 @@ class Journal:
 
     async def set_cursor(self, channel: str, offset: int, epoch: str | None) -> None:
         """Record the last downstream offset processed on ``channel`` (not fsynced on its own)."""
-        self._check_usable()
+        await self._check_usable_for_bookkeeping()
         self._cursors[channel] = Cursor(offset, epoch)
         await self._record(CursorMark(channel, offset, epoch))
 
     async def remove_cursor(self, channel: str) -> None:
         """Forget ``channel``'s cursor (after an unsubscribe)."""
-        self._check_usable()
+        await self._check_usable_for_bookkeeping()
         if self._cursors.pop(channel, None) is not None:
             await self._record(CursorMark(channel, None, None))
         else:
@@ -303,6 +315,12 @@ class Journal:
                 with trio.CancelScope(shield=True):
                     await self._dispatch(jobs, final=True)
                     await self._wait_for_jobs()
+                    # Records handed over while the last commit ran (by tasks being cancelled
+                    # along with us) are committed too; then nothing more can be: closed.
+                    while self._open.records:
+                        await self._dispatch(jobs, final=True)
+                        await self._wait_for_jobs()
+                    self._closed = True
 
     @property
     def _dirty(self) -> bool:

@@ -31,6 +31,9 @@ class Transport(Protocol):
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Close the link (bounded in time; never waits long for a peer that may be gone)."""
 
+    async def abort(self) -> None:
+        """Drop the link at once, without a close handshake (when being cancelled)."""
+
 
 #: Opens a transport to ``url`` within ``nursery`` (which owns its background tasks), giving up
 #: after ``timeout`` seconds.

@@ -45,6 +45,9 @@ class MemoryTransport:
             return self.peer.close_code
         return 1006
 
+    async def abort(self) -> None:
+        await self.aclose(1006)
+
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         if self.close_code is None:
             self.close_code = code

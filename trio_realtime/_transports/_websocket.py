@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
@@ -38,6 +39,12 @@ class WebSocketTransport:
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc) from None
 
+    async def abort(self) -> None:
+        stream = getattr(self._ws, "_stream", None)
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             scope.shield = True
@@ -71,22 +78,43 @@ async def connect_websocket(
         TransportClosed: the connection could not be opened in ``connect_timeout`` seconds or was
             refused.
     """
-    if url.startswith("wss://") and ssl_context is None:
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    if secure and ssl_context is None:
         ssl_context = ssl.create_default_context()
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = host if port in (80, 443) else f"{host}:{port}"
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
     try:
         with trio.fail_after(connect_timeout):
-            ws = await trio_websocket.connect_websocket_url(
+            if secure:
+                assert ssl_context is not None
+                stream = await trio.open_ssl_over_tcp_stream(
+                    host, port, ssl_context=ssl_context, https_compatible=True
+                )
+            else:
+                stream = await trio.open_tcp_stream(host, port)
+            # We own the stream: trio-websocket does not close it if the handshake is cancelled.
+            ws = await trio_websocket.wrap_client_stream(
                 nursery,
-                url,
-                ssl_context=ssl_context,
+                stream,
+                host_header,
+                resource,
                 subprotocols=[SUBPROTOCOL],
                 message_queue_size=64,
                 max_message_size=max_message_size,
             )
-    except trio.TooSlowError:
-        raise TransportClosed(None, f"connect timed out after {connect_timeout} s") from None
-    except trio_websocket.HandshakeError as exc:
-        raise TransportClosed(None, f"handshake failed: {exc}") from None
-    except OSError as exc:
-        raise TransportClosed(None, f"cannot connect: {exc.strerror or exc}") from None
+    except BaseException as exc:
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+        if isinstance(exc, trio.TooSlowError):
+            raise TransportClosed(None, f"connect timed out after {connect_timeout} s") from None
+        if isinstance(exc, trio_websocket.HandshakeError):
+            raise TransportClosed(None, f"handshake failed: {exc}") from None
+        if isinstance(exc, OSError):
+            raise TransportClosed(None, f"cannot connect: {exc.strerror or exc}") from None
+        raise
     return WebSocketTransport(ws)

@@ -16,6 +16,7 @@ import trio_websocket
 
 from .._errors import ConfigError, LocalProtocolError, ProtocolError
 from .._protocol import (
+    Ack,
     ChannelPosition,
     ChannelResume,
     CloseCode,
@@ -141,6 +142,15 @@ class _Session:
             self.scope.cancel()
 
 
+@attrs.define(eq=False)
+class _CommitRequest:
+    session: _Session
+    ack_seq: int
+    events: list[NewEvent]
+    done: trio.Event = attrs.Factory(trio.Event)
+    failed: bool = False
+
+
 def _downstream(event: StoredEvent) -> DownstreamEvent:
     return DownstreamEvent(
         event.channel,
@@ -166,6 +176,9 @@ class RealtimeServer:
         self._subscribers: dict[str, set[_Session]] = {}
         self._fanout = trio.Lock()  # commit+fan-out vs replay+register: no event falls between
         self.sessions: set[_Session] = set()
+        self._commit_queue: list[_CommitRequest] = []
+        self._commit_wakeup = trio.Event()
+        self._committer_running = False
         self.port: int | None = None
 
     async def handle(self, transport: Transport) -> None:
@@ -325,14 +338,58 @@ class RealtimeServer:
         if not pending_ack:
             return
         assert session.client_id is not None
+        if not self._committer_running:
+            raise RuntimeError("the server's committer is not running (use open_server)")
+        request = _CommitRequest(session, proto.received_seq, accepted)
+        self._commit_queue.append(request)
+        self._commit_wakeup.set()
+        await request.done.wait()
+        if request.failed:
+            session.send(Error("internal", "the server could not store the events", fatal=True))
+            raise _Closing(1011, "store failure")
+
+    async def run_committer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The single writer: commits what all connections received, batched into one store
+        transaction, then acks (only after the commit) and fans out, in order."""
+        self._committer_running = True
+        task_status.started()
+        try:
+            while True:
+                await self._commit_wakeup.wait()
+                self._commit_wakeup = trio.Event()
+                batch, self._commit_queue = self._commit_queue, []
+                with trio.CancelScope(shield=True):  # a taken batch is always finished
+                    await self._commit(batch)
+        finally:
+            self._committer_running = False
+            for request in self._commit_queue:
+                request.failed = True
+                request.done.set()
+
+    async def _commit(self, batch: list[_CommitRequest]) -> None:
         async with self._fanout:
-            stored = await self.store.commit(session.client_id, proto.received_seq, accepted)
-            session.queue(proto.ack())  # only after the commit
-            for event in stored:
-                if event is None:
-                    continue
-                for subscriber in list(self._subscribers.get(event.channel, ())):
-                    subscriber.deliver(event)
+            try:
+                results = await self.store.commit_many(
+                    [(r.session.client_id or "", r.ack_seq, r.events) for r in batch]
+                )
+            except Exception:
+                logger.exception("store commit failed")
+                for request in batch:
+                    request.failed = True
+                    request.done.set()
+                return
+            for request, stored in zip(batch, results, strict=True):
+                session = request.session
+                with contextlib.suppress(LocalProtocolError):  # the session closed meanwhile
+                    session.send(Ack(request.ack_seq, session.proto.pending_duplicates))
+                for event in stored:
+                    if event is None:
+                        continue
+                    for subscriber in list(self._subscribers.get(event.channel, ())):
+                        subscriber.deliver(event)
+                request.done.set()
 
     async def _subscribe(self, session: _Session, request: Subscribe) -> None:
         assert session.user is not None
@@ -387,6 +444,7 @@ async def open_server(
             async def handler(request: trio_websocket.WebSocketRequest) -> None:
                 await _websocket_handler(server, request)
 
+            await nursery.start(server.run_committer)
             ws_server = await nursery.start(
                 lambda task_status: trio_websocket.serve_websocket(
                     handler,

@@ -92,69 +92,80 @@ class SqliteStore:
     async def commit(
         self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
     ) -> list[StoredEvent | None]:
-        def transaction() -> list[StoredEvent | None]:
+        (stored,) = await self.commit_many([(client_id, ack_seq, events)])
+        return stored
+
+    async def commit_many(
+        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
+    ) -> list[list[StoredEvent | None]]:
+        def transaction() -> list[list[StoredEvent | None]]:
             db = self._connect()
             now = time.time()
-            stored: list[StoredEvent | None] = []
             heads: dict[str, tuple[str, int]] = {}
+            results: list[list[StoredEvent | None]] = []
             db.execute("BEGIN IMMEDIATE")
             try:
-                for new in events:
-                    key = new.idempotency_key
-                    if key is not None and not key.startswith(f"{client_id}:"):
-                        row = db.execute("SELECT at FROM ikeys WHERE key = ?", (key,)).fetchone()
-                        if row is not None and now - row[0] < self.dedup_window:
-                            stored.append(None)
-                            continue
-                        db.execute(
-                            "INSERT OR REPLACE INTO ikeys (key, at) VALUES (?, ?)", (key, now)
-                        )
-                    epoch, head = heads.get(new.channel) or self._channel(db, new.channel)
-                    head += 1
-                    heads[new.channel] = (epoch, head)
-                    db.execute(
-                        "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            new.channel,
-                            head,
-                            new.event,
-                            orjson.dumps(new.payload),
-                            new.timestamp,
-                            new.sender,
-                            key,
-                        ),
-                    )
-                    stored.append(
-                        StoredEvent(
-                            new.channel,
-                            head,
-                            epoch,
-                            new.event,
-                            new.payload,
-                            new.timestamp,
-                            new.sender,
-                            key,
-                        )
-                    )
+                for client_id, ack_seq, events in batch:
+                    results.append(self._append(db, now, heads, client_id, ack_seq, events))
                 for name, (_, head) in heads.items():
                     db.execute("UPDATE channels SET head = ? WHERE name = ?", (head, name))
                     db.execute(
                         "DELETE FROM events WHERE channel = ? AND offset <= ?",
                         (name, head - self.retention_count),
                     )
-                db.execute(
-                    "INSERT INTO clients (client_id, ack_seq) VALUES (?, ?) "
-                    "ON CONFLICT(client_id) DO UPDATE SET ack_seq = max(ack_seq, excluded.ack_seq)",
-                    (client_id, ack_seq),
-                )
                 db.execute("DELETE FROM ikeys WHERE at < ?", (now - self.dedup_window,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            return stored
+            return results
 
         return await self._run(transaction)
+
+    def _append(
+        self,
+        db: sqlite3.Connection,
+        now: float,
+        heads: dict[str, tuple[str, int]],
+        client_id: str,
+        ack_seq: int,
+        events: Sequence[NewEvent],
+    ) -> list[StoredEvent | None]:
+        stored: list[StoredEvent | None] = []
+        for new in events:
+            key = new.idempotency_key
+            if key is not None and not key.startswith(f"{client_id}:"):
+                row = db.execute("SELECT at FROM ikeys WHERE key = ?", (key,)).fetchone()
+                if row is not None and now - row[0] < self.dedup_window:
+                    stored.append(None)
+                    continue
+                db.execute("INSERT OR REPLACE INTO ikeys (key, at) VALUES (?, ?)", (key, now))
+            epoch, head = heads.get(new.channel) or self._channel(db, new.channel)
+            head += 1
+            heads[new.channel] = (epoch, head)
+            db.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new.channel,
+                    head,
+                    new.event,
+                    orjson.dumps(new.payload),
+                    new.timestamp,
+                    new.sender,
+                    key,
+                ),
+            )
+            stored.append(
+                StoredEvent(
+                    new.channel, head, epoch, new.event, new.payload, new.timestamp, new.sender, key
+                )
+            )
+        db.execute(
+            "INSERT INTO clients (client_id, ack_seq) VALUES (?, ?) "
+            "ON CONFLICT(client_id) DO UPDATE SET ack_seq = max(ack_seq, excluded.ack_seq)",
+            (client_id, ack_seq),
+        )
+        return stored
 
     async def channel(self, channel: str) -> ChannelInfo:
         def query() -> ChannelInfo:

@@ -64,6 +64,11 @@ class Store(Protocol):
         watermark to ``ack_seq``. An event whose idempotency key was already stored within the
         dedup window is not appended again (``None`` in the result)."""
 
+    async def commit_many(
+        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
+    ) -> list[list[StoredEvent | None]]:
+        """:meth:`commit` for several ``(client_id, ack_seq, events)`` in one transaction."""
+
     async def channel(self, channel: str) -> ChannelInfo:
         """The channel's epoch and retained range (creating the channel if new)."""
 
@@ -103,6 +108,19 @@ class MemoryStore:
     async def commit(
         self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
     ) -> list[StoredEvent | None]:
+        (stored,) = await self.commit_many([(client_id, ack_seq, events)])
+        return stored
+
+    async def commit_many(
+        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
+    ) -> list[list[StoredEvent | None]]:
+        results = [self._commit(*request) for request in batch]
+        await trio.lowlevel.checkpoint()
+        return results
+
+    def _commit(
+        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
+    ) -> list[StoredEvent | None]:
         now = time.time()
         stored: list[StoredEvent | None] = []
         for new in events:
@@ -130,7 +148,6 @@ class MemoryStore:
                 del log.events[: len(log.events) - self.retention_count]
             stored.append(event)
         self._acks[client_id] = max(self._acks.get(client_id, 0), ack_seq)
-        await trio.lowlevel.checkpoint()
         return stored
 
     async def channel(self, channel: str) -> ChannelInfo:

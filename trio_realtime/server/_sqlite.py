@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import orjson
 import trio
 
-from ._store import ChannelInfo, NewEvent, StoredEvent, new_epoch
+from ._store import ChannelInfo, NewEvent, StoreBase, StoredEvent, new_epoch
 
 __all__ = ["SqliteStore"]
 
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS ikeys (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOU
 """
 
 
-class SqliteStore:
+class SqliteStore(StoreBase):
     """Client watermarks and channel logs in one SQLite file.
 
     Retention: each channel keeps its newest ``retention_count`` events. Idempotency keys chosen by
@@ -88,12 +88,6 @@ class SqliteStore:
             db.execute("INSERT INTO channels (name, epoch, head) VALUES (?, ?, 0)", (name, epoch))
             return epoch, 0
         return str(row[0]), int(row[1])
-
-    async def commit(
-        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
-    ) -> list[StoredEvent | None]:
-        (stored,) = await self.commit_many([(client_id, ack_seq, events)])
-        return stored
 
     async def commit_many(
         self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]

@@ -11,7 +11,15 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-__all__ = ["ChannelInfo", "MemoryStore", "NewEvent", "Store", "StoredEvent", "new_epoch"]
+__all__ = [
+    "ChannelInfo",
+    "MemoryStore",
+    "NewEvent",
+    "Store",
+    "StoreBase",
+    "StoredEvent",
+    "new_epoch",
+]
 
 
 def new_epoch() -> str:
@@ -78,6 +86,21 @@ class Store(Protocol):
     async def aclose(self) -> None: ...
 
 
+class StoreBase:
+    """Shared parts of the stores: ``commit`` is ``commit_many`` of one request."""
+
+    async def commit_many(
+        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
+    ) -> list[list[StoredEvent | None]]:
+        raise NotImplementedError
+
+    async def commit(
+        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
+    ) -> list[StoredEvent | None]:
+        (stored,) = await self.commit_many([(client_id, ack_seq, events)])
+        return stored
+
+
 @attrs.define
 class _Log:
     epoch: str
@@ -85,7 +108,7 @@ class _Log:
     head: int = 0
 
 
-class MemoryStore:
+class MemoryStore(StoreBase):
     """A store in memory: lost when the process ends (its epochs say so to resuming clients)."""
 
     def __init__(self, *, retention_count: int = 10_000, dedup_window: float = 24 * 3600) -> None:
@@ -104,12 +127,6 @@ class MemoryStore:
     async def client_ack(self, client_id: str) -> int:
         await trio.lowlevel.checkpoint()
         return self._acks.get(client_id, 0)
-
-    async def commit(
-        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
-    ) -> list[StoredEvent | None]:
-        (stored,) = await self.commit_many([(client_id, ack_seq, events)])
-        return stored
 
     async def commit_many(
         self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]

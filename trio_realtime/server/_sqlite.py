@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, ack_seq INTEGER 
 CREATE TABLE IF NOT EXISTS channels (name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     channel TEXT NOT NULL, offset INTEGER NOT NULL, event TEXT NOT NULL, payload BLOB NOT NULL,
-    timestamp INTEGER NOT NULL, sender TEXT, ikey TEXT, PRIMARY KEY (channel, offset)
+    timestamp INTEGER NOT NULL, sender TEXT, ikey TEXT, stored_at REAL NOT NULL,
+    PRIMARY KEY (channel, offset)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ikeys (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
 """
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS ikeys (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOU
 class SqliteStore(StoreBase):
     """Client watermarks and channel logs in one SQLite file.
 
-    Retention: each channel keeps its newest ``retention_count`` events. Idempotency keys chosen by
+    Retention: each channel keeps its newest ``retention_count`` events, none older than
+    ``retention_age`` seconds (by the server's clock when stored). Idempotency keys chosen by
     callers are remembered for ``dedup_window`` seconds.
     """
 
@@ -45,10 +47,12 @@ class SqliteStore(StoreBase):
         path: str | os.PathLike[str],
         *,
         retention_count: int = 100_000,
+        retention_age: float = 7 * 24 * 3600,
         dedup_window: float = 24 * 3600,
     ) -> None:
         self.path = os.fspath(path)
         self.retention_count = retention_count
+        self.retention_age = retention_age
         self.dedup_window = dedup_window
         self._limiter = trio.CapacityLimiter(1)
         self._db: sqlite3.Connection | None = None
@@ -107,6 +111,10 @@ class SqliteStore(StoreBase):
                         "DELETE FROM events WHERE channel = ? AND offset <= ?",
                         (name, head - self.retention_count),
                     )
+                    db.execute(
+                        "DELETE FROM events WHERE channel = ? AND stored_at < ?",
+                        (name, now - self.retention_age),
+                    )
                 db.execute("DELETE FROM ikeys WHERE at < ?", (now - self.dedup_window,))
                 db.execute("COMMIT")
             except BaseException:
@@ -138,7 +146,7 @@ class SqliteStore(StoreBase):
             head += 1
             heads[new.channel] = (epoch, head)
             db.execute(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     new.channel,
                     head,
@@ -147,6 +155,7 @@ class SqliteStore(StoreBase):
                     new.timestamp,
                     new.sender,
                     key,
+                    now,
                 ),
             )
             stored.append(

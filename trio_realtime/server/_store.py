@@ -105,17 +105,25 @@ class StoreBase:
 class _Log:
     epoch: str
     events: list[StoredEvent] = attrs.Factory(list)
+    stored_at: list[float] = attrs.Factory(list)
     head: int = 0
 
 
 class MemoryStore(StoreBase):
     """A store in memory: lost when the process ends (its epochs say so to resuming clients)."""
 
-    def __init__(self, *, retention_count: int = 10_000, dedup_window: float = 24 * 3600) -> None:
+    def __init__(
+        self,
+        *,
+        retention_count: int = 10_000,
+        retention_age: float = 7 * 24 * 3600,
+        dedup_window: float = 24 * 3600,
+    ) -> None:
         self._acks: dict[str, int] = {}
         self._logs: dict[str, _Log] = {}
         self._keys: dict[str, float] = {}
         self.retention_count = retention_count
+        self.retention_age = retention_age
         self.dedup_window = dedup_window
 
     def _log(self, channel: str) -> _Log:
@@ -161,8 +169,12 @@ class MemoryStore(StoreBase):
                 new.idempotency_key,
             )
             log.events.append(event)
-            if len(log.events) > self.retention_count:
-                del log.events[: len(log.events) - self.retention_count]
+            log.stored_at.append(now)
+            excess = max(0, len(log.events) - self.retention_count)
+            while excess < len(log.events) and log.stored_at[excess] < now - self.retention_age:
+                excess += 1
+            del log.events[:excess]
+            del log.stored_at[:excess]
             stored.append(event)
         self._acks[client_id] = max(self._acks.get(client_id, 0), ack_seq)
         return stored

@@ -137,9 +137,6 @@ class Outbox:
     def pending_bytes(self) -> int:
         return self._bytes
 
-    def pending_receipts(self) -> list[Receipt]:
-        return [entry.receipt for entry in self._entries.values()]
-
     # --- sending ---------------------------------------------------------------------------------
 
     async def send(

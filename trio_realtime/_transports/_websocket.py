@@ -94,6 +94,9 @@ async def connect_websocket(
                 stream = await trio.open_ssl_over_tcp_stream(
                     host, port, ssl_context=ssl_context, https_compatible=True
                 )
+                # Handshake now, so a certificate that does not verify fails here at once
+                # instead of inside trio-websocket's reader, where it would wait for the timeout.
+                await stream.do_handshake()
             else:
                 stream = await trio.open_tcp_stream(host, port)
             # We own the stream: trio-websocket does not close it if the handshake is cancelled.
@@ -114,7 +117,10 @@ async def connect_websocket(
             raise TransportClosed(None, f"connect timed out after {connect_timeout} s") from None
         if isinstance(exc, trio_websocket.HandshakeError):
             raise TransportClosed(None, f"handshake failed: {exc}") from None
-        if isinstance(exc, OSError):
-            raise TransportClosed(None, f"cannot connect: {exc.strerror or exc}") from None
+        if isinstance(exc, OSError | trio.BrokenResourceError):
+            # OSError: refused, unreachable; BrokenResourceError: the TLS handshake failed (a
+            # certificate that does not verify, among others).
+            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+            raise TransportClosed(None, f"cannot connect: {cause}") from None
         raise
     return WebSocketTransport(ws)

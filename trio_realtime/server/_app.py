@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -434,9 +435,10 @@ async def open_server(
     host: str = "127.0.0.1",
     port: int = 0,
     config: ServerConfig | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RealtimeServer]:
     """Run a WebSocket server for the block; ``server.port`` is the port it listens on (``port=0``
-    picks a free one). The store is closed on exit."""
+    picks a free one). With ``ssl_context`` it serves ``wss://``. The store is closed on exit."""
     server = RealtimeServer(store, authenticator, config)
     try:
         async with trio.open_nursery() as nursery:
@@ -450,7 +452,7 @@ async def open_server(
                     handler,
                     host,
                     port,
-                    None,
+                    ssl_context,
                     # Up to 4x is read, so a lone oversized event is rejected by itself (see
                     # _process); beyond that, trio-websocket closes with 1009.
                     max_message_size=4 * server.config.max_frame_bytes,

@@ -38,14 +38,18 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def stress(session: nox.Session) -> None:
-    """Long crash loops: the SIGKILL tests with many more iterations."""
+    """Long crash loops: journal and client SIGKILLs and random cancellations, many more times."""
     session.install("-e", ".[test]")
     session.run(
         "pytest",
         "-m",
         "slow",
         *session.posargs,
-        env={"TRIO_REALTIME_STRESS": os.environ.get("TRIO_REALTIME_STRESS", "1000")},
+        env={
+            "TRIO_REALTIME_STRESS": os.environ.get("TRIO_REALTIME_STRESS", "1000"),
+            "TRIO_REALTIME_CLIENT_KILLS": os.environ.get("TRIO_REALTIME_CLIENT_KILLS", "50"),
+            "TRIO_REALTIME_CANCEL_ROUNDS": os.environ.get("TRIO_REALTIME_CANCEL_ROUNDS", "1000"),
+        },
     )
 
 

@@ -6,6 +6,7 @@ import os
 import random
 from pathlib import Path
 
+import pytest
 import trio
 
 from trio_realtime import open_realtime
@@ -15,6 +16,7 @@ from .conftest import FAST, running_server, url
 ROUNDS = int(os.environ.get("TRIO_REALTIME_CANCEL_ROUNDS", "150"))
 
 
+@pytest.mark.slow
 async def test_random_cancellations(data: Path) -> None:
     rng = random.Random(11)
     returned: list[int] = []

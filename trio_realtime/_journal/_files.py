@@ -136,21 +136,13 @@ class SegmentInfo:
 
 
 @attrs.define
-class Recovery:
-    """What a journal directory holds, read back after a clean close or a crash."""
+class JournalState:
+    """What the records written so far add up to: the last seq assigned, the ack watermark and
+    the cursors. Recovery folds every record into one; the writer keeps one for its checkpoints."""
 
-    segments: list[SegmentInfo] = attrs.Factory(list)
-    records: list[Record] = attrs.Factory(list)
     last_seq: int = 0
     ack_seq: int = 0
     cursors: dict[str, tuple[int, str | None]] = attrs.Factory(dict)
-    truncated_bytes: int = 0
-    """Bytes of torn tail cut off the last segment."""
-
-    @property
-    def pending(self) -> list[Append]:
-        """Appends the server has not acknowledged, in seq order."""
-        return [r for r in self.records if isinstance(r, Append) and r.seq > self.ack_seq]
 
     def apply(self, record: Record) -> None:
         """Fold one record into the state."""
@@ -167,6 +159,21 @@ class Recovery:
             self.last_seq = max(self.last_seq, record.last_seq)
             self.ack_seq = max(self.ack_seq, record.ack_seq)
             self.cursors = dict(record.cursors)
+
+
+@attrs.define
+class Recovery(JournalState):
+    """What a journal directory holds, read back after a clean close or a crash."""
+
+    segments: list[SegmentInfo] = attrs.Factory(list)
+    records: list[Record] = attrs.Factory(list)
+    truncated_bytes: int = 0
+    """Bytes of torn tail cut off the last segment."""
+
+    @property
+    def pending(self) -> list[Append]:
+        """Appends the server has not acknowledged, in seq order."""
+        return [r for r in self.records if isinstance(r, Append) and r.seq > self.ack_seq]
 
 
 def list_segments(directory: str) -> list[tuple[int, str]]:
@@ -229,9 +236,7 @@ class SegmentWriter:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.sync_enabled = sync
-        self.last_seq = recovery.last_seq
-        self.ack_seq = recovery.ack_seq
-        self.cursors = dict(recovery.cursors)
+        self.state = JournalState(recovery.last_seq, recovery.ack_seq, dict(recovery.cursors))
         self.segments = list(recovery.segments)
         self.broken: JournalBroken | None = None
         self._fd = -1
@@ -271,7 +276,10 @@ class SegmentWriter:
         path = segment_path(self.directory, index)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._fd = fd
-        start = HEADER + encode_record(Checkpoint(self.last_seq, self.ack_seq, dict(self.cursors)))
+        state = self.state
+        start = HEADER + encode_record(
+            Checkpoint(state.last_seq, state.ack_seq, dict(state.cursors))
+        )
         _write_all(fd, start)
         if self.sync_enabled:
             os.fsync(fd)
@@ -308,17 +316,13 @@ class SegmentWriter:
                 active = self.segments[-1]
             chunk.append(data)
             active.size += len(data)
-            if type(record) is int:
-                self.last_seq = active.max_seq = record
-            elif isinstance(record, Append):
-                self.last_seq = active.max_seq = record.seq
-            elif isinstance(record, AckMark):
-                self.ack_seq = max(self.ack_seq, record.ack_seq)
-            elif isinstance(record, CursorMark):
-                if record.offset is None:
-                    self.cursors.pop(record.channel, None)
-                else:
-                    self.cursors[record.channel] = (record.offset, record.epoch)
+            if type(record) is int:  # the common case: an append, given by its seq
+                self.state.last_seq = active.max_seq = record
+            else:
+                assert not isinstance(record, int)
+                self.state.apply(record)
+                if isinstance(record, Append):
+                    active.max_seq = record.seq
         if chunk:
             _write_all(self._fd, b"".join(chunk))
 
@@ -334,7 +338,7 @@ class SegmentWriter:
         """Delete the oldest segments whose appends are all acknowledged (never the active one).
         Returns how many were deleted."""
         deleted = 0
-        while len(self.segments) > 1 and self.segments[0].max_seq <= self.ack_seq:
+        while len(self.segments) > 1 and self.segments[0].max_seq <= self.state.ack_seq:
             victim = self.segments.pop(0)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(victim.path)

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import trio
 
 from ._config import RealtimeConfig
-from ._connection import Gap, Message, open_realtime
+from ._connection import Gap, Message
+from ._realtime import open_realtime
 from .server import RealtimeServer, load_or_create_secret, make_token, serve
 
 __all__ = ["chat", "default_data_dir", "demo", "demo_sender"]

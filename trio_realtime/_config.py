@@ -153,6 +153,22 @@ class RealtimeConfig:
     ssl_context: ssl.SSLContext | None = None
     """TLS settings for ``wss://`` (default: the system's trust store, verification on)."""
     log_level: int = attrs.field(default=logging.WARNING, converter=_log_level)
+    max_auth_failures: int = attrs.field(default=3, validator=_count("max_auth_failures"))
+    """Consecutive token refusals (4001), each after a refresh by the auth delegate, before the
+    connection gives up with :class:`AuthenticationFailed`."""
+    typing_timeout: float = attrs.field(default=6.0, validator=_positive("typing_timeout"))
+    """How long another user's typing flag lasts unless refreshed (receiver side)."""
+    typing_refresh_interval: float = attrs.field(
+        default=3.0, validator=_positive("typing_refresh_interval")
+    )
+    """``typing.set(channel, True)`` sends at most once per this interval (sender side)."""
+    network_monitor: bool = True
+    """Watch the host's network (netlink on Linux, else a poll) and reconnect at once when it
+    comes back instead of waiting out the backoff."""
+    network_poll_interval: float = attrs.field(
+        default=2.0, validator=_positive("network_poll_interval")
+    )
+    """How often the fallback poll looks at the network when netlink is unavailable."""
 
     @jitter.validator
     def _check_jitter(self, _: attrs.Attribute[float], value: float) -> None:
@@ -165,6 +181,11 @@ class RealtimeConfig:
                 "outbox_full",
                 "drop_oldest is not supported yet: a journaled event cannot be dropped without "
                 "leaving a gap in the seqs the server expects; use 'block' or 'raise'",
+            )
+        if self.typing_refresh_interval >= self.typing_timeout:
+            raise ConfigError(
+                "typing_refresh_interval",
+                "must be shorter than typing_timeout, or typing flags would expire between refreshes",
             )
         if self.max_retry_delay < self.initial_retry_delay:
             raise ConfigError("max_retry_delay", "must not be smaller than initial_retry_delay")

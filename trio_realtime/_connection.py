@@ -14,19 +14,24 @@ import logging
 import math
 import os
 import re
+import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import attrs
 import trio
 
 from ._backoff import Backoff
 from ._config import RealtimeConfig
-from ._errors import ProtocolError, RealtimeBrokenError, RealtimeClosedError, RealtimeError
+from ._errors import (
+    ProtocolError,
+    RealtimeBrokenError,
+    RealtimeClosedError,
+    RequestRefused,
+)
 from ._journal import Journal, open_journal
-from ._outbox import Outbox, Receipt
+from ._outbox import Outbox, Outcome, Receipt
 from ._protocol import (
     Ack,
     ChannelGap,
@@ -38,8 +43,11 @@ from ._protocol import (
     DownstreamEvent,
     Error,
     Ping,
+    Receipts,
+    ReceiptsQuery,
     Resume,
     ResumeResponse,
+    ServerFrame,
     Subscribe,
     Subscribed,
     Unsubscribe,
@@ -48,16 +56,20 @@ from ._protocol import (
 )
 from ._transports import Connector, Transport, TransportClosed, connect_websocket
 
+if TYPE_CHECKING:
+    from .services import PresenceService, ReceiptsService, TypingService
+
 __all__ = [
     "AuthDelegate",
+    "AuthenticationFailed",
     "Connection",
     "ConnectionFailed",
     "ConnectionState",
     "Gap",
     "Message",
     "Metrics",
-    "connect_realtime",
-    "open_realtime",
+    "Service",
+    "Stream",
 ]
 
 logger = logging.getLogger("trio_realtime")
@@ -92,18 +104,27 @@ class ConnectionState(enum.StrEnum):
 
 @attrs.frozen
 class Metrics:
-    """A snapshot of a connection's counters (``conn.metrics``)."""
+    """A snapshot of a connection's counters (``conn.metrics``). Counts are since this
+    :class:`Connection` started; times are in seconds."""
 
     total_reconnects: int
     total_messages_sent: int
     """Events accepted by ``send``/``send_many`` (journaled) by this process."""
     total_messages_acked: int
-    total_duplicates: int
-    """Acks that said the server already had the event (a retransmission)."""
-    total_rejected: int
     current_queue_size: int
-    """Events waiting for an ack."""
+    """Events waiting for an ack (including those recovered from the journal)."""
     outbox_bytes: int
+    average_reconnect_time: float | None
+    """Mean time from losing a link to being connected again (``None``: no reconnect yet)."""
+    ack_latency_p50: float | None
+    """Median time from ``send`` returning to the server's ack, over the last 1,024 acks."""
+    ack_latency_p99: float | None
+    replayed: int
+    """Events transmitted again: after a reconnect, or recovered from the journal at start."""
+    duplicates: int
+    """Acks that said the server already had the event (a retransmission it had stored)."""
+    rejected: int
+    """Events the server refused for good (``Rejected`` outcomes)."""
     state: str
 
     def to_dict(self) -> dict[str, object]:
@@ -122,8 +143,16 @@ class ConnectionFailed(RealtimeBrokenError):
         self.code = code
 
 
+class AuthenticationFailed(ConnectionFailed):
+    """The server kept refusing the token (close 4001): there was no auth delegate to refresh
+    it, the delegate failed, or ``max_auth_failures`` refreshed tokens were refused in a row."""
+
+
 class AuthDelegate(Protocol):
-    """Supplies tokens. ``refresh_token`` is called after the server refused one (close 4001)."""
+    """Supplies tokens for the handshake (see :class:`trio_realtime.CachedAuth`).
+
+    ``get_token`` is asked before each connection attempt; ``refresh_token`` after the server
+    refused the current token (close 4001) and ``get_token`` still returns that same token."""
 
     async def get_token(self) -> str: ...
 
@@ -195,6 +224,44 @@ class Stream(Generic[_T]):
         self._receive.close()
 
 
+class Service:
+    """A feature that runs beside a :class:`Connection` (presence, typing, receipts, ...).
+
+    The connection creates one of each of its services, runs :meth:`run` in its own nursery (so
+    a service is cancelled with the connection), routes the server frames listed in ``frames``
+    to :meth:`on_frame`, and calls the other hooks. Hooks run in the connection's reader or in
+    the caller of ``send``: they must not block.
+    """
+
+    name: ClassVar[str] = ""
+    """The attribute under which the connection offers the service (``conn.presence``)."""
+    frames: ClassVar[tuple[type, ...]] = ()
+    """Server frame types this service handles."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    async def run(self) -> None:
+        """Background work, until the connection closes (cancelled then)."""
+        await trio.lowlevel.checkpoint()
+
+    def on_frame(self, frame: ServerFrame) -> None:
+        """One of ``frames`` arrived."""
+
+    def on_resumed(self) -> None:
+        """A link was (re)established: queue what the server must hear again (it forgets
+        presence, typing and pending receipts of a connection that went away)."""
+
+    def on_message(self, message: Message) -> None:
+        """An event of a subscribed channel arrived (before it is handed to ``messages()``)."""
+
+    def on_send(self, channel: str) -> None:
+        """The application sent an event to ``channel``."""
+
+    def close(self) -> None:
+        """The connection closed: end the service's iterators."""
+
+
 class _LinkDown(Exception):
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"{code}: {reason}")
@@ -242,6 +309,7 @@ class Connection:
         token: str | None,
         auth: AuthDelegate | None,
         connector: Connector | None,
+        services: Sequence[Callable[[Connection], Service]] = (),
     ) -> None:
         if not isinstance(url, str) or not re.match(r"^wss?://", url):
             raise ValueError(f"url must start with ws:// or wss://, got {url!r}")
@@ -261,7 +329,7 @@ class Connection:
         self._backlog_room = trio.Event()
         self._subscriptions: dict[str, ChannelPosition | None] = {}
         self._pending_requests: dict[int, trio.Event] = {}
-        self._request_errors: dict[int, Error] = {}
+        self._answers: dict[int, Error | Subscribed | Unsubscribed | Receipts] = {}
         self._next_rid = 1
         self._control: list[ClientFrame] = []
         self._link: _Link | None = None
@@ -275,8 +343,49 @@ class Connection:
         self._connected = trio.Event()
         self._backoff = Backoff(config.initial_retry_delay, config.max_retry_delay, config.jitter)
         self.total_reconnects = 0
+        self._link_lost_at: float | None = None
+        self._reconnect_times: list[float] = []
+        self._auth_failures = 0
+        self._network_changed = trio.Event()
+        self._outcome_listeners: list[trio.MemorySendChannel[Outcome]] = []
         self._signal_started: Callable[[], None] = lambda: None
         self._transports: trio.Nursery | None = None
+        self._services: dict[str, Service] = {}
+        self._routes: dict[type, Service] = {}
+        for factory in services:
+            service = factory(self)
+            self._services[service.name] = service
+            for frame_type in service.frames:
+                self._routes[frame_type] = service
+
+    # --- services --------------------------------------------------------------------------------
+
+    def _service(self, name: str) -> Service:
+        try:
+            return self._services[name]
+        except KeyError:
+            raise AttributeError(f"this connection runs no {name} service") from None
+
+    @property
+    def presence(self) -> PresenceService:
+        """Who is present in a channel, and this client's own status (:doc:`presence`)."""
+        return cast("PresenceService", self._service("presence"))
+
+    @property
+    def typing(self) -> TypingService:
+        """Typing indicators (:doc:`typing`)."""
+        return cast("TypingService", self._service("typing"))
+
+    @property
+    def receipts(self) -> ReceiptsService:
+        """Read receipts (:doc:`receipts`)."""
+        return cast("ReceiptsService", self._service("receipts"))
+
+    def notify_network_change(self) -> None:
+        """Tell the connection the network changed (came back, switched): if it is waiting to
+        reconnect, it tries at once instead of waiting out the backoff delay. The network
+        monitor calls it; call it yourself when your app knows better."""
+        self._network_changed.set()
 
     # --- public state ----------------------------------------------------------------------------
 
@@ -298,17 +407,51 @@ class Connection:
 
     @property
     def metrics(self) -> Metrics:
+        """A snapshot of the counters (see :meth:`metrics_updates` for a live feed)."""
         outbox = self._outbox
+        p50 = p99 = None
+        if outbox is not None and len(outbox.latencies) >= 2:
+            cuts = statistics.quantiles(outbox.latencies, n=100, method="inclusive")
+            p50, p99 = cuts[49], cuts[98]
+        elif outbox is not None and outbox.latencies:
+            p50 = p99 = outbox.latencies[0]
+        times = self._reconnect_times
         return Metrics(
             total_reconnects=self.total_reconnects,
             total_messages_sent=outbox.sent_total if outbox else 0,
             total_messages_acked=outbox.acked_total if outbox else 0,
-            total_duplicates=outbox.duplicates_total if outbox else 0,
-            total_rejected=outbox.rejected_total if outbox else 0,
             current_queue_size=outbox.pending_count if outbox else 0,
             outbox_bytes=outbox.pending_bytes if outbox else 0,
+            average_reconnect_time=sum(times) / len(times) if times else None,
+            ack_latency_p50=p50,
+            ack_latency_p99=p99,
+            replayed=outbox.replayed_total if outbox else 0,
+            duplicates=outbox.duplicates_total if outbox else 0,
+            rejected=outbox.rejected_total if outbox else 0,
             state=self._state.value,
         )
+
+    def metrics_updates(self, interval: float = 1.0) -> _MetricsUpdates:
+        """Iterate over :attr:`metrics` snapshots: one at once, then one every ``interval``
+        seconds, until the connection closes."""
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        return _MetricsUpdates(self, float(interval))
+
+    def acks(self) -> Stream[Outcome]:
+        """Iterate over the outcome of every event as the server decides it (:class:`Acked` or
+        :class:`Rejected`, in the order they arrive), from now until the connection closes.
+        Unread outcomes are buffered: close the stream when you stop reading."""
+        send, receive = trio.open_memory_channel[Outcome](math.inf)
+        self._outcome_listeners.append(send)
+        return Stream(receive, [])
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        for listener in list(self._outcome_listeners):
+            try:
+                listener.send_nowait(outcome)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._outcome_listeners.remove(listener)
 
     @property
     def pending_count(self) -> int:
@@ -356,13 +499,21 @@ class Connection:
         """Send an event to ``channel``. Returns once it is journaled (durable as the configured
         ``durability`` promises), with a :class:`Receipt` whose ``wait()`` gives the server's
         verdict. Works offline: the event goes out when the link is back."""
-        return await self._require_outbox().send(
+        receipt = await self._require_outbox().send(
             channel, event, payload, idempotency_key=idempotency_key
         )
+        self._on_send(channel)
+        return receipt
 
     async def send_many(self, channel: str, event: str, payloads: Sequence[Any]) -> list[Receipt]:
         """Send several events with one journal write (one fsync under ``always``)."""
-        return await self._require_outbox().send_many(channel, event, payloads)
+        receipts = await self._require_outbox().send_many(channel, event, payloads)
+        self._on_send(channel)
+        return receipts
+
+    def _on_send(self, channel: str) -> None:
+        for service in self._services.values():
+            service.on_send(channel)
 
     async def drain(self) -> None:
         """Wait until every event sent so far (including those recovered from the journal) is
@@ -417,7 +568,12 @@ class Connection:
         self._next_rid += 1
         return rid
 
-    async def _request(self, frame: Subscribe | Unsubscribe) -> None:
+    async def _request(
+        self, frame: Subscribe | Unsubscribe | ReceiptsQuery
+    ) -> Subscribed | Unsubscribed | Receipts | None:
+        """Send a request on the current link and wait for its answer: ``None`` if the link went
+        down first or nothing came within ``connect_timeout``; a refusal raises
+        :class:`RequestRefused`."""
         done = trio.Event()
         self._pending_requests[frame.rid] = done
         self._queue_control(frame)
@@ -426,11 +582,25 @@ class Connection:
                 await done.wait()
         finally:
             self._pending_requests.pop(frame.rid, None)
-        error = self._request_errors.pop(frame.rid, None)
-        if error is not None:
-            raise RealtimeError(
-                f"{type(frame).__name__} of {frame.channel!r} refused: {error.code}: {error.message}"
+            answer = self._answers.pop(frame.rid, None)
+        if isinstance(answer, Error):
+            raise RequestRefused(
+                f"{type(frame).__name__} of {frame.channel!r} refused: {answer.code}: {answer.message}",
+                answer.code,
             )
+        return answer
+
+    async def _wait_connected(self) -> None:
+        """Wait until the connection is connected; raise if it fails or closes meanwhile."""
+        while self._state is not ConnectionState.CONNECTED:
+            self._require_outbox()
+            states = self.states()
+            async with states:
+                async for state in states:
+                    if state is ConnectionState.CONNECTED:
+                        break
+            self._require_outbox()
+        await trio.lowlevel.checkpoint()
 
     # --- receiving -------------------------------------------------------------------------------
 
@@ -522,10 +692,15 @@ class Connection:
                                 max_bytes=config.max_outbox_bytes,
                                 full_policy=config.outbox_full,
                             )
+                            self._outbox.on_outcome = self._on_outcome
                             for channel, cursor in journal.cursors.items():
                                 position = ChannelPosition(cursor.offset, cursor.epoch)
                                 self._subscriptions[channel] = position
-                            await self._supervise(task_status)
+                            async with trio.open_nursery() as services:
+                                for service in self._services.values():
+                                    services.start_soon(service.run)
+                                await self._supervise(task_status)
+                                services.cancel_scope.cancel()
                 finally:
                     transports.cancel_scope.cancel()
         finally:
@@ -535,6 +710,10 @@ class Connection:
                 self._set_state(ConnectionState.CLOSED)
             for _, listener in self._listeners:
                 listener.close()
+            for outcomes in self._outcome_listeners:
+                outcomes.close()
+            for service in self._services.values():
+                service.close()
             self._stopped.set()
 
     async def _supervise(self, task_status: trio.TaskStatus[Connection]) -> None:
@@ -558,14 +737,8 @@ class Connection:
                     f"the server refused the connection ({down.code}: {down.reason})", down.code
                 )
                 return
-            if action is CloseAction.REFRESH_TOKEN:
-                if self._auth is None:
-                    self._fail(
-                        "the server refused the token (4001) and there is no auth delegate to refresh it",
-                        down.code,
-                    )
-                    return
-                self._token = await self._auth.refresh_token()
+            if action is CloseAction.REFRESH_TOKEN and not await self._refresh_token():
+                return
             self._set_state(ConnectionState.RECONNECTING)
             if config.max_retries is not None and self._backoff.attempt >= config.max_retries:
                 self._fail(
@@ -581,12 +754,61 @@ class Connection:
             else:
                 delay = self._backoff.next_delay()
             logger.info("reconnecting in %.3f s after %s", delay, down)
-            await trio.sleep(delay)
+            await self._backoff_wait(delay)
             self.total_reconnects += 1
 
-    def _fail(self, message: str, code: int | None) -> None:
+    async def _backoff_wait(self, delay: float) -> None:
+        """Sleep ``delay``, cut short by :meth:`notify_network_change`."""
+        self._network_changed = trio.Event()
+        with trio.move_on_after(delay):
+            await self._network_changed.wait()
+            logger.info("network changed: reconnecting now")
+
+    async def _refresh_token(self) -> bool:
+        """The server refused the token (4001): get another from the auth delegate. Returns
+        ``False`` (after moving to ``failed``) when there is no way to get one."""
+        auth = self._auth
+        if auth is None:
+            self._fail(
+                "the server refused the token (4001) and there is no auth delegate to refresh it",
+                CloseCode.UNAUTHORIZED,
+                AuthenticationFailed,
+            )
+            return False
+        self._auth_failures += 1
+        if self._auth_failures >= self.config.max_auth_failures:
+            self._fail(
+                f"the server refused {self._auth_failures} tokens in a row (4001)",
+                CloseCode.UNAUTHORIZED,
+                AuthenticationFailed,
+            )
+            return False
+        refused = self._token
+        try:
+            # Another connection sharing the delegate may have refreshed already: use that.
+            token = await auth.get_token()
+            if token == refused:
+                token = await auth.refresh_token()
+        except Exception as exc:
+            # Its message could quote a token: log the type only. The next attempt tries again.
+            logger.warning("the auth delegate failed to refresh the token: %s", type(exc).__name__)
+            return True
+        if not isinstance(token, str) or not token:
+            self._fail(
+                "the auth delegate returned no token", CloseCode.UNAUTHORIZED, AuthenticationFailed
+            )
+            return False
+        self._token = token
+        return True
+
+    def _fail(
+        self,
+        message: str,
+        code: int | None,
+        error: type[ConnectionFailed] = ConnectionFailed,
+    ) -> None:
         logger.error("connection failed: %s", message)
-        self._failure = ConnectionFailed(message, code)
+        self._failure = error(message, code)
         self._set_state(ConnectionState.FAILED)
         if self._outbox is not None:
             self._outbox.wake()
@@ -622,6 +844,12 @@ class Connection:
                 for channel, position in self._subscriptions.items():
                     if position is None:  # subscribed while offline: ask from now
                         self._control.append(Subscribe(self._rid(), channel))
+                for service in self._services.values():
+                    service.on_resumed()
+                if self._link_lost_at is not None:
+                    self._reconnect_times.append(trio.current_time() - self._link_lost_at)
+                    self._link_lost_at = None
+                self._auth_failures = 0
                 self._set_state(ConnectionState.CONNECTED)
                 self._signal_started()
                 self._backoff.reset()
@@ -634,6 +862,8 @@ class Connection:
             return _LinkDown(exc.code, exc.reason)
         finally:
             self._link = None
+            if link is not None and self._state is ConnectionState.CONNECTED:
+                self._link_lost_at = trio.current_time()
             for event in self._pending_requests.values():
                 event.set()
             if transport is not None:
@@ -678,18 +908,19 @@ class Connection:
         if isinstance(event, DownstreamEvent):
             await journal.set_cursor(event.channel, event.offset, event.epoch)
             self._subscriptions[event.channel] = ChannelPosition(event.offset, event.epoch)
-            await self._deliver(
-                Message(
-                    event.channel,
-                    event.offset,
-                    event.epoch,
-                    event.event,
-                    event.payload,
-                    event.sender,
-                    event.timestamp,
-                    event.idempotency_key,
-                )
+            message = Message(
+                event.channel,
+                event.offset,
+                event.epoch,
+                event.event,
+                event.payload,
+                event.sender,
+                event.timestamp,
+                event.idempotency_key,
             )
+            for service in self._services.values():
+                service.on_message(message)
+            await self._deliver(message)
         elif isinstance(event, Ack):
             await outbox.ack(event.ack_seq, event.duplicates)
         elif isinstance(event, ResumeResponse):
@@ -707,9 +938,11 @@ class Connection:
             elif event.seq is not None:
                 outbox.reject(event.seq, event.code, event.message)
             elif event.rid is not None and event.rid in self._pending_requests:
-                self._request_errors[event.rid] = event
+                self._answers[event.rid] = event
                 self._pending_requests[event.rid].set()
-        elif isinstance(event, Subscribed | Unsubscribed):
+            else:
+                logger.warning("server error %s: %s", event.code, event.message)
+        elif isinstance(event, Subscribed | Unsubscribed | Receipts):
             if isinstance(event, Subscribed) and event.channel in self._subscriptions:
                 restored = link.proto.cursors.get(event.channel)
                 if restored is not None:
@@ -717,7 +950,10 @@ class Connection:
                     await journal.set_cursor(event.channel, restored.offset, restored.epoch)
             waiter = self._pending_requests.get(event.rid)
             if waiter is not None:
+                self._answers[event.rid] = event
                 waiter.set()
+            if isinstance(event, Receipts) and Receipts in self._routes:
+                self._routes[Receipts].on_frame(event)
         elif isinstance(event, ChannelGap):
             logger.warning("history lost on %s: %s", event.channel, event)
             await self._deliver(
@@ -725,6 +961,8 @@ class Connection:
             )
         elif isinstance(event, Ping):
             self._queue_control(event.response())
+        elif type(event) in self._routes:
+            self._routes[type(event)].on_frame(event)  # type: ignore[arg-type]
 
     async def _reader(self, link: _Link) -> None:
         try:
@@ -787,63 +1025,25 @@ def _position_args(position: ChannelPosition | None) -> tuple[int | None, str | 
     return position.offset, position.epoch
 
 
-async def connect_realtime(
-    nursery: trio.Nursery,
-    url: str,
-    *,
-    config: RealtimeConfig | None = None,
-    journal_dir: str | os.PathLike[str] | None = None,
-    token: str | None = None,
-    auth: AuthDelegate | None = None,
-    connector: Connector | None = None,
-) -> Connection:
-    """Start a connection in ``nursery``; returns once the first connection attempt has finished
-    (connected, or reconnecting in the background). Close it with :meth:`Connection.aclose`."""
-    connection = Connection(
-        url,
-        config=config or RealtimeConfig(),
-        journal_dir=journal_dir,
-        token=token,
-        auth=auth,
-        connector=connector,
-    )
-    result: Connection = await nursery.start(connection._run)
-    return result
+class _MetricsUpdates:
+    """``conn.metrics_updates(interval)``: a snapshot at once, then one per interval."""
 
+    def __init__(self, connection: Connection, interval: float) -> None:
+        self._connection = connection
+        self._interval = interval
+        self._next: float | None = None
 
-@asynccontextmanager
-async def open_realtime(
-    url: str,
-    *,
-    config: RealtimeConfig | None = None,
-    journal_dir: str | os.PathLike[str] | None = None,
-    token: str | None = None,
-    auth: AuthDelegate | None = None,
-    connector: Connector | None = None,
-) -> AsyncIterator[Connection]:
-    """Open a durable connection for the duration of the block::
+    def __aiter__(self) -> _MetricsUpdates:
+        return self
 
-        async with open_realtime("ws://127.0.0.1:8765/realtime", journal_dir=path) as conn:
-            receipt = await conn.send("room:1", "chat_message", {"text": "hi"})
-
-    Leaving the block waits up to ``config.close_grace_period`` for pending events to be
-    acknowledged, then closes; what is still pending stays in the journal for next time.
-    """
-    async with trio.open_nursery() as nursery:
-        connection = await connect_realtime(
-            nursery,
-            url,
-            config=config,
-            journal_dir=journal_dir,
-            token=token,
-            auth=auth,
-            connector=connector,
-        )
-        try:
-            yield connection
-        except BaseException:
-            # Cancelled or failing: close promptly, no grace period (the journal keeps the rest).
-            with trio.CancelScope(shield=True):
-                await connection.aclose(grace_period=0, abort=True)
-            raise
-        await connection.aclose()
+    async def __anext__(self) -> Metrics:
+        connection = self._connection
+        now = trio.current_time()
+        if self._next is None:
+            self._next = now
+        with trio.move_on_at(self._next):
+            await connection._stopped.wait()
+        if connection._stopped.is_set():
+            raise StopAsyncIteration
+        self._next = max(self._next + self._interval, now)
+        return connection.metrics

@@ -41,6 +41,15 @@ class RealtimeBrokenError(RealtimeError):
     """The object failed because of something outside the caller's control and cannot be used."""
 
 
+class RequestRefused(RealtimeError):
+    """The server refused a request (a subscription, a receipts query...). ``code`` is the
+    server's error code, e.g. ``"forbidden"``."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class OutboxFull(RealtimeError):
     """``send`` found the outbox full and ``outbox_full="raise"`` is configured.
 

@@ -13,7 +13,8 @@ resume the writer must go back to the first event the server lacks, and a channe
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -95,6 +96,12 @@ class _Entry:
     seq: int
     data: bytes
     receipt: Receipt
+    sent_at: float | None  # trio time when send() returned; None if recovered from the journal
+    transmitted: bool = False  # went out on some link already (so sending it again is a replay)
+
+
+#: Ack latencies kept for the percentiles in the metrics.
+LATENCY_SAMPLES = 1024
 
 
 class Outbox:
@@ -121,9 +128,13 @@ class Outbox:
         self.acked_total = 0
         self.duplicates_total = 0
         self.rejected_total = 0
+        self.replayed_total = 0
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        """Seconds from ``send`` returning to the ack, for the most recent acks."""
+        self.on_outcome: Callable[[Outcome], None] | None = None
         for entry in journal.recovered:  # events a previous process sent but never saw acked
             receipt = Receipt(entry.seq, "", "", "")
-            self._entries[entry.seq] = _Entry(entry.seq, entry.data, receipt)
+            self._entries[entry.seq] = _Entry(entry.seq, entry.data, receipt, None, True)
             self._bytes += len(entry.data)
 
     # --- state -----------------------------------------------------------------------------------
@@ -184,9 +195,13 @@ class Outbox:
             encoded.append((seq, data))
             receipts.append(Receipt(seq, channel, event, frame_key))
         # No checkpoint between reading next_seq and appending: seqs stay consecutive.
-        for (seq, data), receipt in zip(encoded, receipts, strict=True):
-            self._entries[seq] = _Entry(seq, data, receipt)
-            self._bytes += len(data)
+        entries = [
+            _Entry(seq, data, receipt, None)
+            for (seq, data), receipt in zip(encoded, receipts, strict=True)
+        ]
+        for entry in entries:
+            self._entries[entry.seq] = entry
+            self._bytes += len(entry.data)
         try:
             if len(encoded) == 1:
                 await journal.append(*encoded[0])
@@ -197,6 +212,9 @@ class Outbox:
                 if self._entries.pop(seq, None) is not None:
                     self._bytes -= len(data)
             raise
+        journaled_at = trio.current_time()
+        for entry in entries:
+            entry.sent_at = journaled_at
         self.sent_total += len(receipts)
         self.wake()
         return receipts
@@ -245,6 +263,9 @@ class Outbox:
             if batch and size > max_bytes:
                 break
             batch.append((seq, entry.data))
+            if entry.transmitted:
+                self.replayed_total += 1
+            entry.transmitted = True
             seq += 1
         self._next_send = seq
         return batch
@@ -267,6 +288,7 @@ class Outbox:
     def _acknowledge(self, ack_seq: int, duplicates: Sequence[int]) -> int:
         dup = set(duplicates)
         resolved = 0
+        now = trio.current_time()
         while self._entries:
             seq = next(iter(self._entries))
             if seq > ack_seq:
@@ -275,9 +297,11 @@ class Outbox:
             self._bytes -= len(entry.data)
             if entry.receipt.outcome is None:  # not rejected earlier
                 is_dup = seq in dup
-                entry.receipt._resolve(Acked(seq, is_dup))
+                self._resolve(entry.receipt, Acked(seq, is_dup))
                 self.acked_total += 1
                 self.duplicates_total += is_dup
+                if entry.sent_at is not None:
+                    self.latencies.append(now - entry.sent_at)
             resolved += 1
         if resolved:
             self.wake()
@@ -287,8 +311,13 @@ class Outbox:
         """The server refused ``seq`` for good; the cumulative ack will move past it."""
         entry = self._entries.get(seq)
         if entry is not None and entry.receipt.outcome is None:
-            entry.receipt._resolve(Rejected(seq, code, message))
+            self._resolve(entry.receipt, Rejected(seq, code, message))
             self.rejected_total += 1
+
+    def _resolve(self, receipt: Receipt, outcome: Outcome) -> None:
+        receipt._resolve(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
 
     def close(self) -> None:
         self._closed = True

@@ -26,11 +26,16 @@ from .._protocol import (
     Error,
     OutOfOrderEvent,
     Ping,
+    PresenceUpdate,
+    ReadReceipt,
+    Receipts,
+    ReceiptsQuery,
     Resume,
     ResumeResponse,
     ServerProtocol,
     Subscribe,
     Subscribed,
+    Typing,
     Unsubscribe,
     Unsubscribed,
     UpstreamEvent,
@@ -39,6 +44,7 @@ from .._protocol import (
 from .._transports import Transport, TransportClosed
 from .._transports._websocket import SUBPROTOCOL, WebSocketTransport
 from ._auth import Authenticator
+from ._meta import PresenceRegistry, TypingRegistry
 from ._store import NewEvent, Store, StoredEvent
 
 __all__ = ["RealtimeServer", "ServerConfig", "open_server", "serve"]
@@ -64,9 +70,18 @@ class ServerConfig:
     replay_page: int = 1000
     allowed_origins: frozenset[str] | None = None
     """If set, WebSocket handshakes with an ``Origin`` not listed are closed with 1008."""
+    presence_timeout: float = 10.0
+    """A user whose every connection to a channel is gone stays present this long (the grace
+    period for a reconnect), then leaves."""
 
     def __attrs_post_init__(self) -> None:
-        for name in ("heartbeat_interval", "heartbeat_timeout", "handshake_timeout", "rate_limit"):
+        for name in (
+            "heartbeat_interval",
+            "heartbeat_timeout",
+            "handshake_timeout",
+            "rate_limit",
+            "presence_timeout",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
                 raise ConfigError(name, f"must be a positive number, got {value!r}")
@@ -180,7 +195,35 @@ class RealtimeServer:
         self._commit_queue: list[_CommitRequest] = []
         self._commit_wakeup = trio.Event()
         self._committer_running = False
+        self.presence = PresenceRegistry(self.config.presence_timeout)
+        self._presence_changed = trio.Event()
+        self.typing = TypingRegistry()
         self.port: int | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The server's background tasks (the committer and the presence timer), until cancelled.
+        :func:`open_server` runs them; run them yourself when calling :meth:`handle` directly."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.run_committer)
+            await nursery.start(self._run_presence_timer)
+            task_status.started()
+
+    async def _run_presence_timer(self, *, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        while True:
+            deadline = self.presence.next_expiry()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._presence_changed.wait()
+            self._presence_changed = trio.Event()
+            for diff in self.presence.expire(trio.current_time()):
+                self._broadcast(diff.channel, diff)
+
+    def _broadcast(self, channel: str, frame: object, *, skip_user: str | None = None) -> None:
+        """Send ``frame`` to every subscriber of ``channel`` (but not to ``skip_user``'s)."""
+        for subscriber in list(self._subscribers.get(channel, ())):
+            if skip_user is None or subscriber.user != skip_user:
+                with contextlib.suppress(LocalProtocolError):  # unsubscribed meanwhile
+                    subscriber.send(frame)
 
     async def handle(self, transport: Transport) -> None:
         """Serve one connection until it closes."""
@@ -204,6 +247,10 @@ class RealtimeServer:
             self.sessions.discard(session)
             for channel in session.channels:
                 self._subscribers.get(channel, set()).discard(session)
+            self.presence.disconnected(session, trio.current_time())
+            self._presence_changed.set()
+            for channel, user in self.typing.disconnected(session):
+                self._broadcast(channel, Typing(channel, False, user), skip_user=user)
             with trio.CancelScope(shield=True):
                 await transport.aclose(session.close_code or 1000, session.close_reason)
 
@@ -282,6 +329,7 @@ class RealtimeServer:
                 after = events[-1].offset
             session.channels.add(channel)
             self._subscribers.setdefault(channel, set()).add(session)
+            session.send(self.presence.state(channel))  # full state once, then diffs
 
     async def _process(self, session: _Session, oversized: bool) -> None:
         proto = session.proto
@@ -306,6 +354,7 @@ class RealtimeServer:
                         Error("forbidden", f"may not publish to {event.channel!r}", seq=event.seq)
                     )
                     continue
+                self.typing.stopped(session.user, event.channel)
                 accepted.append(
                     NewEvent(
                         event.channel,
@@ -335,7 +384,8 @@ class RealtimeServer:
                 session.send(Unsubscribed(event.rid, event.channel))
             elif isinstance(event, Ping):
                 session.send(event.response())
-            # Meta frames (presence, typing, receipts) are served by the services issue.
+            elif isinstance(event, PresenceUpdate | Typing | ReadReceipt | ReceiptsQuery):
+                await self._meta(session, event)
         if not pending_ack:
             return
         assert session.client_id is not None
@@ -392,6 +442,37 @@ class RealtimeServer:
                         subscriber.deliver(event)
                 request.done.set()
 
+    async def _meta(
+        self, session: _Session, frame: PresenceUpdate | Typing | ReadReceipt | ReceiptsQuery
+    ) -> None:
+        """Presence, typing and read receipts (PROTOCOL.md section 5): allowed to whoever may
+        subscribe to the channel."""
+        user = session.user
+        assert user is not None
+        channel = frame.channel
+        if not await self.authenticator.can_subscribe(user, channel):
+            rid = frame.rid if isinstance(frame, ReceiptsQuery) else None
+            session.send(Error("forbidden", f"may not use {channel!r}", rid=rid))
+            return
+        if isinstance(frame, PresenceUpdate):
+            diff = self.presence.update(session, user, channel, frame.status, frame.metadata)
+            if diff is not None:
+                self._broadcast(channel, diff)
+        elif isinstance(frame, Typing):
+            if self.typing.set(session, user, channel, frame.typing):
+                self._broadcast(channel, Typing(channel, frame.typing, user), skip_user=user)
+        elif isinstance(frame, ReadReceipt):
+            info = await self.store.channel(channel)
+            if frame.offset > info.head:
+                session.send(
+                    Error("invalid_receipt", f"{channel!r} has no offset {frame.offset} yet")
+                )
+            elif await self.store.mark_read(channel, user, frame.offset):
+                self._broadcast(channel, ReadReceipt(channel, frame.offset, user))
+        else:
+            readers = await self.store.receipts(channel)
+            session.send(Receipts(frame.rid, channel, readers))
+
     async def _subscribe(self, session: _Session, request: Subscribe) -> None:
         assert session.user is not None
         if not await self.authenticator.can_subscribe(session.user, request.channel):
@@ -446,7 +527,7 @@ async def open_server(
             async def handler(request: trio_websocket.WebSocketRequest) -> None:
                 await _websocket_handler(server, request)
 
-            await nursery.start(server.run_committer)
+            await nursery.start(server.run)
             ws_server = await nursery.start(
                 lambda task_status: trio_websocket.serve_websocket(
                     handler,

@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (channel, offset)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ikeys (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts (
+    channel TEXT NOT NULL, user TEXT NOT NULL, offset INTEGER NOT NULL, PRIMARY KEY (channel, user)
+) WITHOUT ROWID;
 """
 
 
@@ -195,6 +198,29 @@ class SqliteStore(StoreBase):
                 StoredEvent(channel, r[0], epoch, r[1], orjson.loads(r[2]), r[3], r[4], r[5])
                 for r in rows
             ]
+
+        return await self._run(query)
+
+    async def mark_read(self, channel: str, user: str, offset: int) -> bool:
+        def update() -> bool:
+            cursor = self._connect().execute(
+                "INSERT INTO receipts (channel, user, offset) VALUES (?, ?, ?) "
+                "ON CONFLICT(channel, user) DO UPDATE SET offset = excluded.offset "
+                "WHERE excluded.offset > receipts.offset",
+                (channel, user, offset),
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(update)
+
+    async def receipts(self, channel: str) -> dict[str, int]:
+        def query() -> dict[str, int]:
+            rows = (
+                self._connect()
+                .execute("SELECT user, offset FROM receipts WHERE channel = ?", (channel,))
+                .fetchall()
+            )
+            return {str(user): int(offset) for user, offset in rows}
 
         return await self._run(query)
 

@@ -83,6 +83,13 @@ class Store(Protocol):
     async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         """Retained events with offset > ``after``, oldest first, at most ``limit``."""
 
+    async def mark_read(self, channel: str, user: str, offset: int) -> bool:
+        """Raise ``user``'s read watermark in ``channel`` to ``offset``; returns whether it moved
+        (a watermark never moves backwards)."""
+
+    async def receipts(self, channel: str) -> dict[str, int]:
+        """Every reader's watermark in ``channel``."""
+
     async def aclose(self) -> None: ...
 
 
@@ -122,6 +129,7 @@ class MemoryStore(StoreBase):
         self._acks: dict[str, int] = {}
         self._logs: dict[str, _Log] = {}
         self._keys: dict[str, float] = {}
+        self._receipts: dict[str, dict[str, int]] = {}
         self.retention_count = retention_count
         self.retention_age = retention_age
         self.dedup_window = dedup_window
@@ -189,6 +197,18 @@ class MemoryStore(StoreBase):
         await trio.lowlevel.checkpoint()
         log = self._log(channel)
         return [e for e in log.events if e.offset > after][:limit]
+
+    async def mark_read(self, channel: str, user: str, offset: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        readers = self._receipts.setdefault(channel, {})
+        if offset <= readers.get(user, 0):
+            return False
+        readers[user] = offset
+        return True
+
+    async def receipts(self, channel: str) -> dict[str, int]:
+        await trio.lowlevel.checkpoint()
+        return dict(self._receipts.get(channel, {}))
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()

@@ -1,0 +1,104 @@
+"""Helpers for the services' tests: the reference server in memory (for MockClock timing, no
+sockets or threads) and on loopback (for real clients)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from trio_realtime import Connection, ConnectionState, RealtimeConfig
+from trio_realtime._protocol import ClientFrame, decode_client_message
+from trio_realtime._transports import Transport, memory_transport_pair
+from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer, ServerConfig
+
+URL = "ws://server.invalid/realtime"
+
+#: Connections in memory: no journal, no network monitor, quick retries.
+MEMORY = RealtimeConfig(
+    durability="memory",
+    initial_retry_delay=0.05,
+    max_retry_delay=0.5,
+    network_monitor=False,
+)
+
+
+class Recording:
+    """A server-side transport that keeps every frame the client sent (frames on the wire)."""
+
+    def __init__(self, inner: Transport, frames: list[tuple[float, ClientFrame]]) -> None:
+        self._inner = inner
+        self._frames = frames
+
+    async def send(self, data: bytes) -> None:
+        await self._inner.send(data)
+
+    async def receive(self) -> bytes | str:
+        data = await self._inner.receive()
+        now = trio.current_time()
+        self._frames.extend((now, frame) for frame in decode_client_message(data))
+        return data
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self._inner.aclose(code, reason)
+
+    async def abort(self) -> None:
+        await self._inner.abort()
+
+
+@attrs.define
+class MemoryServer:
+    server: RealtimeServer
+    nursery: trio.Nursery
+    received: dict[str, list[tuple[float, ClientFrame]]] = attrs.Factory(dict)
+    """Per token: (time, frame) for every frame the server received from it."""
+
+    def connector(self, token: str):  # type: ignore[no-untyped-def]
+        async def connect(nursery: trio.Nursery, url: str, timeout: float) -> Transport:
+            client, server_end = memory_transport_pair()
+            frames = self.received.setdefault(token, [])
+            self.nursery.start_soon(self.server.handle, Recording(server_end, frames))
+            await trio.lowlevel.checkpoint()
+            return client
+
+        return connect
+
+    def frames(self, token: str, kind: type) -> list[tuple[float, ClientFrame]]:
+        return [(t, f) for t, f in self.received.get(token, []) if isinstance(f, kind)]
+
+    def drop(self, user: str, code: int = 1001) -> None:
+        drop(self.server, user, code)
+
+
+def drop(server: RealtimeServer, user: str, code: int = 1001) -> int:
+    """Close ``user``'s connections from the server side (1001: going away, so the client
+    reconnects at once); returns how many."""
+    sessions = [s for s in server.sessions if s.user == user]
+    for session in sessions:
+        session.close(code, "dropped by the test")
+        session.scope.cancel()
+    return len(sessions)
+
+
+@asynccontextmanager
+async def memory_server(config: ServerConfig | None = None) -> AsyncIterator[MemoryServer]:
+    server = RealtimeServer(MemoryStore(), AllowAll(), config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        yield MemoryServer(server, nursery)
+        nursery.cancel_scope.cancel()
+
+
+async def wait_state(conn: Connection, wanted: ConnectionState, timeout: float = 10) -> None:
+    with trio.fail_after(timeout):
+        async for state in conn.states():
+            if state is wanted:
+                return
+
+
+async def next_item(stream: object, timeout: float = 10) -> object:
+    """The next item of a service's stream, failing clearly if none comes in time."""
+    with trio.fail_after(timeout):
+        return await stream.__anext__()  # type: ignore[attr-defined]

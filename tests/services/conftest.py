@@ -56,7 +56,7 @@ class MemoryServer:
     """Per token: (time, frame) for every frame the server received from it."""
 
     def connector(self, token: str):  # type: ignore[no-untyped-def]
-        async def connect(nursery: trio.Nursery, url: str, timeout: float) -> Transport:
+        async def connect(nursery: trio.Nursery, url: str, connect_timeout: float) -> Transport:
             client, server_end = memory_transport_pair()
             frames = self.received.setdefault(token, [])
             self.nursery.start_soon(self.server.handle, Recording(server_end, frames))
@@ -91,14 +91,14 @@ async def memory_server(config: ServerConfig | None = None) -> AsyncIterator[Mem
         nursery.cancel_scope.cancel()
 
 
-async def wait_state(conn: Connection, wanted: ConnectionState, timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
+async def wait_state(conn: Connection, wanted: ConnectionState, within: float = 10) -> None:
+    with trio.fail_after(within):
         async for state in conn.states():
             if state is wanted:
                 return
 
 
-async def next_item(stream: object, timeout: float = 10) -> object:
+async def next_item(stream: object, within: float = 10) -> object:
     """The next item of a service's stream, failing clearly if none comes in time."""
-    with trio.fail_after(timeout):
+    with trio.fail_after(within):
         return await stream.__anext__()  # type: ignore[attr-defined]

@@ -142,10 +142,10 @@ async def test_member_leaves_exactly_presence_timeout_after_its_last_connection(
             await trio.sleep(3)
         a1_closed = trio.current_time()
         # alice stays "busy" while a2's entry lingers; when it expires she is a1's "online"...
-        assert summary(await next_item(changes, timeout=100)) == ({"alice": "online"}, [])
+        assert summary(await next_item(changes, within=100)) == ({"alice": "online"}, [])
         assert trio.current_time() - a2_closed == pytest.approx(10.0, abs=1e-6)
         # ... and when a1's expires too, she leaves.
-        assert summary(await next_item(changes, timeout=100)) == ({}, ["alice"])
+        assert summary(await next_item(changes, within=100)) == ({}, ["alice"])
         assert trio.current_time() - a1_closed == pytest.approx(10.0, abs=1e-6)
         assert bob.presence.members("room") == {}
 
@@ -163,10 +163,10 @@ async def test_reconnect_after_the_grace_period_is_a_leave_then_a_join(
         online = ms.connector("alice")
         down = trio.Event()
 
-        async def flaky(nursery: trio.Nursery, url: str, timeout: float):  # type: ignore[no-untyped-def]
+        async def flaky(nursery: trio.Nursery, url: str, connect_timeout: float):  # type: ignore[no-untyped-def]
             if down.is_set():  # the network is gone for 20 s
                 await trio.sleep(20)
-            return await online(nursery, url, timeout)
+            return await online(nursery, url, connect_timeout)
 
         async with open_realtime(URL, config=MEMORY, token="alice", connector=flaky) as alice:
             await alice.presence.update(ONLINE, channel="room", metadata={"v": 1})
@@ -174,9 +174,9 @@ async def test_reconnect_after_the_grace_period_is_a_leave_then_a_join(
             down.set()
             t0 = trio.current_time()
             ms.drop("alice")
-            assert summary(await next_item(changes, timeout=100)) == ({}, ["alice"])
+            assert summary(await next_item(changes, within=100)) == ({}, ["alice"])
             assert trio.current_time() - t0 == pytest.approx(5.0, abs=1e-6)
-            assert summary(await next_item(changes, timeout=100)) == ({"alice": "online"}, [])
+            assert summary(await next_item(changes, within=100)) == ({"alice": "online"}, [])
             assert trio.current_time() - t0 >= 20
             await wait_state(alice, ConnectionState.CONNECTED)
         assert bob.presence.members("room")["alice"].metadata == {"v": 1}

@@ -12,10 +12,10 @@ from trio_realtime._protocol import Typing
 from .conftest import MEMORY, URL, MemoryServer, memory_server, next_item
 
 
-async def until(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+async def until(condition, within: float = 30) -> None:  # type: ignore[no-untyped-def]
     """Bounded polling (virtual time under MockClock) with a clear failure."""
-    with trio.fail_after(timeout):
-        while not condition():
+    with trio.fail_after(within):
+        while not condition():  # noqa: ASYNC110 - polling what the recording transport keeps
             await trio.sleep(0.001)
 
 

@@ -86,61 +86,109 @@ def _free_port() -> int:
         return port
 
 
-def test_chat_starts_an_embedded_server_and_shows_each_message_once(tmp_path: Path) -> None:
-    url = f"ws://127.0.0.1:{_free_port()}/realtime"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trio_realtime",
-            "chat",
-            "--name",
-            "alice",
-            "--url",
-            url,
-            "--data",
-            os.fspath(tmp_path),
-            "--room",
-            "lobby",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    seen: list[str] = []
+class Chat:
+    """A ``trio-realtime chat`` process, its output read line by line."""
 
-    def wait_for(text: str) -> None:
+    def __init__(self, name: str, url: str, data: Path) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trio_realtime",
+                "chat",
+                "--name",
+                name,
+                "--url",
+                url,
+                "--data",
+                os.fspath(data),
+                "--room",
+                "lobby",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        stdout = self.proc.stdout
+        assert stdout is not None
+        self.reader = threading.Thread(
+            target=lambda: [self.lines.put(x) for x in stdout], daemon=True
+        )
+        self.reader.start()
+
+    def wait_for(self, text: str) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                line = lines.get(timeout=0.5)
+                line = self.lines.get(timeout=0.5)
             except queue.Empty:
                 continue
-            seen.append(line)
+            self.seen.append(line)
             if text in line:
                 return
-        raise AssertionError(f"{text!r} never appeared; output: {seen}")
+        raise AssertionError(f"{text!r} never appeared in {self.name}'s output: {self.seen}")
 
+    def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self) -> list[str]:
+        """End the input, wait for a clean exit; everything it printed."""
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            assert self.proc.wait(30) == 0
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.reader.join(10)  # it ends at the end of the output
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return self.seen
+
+
+def test_chat_starts_an_embedded_server_and_shows_each_message_once(tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{_free_port()}/realtime"
+    alice = Chat("alice", url, tmp_path)
     try:
-        wait_for("started an embedded server")
-        wait_for("connected")
-        assert proc.stdin is not None
-        proc.stdin.write("hello there\n")
-        proc.stdin.flush()
-        wait_for("alice: hello there")
-        proc.stdin.close()
-        assert proc.wait(30) == 0
-        reader.join(10)
+        alice.wait_for("started an embedded server")
+        alice.wait_for("connected")
+        alice.type("hello there")
+        alice.wait_for("alice: hello there")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-    while not lines.empty():
-        seen.append(lines.get())
+        seen = alice.finish()
     assert sum("alice: hello there" in line for line in seen) == 1  # shown once
+
+
+def test_chat_shows_who_is_online_typing_and_read_by(tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{_free_port()}/realtime"
+    alice = Chat("alice", url, tmp_path)
+    try:
+        alice.wait_for("alice is online")  # sees herself
+        bob = Chat("bob", url, tmp_path)  # finds alice's embedded server running
+        try:
+            bob.wait_for("alice is online")
+            alice.wait_for("bob is online")
+            bob.type("/typing")
+            alice.wait_for("bob typing...")
+            bob.type("hi alice")
+            alice.wait_for("bob: hi alice")
+            bob.wait_for("read by alice up to #1")  # alice's chat marks what it shows as read
+            bob.type("/away")
+            alice.wait_for("bob is away")
+            bob.type("/who")
+            bob.wait_for("here: ")
+        finally:
+            bob.finish()
+        alice.type("/who")
+        alice.wait_for("here: ")
+    finally:
+        alice.finish()

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import trio
 
 from ._config import RealtimeConfig
-from ._connection import Gap, Message
+from ._connection import Connection, Gap, Message
+from ._protocol import PresenceStatus
 from ._realtime import open_realtime
 from .server import RealtimeServer, load_or_create_secret, make_token, serve
 
@@ -78,28 +79,74 @@ async def chat(
             token = make_token(secret, name)
         journal = os.path.join(data_dir, "chat", name)
         async with open_realtime(url, journal_dir=journal, token=token) as conn:
-
-            async def show_states() -> None:
-                async for state in conn.states():
-                    out(f"* {state.value} (pending: {conn.pending_count})")
-
-            async def show_messages() -> None:
-                async for item in conn.messages(room):
-                    out(_show(item))
-
-            nursery.start_soon(show_states)
+            nursery.start_soon(_show_states, conn, out)
             await conn.subscribe(room)
-            nursery.start_soon(show_messages)
+            nursery.start_soon(_show_messages, conn, room, name, out)
+            nursery.start_soon(_show_presence, conn, room, out)
+            nursery.start_soon(_show_typing, conn, room, out)
+            nursery.start_soon(_show_receipts, conn, room, name, out)
+            await conn.presence.update(PresenceStatus.ONLINE, channel=room, metadata={"name": name})
+            out(f"* commands: {', '.join(_COMMANDS)}; any other line is a message")
             stdin = trio.wrap_file(sys.stdin)
             while True:
                 line = await stdin.readline()
                 if not line:
                     break
                 text = line.rstrip("\n")
-                if text:
+                if text in _COMMANDS:
+                    await _command(conn, room, text, out)
+                elif text:
                     await conn.send(room, "chat_message", {"text": text})
                     out(f"* sent (pending: {conn.pending_count})")
         nursery.cancel_scope.cancel()
+
+
+_COMMANDS = ("/typing", "/away", "/busy", "/online", "/who")
+
+
+async def _command(conn: Connection, room: str, text: str, out: Out) -> None:
+    if text == "/typing":
+        await conn.typing.set(room, True)
+    elif text == "/who":
+        members = conn.presence.members(room)
+        out(
+            "* here: "
+            + (", ".join(f"{u} ({m.status.value})" for u, m in members.items()) or "nobody")
+        )
+    else:
+        await conn.presence.update(PresenceStatus(text[1:]), channel=room)
+
+
+async def _show_states(conn: Connection, out: Out) -> None:
+    async for state in conn.states():
+        out(f"* {state.value} (pending: {conn.pending_count})")
+
+
+async def _show_messages(conn: Connection, room: str, name: str, out: Out) -> None:
+    async for item in conn.messages(room):
+        out(_show(item))
+        if isinstance(item, Message) and item.sender != name:
+            await conn.receipts.mark_read(room, item.offset)  # shown is read
+
+
+async def _show_presence(conn: Connection, room: str, out: Out) -> None:
+    async for change in conn.presence.changes(room):
+        for user, member in change.joins.items():
+            out(f"* {user} is {member.status.value}")
+        for user in change.leaves:
+            out(f"* {user} left")
+
+
+async def _show_typing(conn: Connection, room: str, out: Out) -> None:
+    async for users in conn.typing.changes(room):
+        if users:
+            out(f"* {', '.join(sorted(users))} typing...")
+
+
+async def _show_receipts(conn: Connection, room: str, name: str, out: Out) -> None:
+    async for receipt in conn.receipts.changes(room):
+        if receipt.user != name:
+            out(f"* read by {receipt.user} up to #{receipt.offset}")
 
 
 async def demo_sender(url: str, journal_dir: str, token: str, total: int, report: int) -> None:

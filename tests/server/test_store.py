@@ -59,3 +59,16 @@ async def test_caller_keys_dedup_across_clients_own_keys_do_not(make: Any) -> No
     # remembered as caller keys, so b's event with that key is stored.
     assert again[1] is not None
     await store.aclose()
+
+
+async def test_read_watermarks_only_move_forward(make: Any) -> None:
+    store = make()
+    assert await store.receipts("ch") == {}
+    assert await store.mark_read("ch", "alice", 5)
+    assert not await store.mark_read("ch", "alice", 3)
+    assert not await store.mark_read("ch", "alice", 5)
+    assert await store.mark_read("ch", "bob", 1)
+    assert await store.mark_read("ch", "alice", 9)
+    assert await store.receipts("ch") == {"alice": 9, "bob": 1}
+    assert await store.receipts("other") == {}
+    await store.aclose()

@@ -31,7 +31,9 @@ async def main() -> None:
             async def show_metrics() -> None:
                 async for m in conn.metrics_updates(interval=0.2):
                     p50 = f"{m.ack_latency_p50 * 1000:.1f} ms" if m.ack_latency_p50 else "-"
-                    print(f"sent {m.total_messages_sent}, acked {m.total_messages_acked}, p50 {p50}")
+                    print(
+                        f"sent {m.total_messages_sent}, acked {m.total_messages_acked}, p50 {p50}"
+                    )
 
             nursery.start_soon(show_acks)
             nursery.start_soon(show_metrics)

@@ -26,7 +26,9 @@ async def main() -> None:
     ):
         url = f"ws://127.0.0.1:{server.port}/realtime"
         config = RealtimeConfig(durability="memory", initial_retry_delay=0.05)
-        connections = [await connect_realtime(nursery, url, auth=auth, config=config) for _ in range(20)]
+        connections = [
+            await connect_realtime(nursery, url, auth=auth, config=config) for _ in range(20)
+        ]
         for conn in connections:
             receipt = await conn.send("room:1", "hello", None)
             await receipt.wait()

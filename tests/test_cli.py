@@ -192,3 +192,10 @@ def test_chat_shows_who_is_online_typing_and_read_by(tmp_path: Path) -> None:
         alice.wait_for("here: ")
     finally:
         alice.finish()
+
+
+def test_serve_refuses_a_bad_option_with_a_clear_message() -> None:
+    out = run("serve", "--port", "0", "--presence-timeout", "-1")
+    assert out.returncode == 2
+    assert "presence_timeout: must be a positive number" in out.stderr
+    assert "Traceback" not in out.stderr

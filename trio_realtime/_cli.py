@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ._errors import ConfigError
 from ._version import __version__
 
 __all__ = ["main"]
@@ -46,6 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         allowed_origins=frozenset(args.allow_origin) if args.allow_origin else None,
         heartbeat_timeout=args.heartbeat_timeout,
+        presence_timeout=args.presence_timeout,
     )
 
     async def main() -> None:
@@ -136,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds of client silence before closing (4008)",
     )
+    serve.add_argument(
+        "--presence-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a user stays present after their last connection went away",
+    )
     serve.set_defaults(handler=_serve)
 
     token = commands.add_parser(
@@ -178,5 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    status: int = handler(args)
+    try:
+        status: int = handler(args)
+    except ConfigError as exc:
+        parser.error(str(exc))  # exits with status 2
     return status

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-from trio_realtime import Connection, ConnectionState, RealtimeConfig
+from trio_realtime import Connection, ConnectionState, RealtimeConfig, open_realtime
 from trio_realtime._protocol import ClientFrame, decode_client_message
 from trio_realtime._transports import Transport, memory_transport_pair
 from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer, ServerConfig
@@ -65,6 +65,10 @@ class MemoryServer:
 
         return connect
 
+    def client(self, user: str):  # type: ignore[no-untyped-def]
+        """``open_realtime`` for ``user`` (the token AllowAll takes as the user name)."""
+        return open_realtime(URL, config=MEMORY, token=user, connector=self.connector(user))
+
     def frames(self, token: str, kind: type) -> list[tuple[float, ClientFrame]]:
         return [(t, f) for t, f in self.received.get(token, []) if isinstance(f, kind)]
 
@@ -102,3 +106,13 @@ async def next_item(stream: object, within: float = 10) -> object:
     """The next item of a service's stream, failing clearly if none comes in time."""
     with trio.fail_after(within):
         return await stream.__anext__()  # type: ignore[attr-defined]
+
+
+async def watch_presence(conn: Connection, channel: str) -> object:
+    """Subscribe ``conn`` to ``channel`` and open its presence changes, past the (empty) first."""
+    await conn.subscribe(channel)
+    changes = conn.presence.changes(channel)
+    first = await next_item(changes)
+    assert not first.joins
+    assert not first.leaves
+    return changes

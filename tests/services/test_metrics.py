@@ -30,7 +30,7 @@ class SlowStore(MemoryStore):
 async def test_counters_latency_and_the_live_feeds(autojump_clock: trio.testing.MockClock) -> None:
     async with (
         memory_server(ServerConfig(max_frame_bytes=1000)) as ms,
-        open_realtime(URL, config=MEMORY, token="a", connector=ms.connector("a")) as conn,
+        ms.client("a") as conn,
     ):
         ms.server.store = SlowStore()
         acks = conn.acks()

@@ -22,7 +22,7 @@ from trio_realtime import (
 )
 from trio_realtime.server import AllowAll, ServerConfig, SqliteStore, open_server
 
-from .conftest import MEMORY, URL, drop, memory_server, next_item, wait_state
+from .conftest import MEMORY, URL, drop, memory_server, next_item, wait_state, watch_presence
 
 ONLINE, AWAY, BUSY, OFFLINE = (
     PresenceStatus.ONLINE,
@@ -54,9 +54,7 @@ async def test_state_then_diffs_in_order_with_three_clients(tmp_path: Path) -> N
             return open_realtime(url, config=MEMORY, token=user)
 
         async with client("alice") as alice, client("bob") as bob, client("carol") as carol:
-            await bob.subscribe("room")
-            changes = bob.presence.changes("room")
-            assert summary(await next_item(changes)) == ({}, [])
+            changes = await watch_presence(bob, "room")
             await alice.presence.update(ONLINE, channel="room", metadata={"name": "Alice"})
             assert summary(await next_item(changes)) == ({"alice": "online"}, [])
             await carol.presence.update(BUSY, channel="room")
@@ -92,9 +90,7 @@ async def test_quick_reconnect_within_the_grace_period_causes_no_flicker(tmp_pat
             open_realtime(url, config=MEMORY, token="bob") as bob,
             open_realtime(url, config=MEMORY, token="carol") as carol,
         ):
-            await bob.subscribe("room")
-            changes = bob.presence.changes("room")
-            assert summary(await next_item(changes)) == ({}, [])
+            changes = await watch_presence(bob, "room")
             await alice.presence.update(ONLINE, channel="room")
             assert summary(await next_item(changes)) == ({"alice": "online"}, [])
 
@@ -124,14 +120,12 @@ async def test_member_leaves_exactly_presence_timeout_after_its_last_connection(
 ) -> None:
     async with (
         memory_server(ServerConfig(presence_timeout=10)) as ms,
-        open_realtime(URL, config=MEMORY, token="bob", connector=ms.connector("bob")) as bob,
+        ms.client("bob") as bob,
     ):
-        await bob.subscribe("room")
-        changes = bob.presence.changes("room")
-        assert summary(await next_item(changes)) == ({}, [])
+        changes = await watch_presence(bob, "room")
         async with (
-            open_realtime(URL, config=MEMORY, token="alice", connector=ms.connector("alice")) as a1,
-            open_realtime(URL, config=MEMORY, token="alice", connector=ms.connector("alice")) as a2,
+            ms.client("alice") as a1,
+            ms.client("alice") as a2,
         ):
             await a1.presence.update(ONLINE, channel="room")
             assert summary(await next_item(changes)) == ({"alice": "online"}, [])
@@ -155,11 +149,9 @@ async def test_reconnect_after_the_grace_period_is_a_leave_then_a_join(
 ) -> None:
     async with (
         memory_server(ServerConfig(presence_timeout=5)) as ms,
-        open_realtime(URL, config=MEMORY, token="bob", connector=ms.connector("bob")) as bob,
+        ms.client("bob") as bob,
     ):
-        await bob.subscribe("room")
-        changes = bob.presence.changes("room")
-        assert summary(await next_item(changes)) == ({}, [])
+        changes = await watch_presence(bob, "room")
         online = ms.connector("alice")
         down = trio.Event()
 
@@ -185,7 +177,7 @@ async def test_reconnect_after_the_grace_period_is_a_leave_then_a_join(
 async def test_bad_arguments_raise_typed_errors() -> None:
     async with (
         memory_server() as ms,
-        open_realtime(URL, config=MEMORY, token="a", connector=ms.connector("a")) as conn,
+        ms.client("a") as conn,
     ):
         with pytest.raises(ValueError, match="status must be one of"):
             await conn.presence.update("sleepy", channel="room")

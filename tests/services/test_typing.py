@@ -28,7 +28,7 @@ async def test_repeated_true_within_the_refresh_interval_sends_nothing(
 ) -> None:
     async with (
         memory_server() as ms,
-        open_realtime(URL, config=MEMORY, token="alice", connector=ms.connector("alice")) as alice,
+        ms.client("alice") as alice,
     ):
         t0 = trio.current_time()
         for at in (0.0, 1.0, 2.9, 3.0, 3.5, 5.99, 6.0):  # typing_refresh_interval is 3 s
@@ -51,8 +51,8 @@ async def test_flag_expires_on_the_receiver_after_typing_timeout_unless_refreshe
 ) -> None:
     async with (
         memory_server() as ms,
-        open_realtime(URL, config=MEMORY, token="alice", connector=ms.connector("alice")) as alice,
-        open_realtime(URL, config=MEMORY, token="bob", connector=ms.connector("bob")) as bob,
+        ms.client("alice") as alice,
+        ms.client("bob") as bob,
     ):
         await bob.subscribe("room")
         changes = bob.typing.changes("room")
@@ -81,7 +81,7 @@ async def test_flag_cleared_by_a_message_from_the_typist_and_by_its_disconnect(
 ) -> None:
     async with (
         memory_server() as ms,
-        open_realtime(URL, config=MEMORY, token="bob", connector=ms.connector("bob")) as bob,
+        ms.client("bob") as bob,
     ):
         await bob.subscribe("room")
         changes = bob.typing.changes("room")
@@ -110,8 +110,8 @@ async def test_typist_never_sees_itself_and_other_channels_are_apart(
 ) -> None:
     async with (
         memory_server() as ms,
-        open_realtime(URL, config=MEMORY, token="alice", connector=ms.connector("alice")) as alice,
-        open_realtime(URL, config=MEMORY, token="bob", connector=ms.connector("bob")) as bob,
+        ms.client("alice") as alice,
+        ms.client("bob") as bob,
     ):
         for conn in (alice, bob):
             await conn.subscribe("room")
@@ -127,7 +127,7 @@ async def test_typist_never_sees_itself_and_other_channels_are_apart(
 async def test_bad_arguments_raise_typed_errors() -> None:
     async with (
         memory_server() as ms,
-        open_realtime(URL, config=MEMORY, token="a", connector=ms.connector("a")) as conn,
+        ms.client("a") as conn,
     ):
         with pytest.raises(ValueError, match="channel"):
             await conn.typing.set("", True)

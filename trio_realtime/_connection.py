@@ -16,7 +16,7 @@ import os
 import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import attrs
@@ -25,6 +25,7 @@ import trio
 from ._backoff import Backoff
 from ._config import RealtimeConfig
 from ._errors import (
+    JournalClosed,
     ProtocolError,
     RealtimeBrokenError,
     RealtimeClosedError,
@@ -195,21 +196,45 @@ class Stream(Generic[_T]):
     receiving as soon as it is closed (``aclose()``, ``async with``) or garbage collected.
     """
 
-    def __init__(self, receive: trio.MemoryReceiveChannel[_T], first: list[_T]) -> None:
+    def __init__(
+        self,
+        receive: trio.MemoryReceiveChannel[_T],
+        first: list[_T],
+        on_next: Callable[[_T], Awaitable[None]] | None = None,
+    ) -> None:
         self._receive = receive
         self._first = first
+        self._on_next = on_next
+        self._taken: _T | None = None
 
     def __aiter__(self) -> Stream[_T]:
         return self
 
     async def __anext__(self) -> _T:
+        if self._taken is not None and self._on_next is not None:
+            # Asking for the next item means the one taken before is processed.
+            taken, self._taken = self._taken, None
+            await self._on_next(taken)
         if self._first:
             await trio.lowlevel.checkpoint()
-            return self._first.pop(0)
-        try:
-            return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise StopAsyncIteration from None
+            item = self._first.pop(0)
+        else:
+            try:
+                item = await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise StopAsyncIteration from None
+        self._taken = item
+        return item
+
+    async def commit(self) -> None:
+        """Say the item taken last is processed now, without asking for the next one (for
+        ``messages()`` streams this persists the channel position at once: do it before a
+        planned shutdown so the last message is not delivered again by the next process)."""
+        if self._taken is not None and self._on_next is not None:
+            taken, self._taken = self._taken, None
+            await self._on_next(taken)
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
         await self._receive.aclose()
@@ -610,6 +635,11 @@ class Connection:
 
         Breaking out of the loop is fine: the stream unregisters when it is closed or dropped.
 
+        Positions are persisted as you *process* events: an event counts as processed when you
+        ask for the next one (or call ``await stream.commit()``). If the process dies while
+        handling an event, the next process on the same journal gets that event again (same
+        channel and offset), never loses it; within one process nothing is delivered twice.
+
         Events that arrive while nobody iterates over a matching ``messages()`` are kept (up to
         ``_BACKLOG_LIMIT``; beyond that the reader waits, which slows the server down for this
         client) and handed to the next matching iterator, so none is dropped on the floor.
@@ -621,7 +651,27 @@ class Connection:
         self._backlog = [i for i in self._backlog if not (channel is None or i.channel == channel)]
         self._backlog_room.set()
         self._listeners.append(entry)
-        return Stream(receive, kept)
+        return Stream(receive, kept, self._processed)
+
+    async def _processed(self, item: Message | Gap) -> None:
+        """The application asked for the next item after ``item``: persist ``item``'s channel
+        position, so after a crash the server replays from the first event not processed."""
+        journal = self._journal
+        if (
+            not isinstance(item, Message)
+            or journal is None
+            or item.channel not in self._subscriptions
+        ):
+            await trio.lowlevel.checkpoint()
+            return
+        cursor = journal.cursors.get(item.channel)
+        if cursor is not None and cursor.epoch == item.epoch and cursor.offset >= item.offset:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await journal.set_cursor(item.channel, item.offset, item.epoch)
+        except JournalClosed:
+            pass  # the connection closed meanwhile: the event will be delivered again next time
 
     async def _deliver(self, item: Message | Gap) -> None:
         delivered = False
@@ -906,7 +956,8 @@ class Connection:
         assert journal is not None
         assert outbox is not None
         if isinstance(event, DownstreamEvent):
-            await journal.set_cursor(event.channel, event.offset, event.epoch)
+            # Received: a resume within this process continues from here. The journal's cursor
+            # moves when the application has processed the event (see _processed).
             self._subscriptions[event.channel] = ChannelPosition(event.offset, event.epoch)
             message = Message(
                 event.channel,

@@ -26,6 +26,7 @@ LAYERS = {
     "server": 9,
     "_chat": 10,
     "_cli": 10,
+    "testing": 10,
     "__main__": 10,
     "__init__": 10,
 }

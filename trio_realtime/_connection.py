@@ -9,6 +9,7 @@ and the writer retransmits what the server lacks, in order.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
@@ -668,10 +669,9 @@ class Connection:
         if cursor is not None and cursor.epoch == item.epoch and cursor.offset >= item.offset:
             await trio.lowlevel.checkpoint()
             return
-        try:
+        # If the connection closed meanwhile, the event is simply delivered again next time.
+        with contextlib.suppress(JournalClosed):
             await journal.set_cursor(item.channel, item.offset, item.epoch)
-        except JournalClosed:
-            pass  # the connection closed meanwhile: the event will be delivered again next time
 
     async def _deliver(self, item: Message | Gap) -> None:
         delivered = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import trio
@@ -64,6 +65,44 @@ def _closed(exc: trio_websocket.ConnectionClosed) -> TransportClosed:
     return TransportClosed(code, text)
 
 
+class _HandshakeWatch(trio.abc.Stream):
+    """The TCP (or TLS) stream as trio-websocket sees it: notes when the peer ends it."""
+
+    def __init__(self, inner: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
+        self.inner = inner
+        self.ended = trio.Event()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self.inner.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.ended.set()
+            raise
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self.inner.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.ended.set()
+            raise
+        if not data:
+            self.ended.set()
+        return data
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        self.ended.set()
+        await self.inner.aclose()
+
+    def __getattr__(self, name: str) -> Any:  # e.g. .socket, for the peer's address
+        return getattr(self.inner, name)
+
+
 async def connect_websocket(
     nursery: trio.Nursery,
     url: str,
@@ -100,15 +139,29 @@ async def connect_websocket(
             else:
                 stream = await trio.open_tcp_stream(host, port)
             # We own the stream: trio-websocket does not close it if the handshake is cancelled.
-            ws = await trio_websocket.wrap_client_stream(
-                nursery,
-                stream,
-                host_header,
-                resource,
-                subprotocols=[SUBPROTOCOL],
-                message_queue_size=64,
-                max_message_size=max_message_size,
-            )
+            # trio-websocket waits for the handshake's answer even after the peer closed the
+            # connection (it would wait out connect_timeout): the watch ends the wait at once.
+            watched = _HandshakeWatch(stream)
+            ws: trio_websocket.WebSocketConnection | None = None
+            async with trio.open_nursery() as race:
+
+                async def give_up_when_closed() -> None:
+                    await watched.ended.wait()
+                    race.cancel_scope.cancel()
+
+                race.start_soon(give_up_when_closed)
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery,
+                    cast("trio.SocketStream", watched),
+                    host_header,
+                    resource,
+                    subprotocols=[SUBPROTOCOL],
+                    message_queue_size=64,
+                    max_message_size=max_message_size,
+                )
+                race.cancel_scope.cancel()
+            if ws is None:
+                raise TransportClosed(1006, "the connection closed during the handshake")
     except BaseException as exc:
         if stream is not None:
             with trio.CancelScope(shield=True):

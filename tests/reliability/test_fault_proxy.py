@@ -1,0 +1,141 @@
+"""FaultProxy and ServerProcess (trio_realtime.testing), and clients through faults."""
+
+from __future__ import annotations
+
+import contextlib
+
+import trio
+
+from trio_realtime import Message, RealtimeConfig, open_realtime
+from trio_realtime.testing import FaultProxy, open_fault_proxy, open_server_process
+
+pytest_plugins = ["trio_realtime.testing.pytest_plugin"]
+
+
+async def echo_server(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def echo(stream: trio.SocketStream) -> None:
+        try:
+            async for data in stream:
+                await stream.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(echo, listeners)
+
+
+async def roundtrip(proxy: FaultProxy, payload: bytes) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    async with stream:
+        await stream.send_all(payload)
+        got = b""
+        while len(got) < len(payload):
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            got += data
+        return got
+
+
+async def test_forwarding_latency_chunks_and_bandwidth(nursery: trio.Nursery) -> None:
+    port = await nursery.start(echo_server)
+    async with open_fault_proxy(port, seed=1) as proxy:
+        payload = bytes(range(256)) * 40
+        assert await roundtrip(proxy, payload) == payload
+        proxy.latency, proxy.jitter, proxy.chunk_size = 0.05, 0.05, 7
+        start = trio.current_time()
+        assert await roundtrip(proxy, payload) == payload  # order kept despite jitter
+        assert trio.current_time() - start >= 0.1  # both directions delayed
+        proxy.clear_faults()
+        proxy.bandwidth = 20_000  # bytes/s: 10 KiB each way takes about half a second
+        start = trio.current_time()
+        assert await roundtrip(proxy, payload) == payload
+        assert trio.current_time() - start >= 0.5
+        assert proxy.stats.connections == 3
+        assert proxy.stats.bytes_forwarded == 6 * len(payload)
+
+
+async def test_resets_blackhole_and_refusal(nursery: trio.Nursery) -> None:
+    port = await nursery.start(echo_server)
+    async with open_fault_proxy(port) as proxy:
+        proxy.reset_after_bytes = 100
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        await stream.send_all(b"x" * 200)
+        got = b""
+        try:
+            while data := await stream.receive_some(1000):
+                got += data
+        except trio.BrokenResourceError:
+            pass  # reset by peer
+        assert len(got) < 200
+        assert proxy.stats.resets == 1
+        await stream.aclose()
+
+        proxy.clear_faults()
+        proxy.blackhole = True
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        await stream.send_all(b"into the void")
+        with trio.move_on_after(0.3) as scope:
+            await stream.receive_some(100)
+        assert scope.cancelled_caught  # nothing comes back, and nothing is closed
+        assert proxy.stats.bytes_dropped == len(b"into the void")
+        assert proxy.reset_all() == 1
+        with contextlib.suppress(trio.BrokenResourceError):
+            assert await stream.receive_some(100) == b""
+        await stream.aclose()
+
+        proxy.clear_faults()
+        proxy.refuse = True
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        with contextlib.suppress(trio.BrokenResourceError):
+            assert await stream.receive_some(100) == b""
+        await stream.aclose()
+
+
+async def test_a_client_through_resets_every_50_ms_loses_and_duplicates_nothing() -> None:
+    config = RealtimeConfig(
+        durability="memory", initial_retry_delay=0.01, max_retry_delay=0.05, network_monitor=False
+    )
+    async with (
+        open_server_process() as server,
+        open_fault_proxy(server.port, seed=7) as proxy,
+    ):
+        url = f"ws://127.0.0.1:{proxy.port}/realtime"
+        async with (
+            open_realtime(url, token=server.token("alice"), config=config) as alice,
+            open_realtime(url, token=server.token("bob"), config=config) as bob,
+        ):
+            await bob.subscribe("room")
+            proxy.reset_every = 0.05
+            proxy.latency, proxy.jitter = 0.002, 0.003
+            proxy.changed()
+            for n in range(300):
+                await alice.send("room", "n", n)
+            got: list[int] = []
+            with trio.fail_after(60):
+                async for item in bob.messages("room"):
+                    assert isinstance(item, Message)
+                    got.append(item.payload)
+                    if len(got) == 300:
+                        break
+            assert got == list(range(300))
+            assert proxy.stats.resets > 0
+            assert alice.metrics.total_reconnects + bob.metrics.total_reconnects > 0
+
+
+async def test_server_process_fixture_kill_and_restart(realtime_server, fault_proxy) -> None:  # type: ignore[no-untyped-def]
+    config = RealtimeConfig(
+        durability="memory", initial_retry_delay=0.01, max_retry_delay=0.1, network_monitor=False
+    )
+    url = f"ws://127.0.0.1:{fault_proxy.port}/realtime"
+    async with open_realtime(url, token=realtime_server.token("alice"), config=config) as alice:
+        first = await alice.send("room", "n", 1)
+        await first.wait()
+        await realtime_server.kill()
+        assert not realtime_server.running
+        second = await alice.send("room", "n", 2)  # journaled (in memory here) while it is down
+        await realtime_server.restart()
+        with trio.fail_after(30):
+            await second.wait()
+        assert realtime_server.kills == 1  # restart() of a stopped server only starts it

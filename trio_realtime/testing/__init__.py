@@ -1,0 +1,17 @@
+"""Tools for testing code that uses trio_realtime (and for our own reliability tests).
+
+* :class:`FaultProxy` / :func:`open_fault_proxy`: a TCP proxy that adds latency, limits bandwidth,
+  resets connections, black-holes them, slices writes...
+* :class:`ServerProcess` / :func:`open_server_process`: the reference server in a child process,
+  to SIGKILL and restart.
+* ``trio_realtime.testing.pytest_plugin``: pytest-trio fixtures built on them (add
+  ``pytest_plugins = ["trio_realtime.testing.pytest_plugin"]`` to your ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+from ._proxy import FaultProxy as FaultProxy
+from ._proxy import ProxyStats as ProxyStats
+from ._proxy import open_fault_proxy as open_fault_proxy
+from ._server import ServerProcess as ServerProcess
+from ._server import open_server_process as open_server_process

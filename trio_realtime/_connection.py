@@ -558,11 +558,20 @@ class Connection:
 
     # --- subscriptions ---------------------------------------------------------------------------
 
-    async def subscribe(self, channel: str) -> None:
+    async def subscribe(self, channel: str, *, from_offset: int | None = None) -> None:
         """Receive ``channel``'s events in :meth:`messages`. The position is persisted in the
-        journal, so after a restart the server replays exactly what was missed."""
+        journal, so after a restart the server replays exactly what was missed.
+
+        The first time this journal subscribes to ``channel``, events start after the channel's
+        newest one, or after ``from_offset`` if given (``0``: from the oldest event the server
+        still keeps; older history it dropped is reported as a :class:`Gap`). After that, the
+        journal's position wins."""
         if not isinstance(channel, str) or not channel:
             raise ValueError(f"channel must be a non-empty string, got {channel!r}")
+        if from_offset is not None and (
+            isinstance(from_offset, bool) or not isinstance(from_offset, int) or from_offset < 0
+        ):
+            raise ValueError(f"from_offset must be a non-negative integer, got {from_offset!r}")
         journal = self._journal
         self._require_outbox()
         assert journal is not None
@@ -570,7 +579,12 @@ class Connection:
             await trio.lowlevel.checkpoint()
             return
         cursor = journal.cursors.get(channel)
-        position = ChannelPosition(cursor.offset, cursor.epoch) if cursor else None
+        if cursor is not None:
+            position: ChannelPosition | None = ChannelPosition(cursor.offset, cursor.epoch)
+        elif from_offset is not None:
+            position = ChannelPosition(from_offset)
+        else:
+            position = None
         self._subscriptions[channel] = position
         if self._state is ConnectionState.CONNECTED:
             await self._request(Subscribe(self._rid(), channel, *_position_args(position)))
@@ -654,24 +668,32 @@ class Connection:
         self._listeners.append(entry)
         return Stream(receive, kept, self._processed)
 
+    async def _starting_point(self, channel: str, position: ChannelPosition) -> None:
+        """The server told where a subscription starts. Persist it only for a subscription the
+        journal does not know yet (so a restart resumes it); otherwise the journal keeps what the
+        application processed, which may be behind what arrived."""
+        journal = self._journal
+        assert journal is not None
+        if channel in journal.cursors:
+            await trio.lowlevel.checkpoint()
+        else:
+            await journal.set_cursor(channel, position.offset, position.epoch)
+
     async def _processed(self, item: Message | Gap) -> None:
         """The application asked for the next item after ``item``: persist ``item``'s channel
         position, so after a crash the server replays from the first event not processed."""
         journal = self._journal
-        if (
-            not isinstance(item, Message)
-            or journal is None
-            or item.channel not in self._subscriptions
-        ):
+        offset = item.offset if isinstance(item, Message) else item.last_missing
+        if offset is None or journal is None or item.channel not in self._subscriptions:
             await trio.lowlevel.checkpoint()
             return
         cursor = journal.cursors.get(item.channel)
-        if cursor is not None and cursor.epoch == item.epoch and cursor.offset >= item.offset:
+        if cursor is not None and cursor.epoch == item.epoch and cursor.offset >= offset:
             await trio.lowlevel.checkpoint()
             return
         # If the connection closed meanwhile, the event is simply delivered again next time.
         with contextlib.suppress(JournalClosed):
-            await journal.set_cursor(item.channel, item.offset, item.epoch)
+            await journal.set_cursor(item.channel, offset, item.epoch)
 
     async def _deliver(self, item: Message | Gap) -> None:
         delivered = False
@@ -980,7 +1002,7 @@ class Connection:
             for channel, position in link.proto.cursors.items():
                 if channel in self._subscriptions:
                     self._subscriptions[channel] = position
-                    await journal.set_cursor(channel, position.offset, position.epoch)
+                    await self._starting_point(channel, position)
         elif isinstance(event, Error):
             if event.fatal:
                 # The close that follows carries the same meaning; act on it now.
@@ -998,7 +1020,7 @@ class Connection:
                 restored = link.proto.cursors.get(event.channel)
                 if restored is not None:
                     self._subscriptions[event.channel] = restored
-                    await journal.set_cursor(event.channel, restored.offset, restored.epoch)
+                    await self._starting_point(event.channel, restored)
             waiter = self._pending_requests.get(event.rid)
             if waiter is not None:
                 self._answers[event.rid] = event

@@ -293,6 +293,16 @@ async def test_an_event_being_processed_when_the_reader_dies_is_delivered_again(
                 async for item in reader.messages("room:1"):
                     assert isinstance(item, Message)
                     taken.append(item.payload)
+                    if item.payload == 12:
+                        # All 20 have arrived by now; a reconnect resumes after the last arrived,
+                        # which must not count as processed.
+                        states = reader.states()
+                        for session in [s for s in server.sessions if s.user == "r"]:
+                            session.close(1001, "going away")
+                            session.scope.cancel()
+                        with trio.fail_after(10):
+                            seen = [await states.__anext__() for _ in range(3)]
+                        assert seen[1:] == [ConnectionState.RECONNECTING, ConnectionState.CONNECTED]
                     if item.payload == 14:  # dies while handling 14: 10..13 are processed
                         scope.cancel()
                         await trio.lowlevel.checkpoint()

@@ -47,10 +47,32 @@ def stress(session: nox.Session) -> None:
         *session.posargs,
         env={
             "TRIO_REALTIME_STRESS": os.environ.get("TRIO_REALTIME_STRESS", "1000"),
-            "TRIO_REALTIME_CLIENT_KILLS": os.environ.get("TRIO_REALTIME_CLIENT_KILLS", "50"),
+            "TRIO_REALTIME_CLIENT_KILLS": os.environ.get("TRIO_REALTIME_CLIENT_KILLS", "1000"),
             "TRIO_REALTIME_CANCEL_ROUNDS": os.environ.get("TRIO_REALTIME_CANCEL_ROUNDS", "1000"),
+            "TRIO_REALTIME_FIGURES": os.path.abspath("docs/reliability"),
         },
     )
+    session.run("python", "reliability/report.py")
+
+
+@nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """The full chaos run (10,000 messages each way, 20 client and 5 server SIGKILLs); saves its
+    figures and rewrites docs/reliability.md."""
+    session.install("-e", ".")
+    session.run(
+        "python",
+        "reliability/chaos.py",
+        "--messages",
+        os.environ.get("TRIO_REALTIME_CHAOS_MESSAGES", "10000"),
+        "--client-kills",
+        "20",
+        "--server-kills",
+        "5",
+        "--out",
+        "docs/reliability/chaos.json",
+    )
+    session.run("python", "reliability/report.py")
 
 
 @nox.session(python=PYTHON)

@@ -13,6 +13,7 @@ first run without faults; the report gives the time ratio.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -79,7 +80,7 @@ async def client(url: str, journal: str, token: str, me: str, total: int, report
 
         async def orphaned() -> None:
             parent = os.getppid()
-            while os.getppid() == parent:  # the parent died: do not linger
+            while os.getppid() == parent:  # noqa: ASYNC110 - nothing to wait on: poll the parent
                 await trio.sleep(0.5)
             os._exit(3)
 
@@ -328,7 +329,7 @@ def verify(
         numbers = [n for sender, n in stored if sender == peer.name]
         lost += total - len(set(numbers))
         duplicated += len(numbers) - len(set(numbers))
-        reordered += sum(1 for a, b in zip(numbers, numbers[1:], strict=False) if b <= a)
+        reordered += sum(1 for a, b in itertools.pairwise(numbers) if b <= a)
         returned = {seq for life in peer.lives for seq in life.sent}
         returned_missing += len({seq - 1 for seq in returned} - set(numbers))
     delivery_lost = redelivered = duplicated_in_a_life = reordered_at_receiver = gaps = 0
@@ -338,9 +339,7 @@ def verify(
         for life in peer.lives:
             numbers = [n for sender, n, _ in life.received if sender != peer.name]
             duplicated_in_a_life += len(numbers) - len(set(numbers))
-            reordered_at_receiver += sum(
-                1 for a, b in zip(numbers, numbers[1:], strict=False) if b <= a
-            )
+            reordered_at_receiver += sum(1 for a, b in itertools.pairwise(numbers) if b <= a)
             redelivered += len(set(numbers) & seen)
             seen |= set(numbers)
             gaps += life.gaps

@@ -3,74 +3,90 @@ returned is delivered exactly once, in order."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
-import sys
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
-from trio_realtime.server import load_or_create_secret, make_token
-
+from ..figures import record
+from . import _children
 from .conftest import running_server, url
 
-KILLS = int(os.environ.get("TRIO_REALTIME_CLIENT_KILLS", "5"))
-TOTAL = 40 * (KILLS + 1)  # more than the lives before the last can send: none finishes early
+KILLS = int(os.environ.get("TRIO_REALTIME_CLIENT_KILLS", "100"))
+TOTAL = 30 * KILLS + 100  # more than the lives before the last can send: none finishes early
+
+
+@pytest.fixture(scope="module")
+def mp() -> Any:
+    # forkserver: a child starts in milliseconds from a server process that imported trio_realtime
+    # already, so a thousand lives fit in a few minutes.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["trio", "trio_realtime", "tests.connection._children"])
+    return ctx
+
+
+async def receive(conn: Connection) -> Any:
+    """The child's next report (EOFError once it is dead and everything was read)."""
+    while not conn.poll():
+        await trio.lowlevel.wait_readable(conn.fileno())
+    return conn.recv()
 
 
 @pytest.mark.slow
-async def test_sigkilled_client_loses_and_duplicates_nothing(data: Path) -> None:
+async def test_sigkilled_client_loses_and_duplicates_nothing(data: Path, mp: Any) -> None:
     rng = random.Random(4)
-    secret = load_or_create_secret(os.fspath(data / "server"))
-    from trio_realtime.server import HmacAuthenticator
-
     returned: set[int] = set()
-    async with running_server(data, auth=HmacAuthenticator(secret)) as server:
+    async with running_server(data) as server:
         journal = os.fspath(data / "client")
         for life in range(KILLS + 1):
-            read_fd, write_fd = os.pipe()
-            proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "trio_realtime",
-                    "_demo-sender",
-                    url(server),
-                    journal,
-                    make_token(secret, "bob"),
-                    str(TOTAL),
-                    str(write_fd),
-                ],
-                pass_fds=[write_fd],
+            parent, child = mp.Pipe(duplex=False)
+            proc = mp.Process(
+                target=_children.send_numbers, args=(url(server), journal, "bob", TOTAL, child)
             )
-            os.close(write_fd)
-            stream = trio.lowlevel.FdStream(read_fd)
-            buffer = b""
-            target = rng.randrange(5, 30) if life < KILLS else None
+            proc.start()
+            child.close()
+            target = rng.randrange(0, 30) if life < KILLS else None
             got = 0
             with trio.fail_after(60):
-                async for chunk in stream:
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    returned.update(int(x) for x in lines if x)
-                    got += len(lines)
-                    if target is not None and got >= target:
-                        proc.send_signal(signal.SIGKILL)
+                while target is None or got < target:
+                    report = await receive(parent)
+                    if report == "done":
                         break
-            await proc.wait()
-            # Drain what it wrote before dying: those sends returned too.
-            async for chunk in stream:
-                buffer += chunk
-            returned.update(int(x) for x in buffer.split(b"\n") if x)
-            await stream.aclose()
-            if target is None:
-                assert proc.returncode == 0
-            else:
-                assert proc.returncode == -signal.SIGKILL
-        stored = await server.store.read("demo", 0, 10 * TOTAL)
+                    returned.add(report)
+                    got += 1
+            if target is not None:
+                os.kill(proc.pid, signal.SIGKILL)
+            await trio.to_thread.run_sync(proc.join, 30)
+            # What it reported before dying: those sends returned too.
+            try:
+                while parent.poll():
+                    report = parent.recv()
+                    if report != "done":
+                        returned.add(report)
+            except (EOFError, ConnectionResetError):
+                pass
+            parent.close()
+            assert proc.exitcode == (0 if target is None else -signal.SIGKILL)
+        stored = await server.store.read("crash", 0, 10 * TOTAL)
     numbers = [e.payload["n"] for e in stored]
     assert numbers == list(range(TOTAL)), "lost, duplicated or reordered"
-    assert returned <= set(range(1, TOTAL + 1))
+    assert {seq - 1 for seq in returned} <= set(numbers)
     assert len(returned) > KILLS
+    record(
+        "client_crash",
+        {
+            "sigkills": KILLS,
+            "messages": TOTAL,
+            "sends_returned_before_a_kill_or_the_end": len(returned),
+            "stored": len(numbers),
+            "lost": 0,
+            "duplicated": 0,
+            "reordered": 0,
+        },
+    )

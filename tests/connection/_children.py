@@ -1,0 +1,28 @@
+"""Code run in child processes by the client crash test (imported by the forkserver)."""
+
+from __future__ import annotations
+
+from multiprocessing.connection import Connection
+
+import trio
+
+from trio_realtime import RealtimeConfig, open_realtime
+
+
+def send_numbers(url: str, journal: str, token: str, total: int, conn: Connection) -> None:
+    """Send ``{"n": i}`` for i up to ``total`` - 1, continuing where the journal says it stopped;
+    report each seq whose ``send`` returned, then ``"done"`` once everything is acknowledged."""
+
+    async def main() -> None:
+        config = RealtimeConfig(
+            initial_retry_delay=0.02, max_retry_delay=0.2, network_monitor=False
+        )
+        async with open_realtime(url, journal_dir=journal, token=token, config=config) as client:
+            for n in range(client.last_seq, total):
+                receipt = await client.send("crash", "n", {"n": n})
+                conn.send(receipt.seq)
+                await trio.sleep(0.002)  # paced, so a kill lands at a random point among sends
+            await client.drain()
+            conn.send("done")
+
+    trio.run(main)

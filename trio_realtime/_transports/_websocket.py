@@ -26,6 +26,7 @@ class WebSocketTransport:
 
     def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
         self._ws = ws
+        self._torn = False
 
     async def send(self, data: bytes | str) -> None:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
@@ -33,6 +34,12 @@ class WebSocketTransport:
             await self._ws.send_message(text)
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc) from None
+        except BaseException:
+            # Cancelled (or failed) part-way: the stream may end in the middle of a frame, and a
+            # close frame written after it would be read as that frame's payload. Only an abort
+            # is safe from now on.
+            self._torn = True
+            raise
 
     async def receive(self) -> bytes | str:
         try:
@@ -47,6 +54,9 @@ class WebSocketTransport:
                 await trio.aclose_forcefully(stream)
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        if self._torn:
+            await self.abort()
+            return
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             scope.shield = True
             await self._ws.aclose(code, reason or None)

@@ -241,8 +241,10 @@ async def run_workload(
 
                 nursery.start_soon(cycle_faults)
             # Kills are spread over the sending, by progress (sends that returned).
-            client_marks = sorted(rng.sample(range(1, 2 * total), client_kills))
-            server_marks = sorted(rng.sample(range(1, 2 * total), server_kills))
+            # (Within the first 90%: a life killed before it reported its last sends makes the
+            # progress end a little short of 2 * total.)
+            client_marks = sorted(rng.sample(range(1, 2 * total * 9 // 10), client_kills))
+            server_marks = sorted(rng.sample(range(1, 2 * total * 9 // 10), server_kills))
 
             async def debug_status() -> None:
                 while os.environ.get("CHAOS_DEBUG"):
@@ -258,28 +260,32 @@ async def run_workload(
 
             nursery.start_soon(debug_status)
 
-            def progress() -> int:
-                return sum(len(life.sent) for peer in peers for life in peer.lives)
+            def due(marks: list[int]) -> bool:
+                """A planned kill is due (all of them once sending finished: every one happens)."""
+                sent = sum(len(life.sent) for peer in peers for life in peer.lives)
+                return bool(marks) and (sent >= marks[0] or all(peer.done for peer in peers))
 
             with trio.fail_after(max(600, total / 10)):
-                while not all(
-                    peer.done and len(peer.received_from_other()) == total for peer in peers
+                while (
+                    client_marks
+                    or server_marks
+                    or not all(
+                        peer.done and len(peer.received_from_other()) == total for peer in peers
+                    )
                 ):
-                    if client_marks and progress() >= client_marks[0]:
+                    if due(client_marks):
                         client_marks.pop(0)
                         peer = rng.choice([p for p in peers if not p.done] or peers)
                         await kill(peer.lives[-1].process)
                         peer.kills += 1
                         await start_life(nursery, peer, url, server.token(peer.name), total)
-                    if server_marks and progress() >= server_marks[0]:
+                    if due(server_marks):
                         server_marks.pop(0)
                         if os.environ.get("CHAOS_DEBUG"):
                             print("restarting the server", file=sys.stderr, flush=True)
                         await server.restart()  # SIGKILL, then up again on the same port
                         if os.environ.get("CHAOS_DEBUG"):
                             print("server restarted", server.port, file=sys.stderr, flush=True)
-                    if all(peer.done for peer in peers) and (client_marks or server_marks):
-                        break  # sending finished before every planned kill: report it as is
                     with trio.move_on_after(0.05):
                         await peers[0].changed.wait()
                 # The last messages are in flight: let the faults stop so they arrive.

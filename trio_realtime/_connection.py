@@ -190,6 +190,19 @@ class Gap:
 _T = TypeVar("_T")
 
 
+@attrs.define(eq=False)
+class _Listener:
+    """One ``messages()`` iterator: the channel it wants (None: all) and what it was given."""
+
+    channel: str | None
+    send: trio.MemorySendChannel[Message | Gap]
+    given: dict[str, tuple[str, int]] = attrs.Factory(dict)  # channel -> (epoch, last offset)
+
+    def has(self, message: Message) -> bool:
+        last = self.given.get(message.channel)
+        return last is not None and last[0] == message.epoch and message.offset <= last[1]
+
+
 class Stream(Generic[_T]):
     """An async iterator over a connection's messages or states (``async for x in stream``).
 
@@ -350,7 +363,7 @@ class Connection:
         self._connector = connector or self._websocket_connector
         self._state = ConnectionState.CONNECTING
         self._state_listeners: list[trio.MemorySendChannel[ConnectionState]] = []
-        self._listeners: list[tuple[str | None, trio.MemorySendChannel[Message | Gap]]] = []
+        self._listeners: list[_Listener] = []
         self._backlog: list[Message | Gap] = []  # arrived while no matching messages() iterator
         self._backlog_room = trio.Event()
         self._subscriptions: dict[str, ChannelPosition | None] = {}
@@ -660,7 +673,7 @@ class Connection:
         client) and handed to the next matching iterator, so none is dropped on the floor.
         """
         send, receive = trio.open_memory_channel[Message | Gap](1024)
-        entry = (channel, send)
+        entry = _Listener(channel, send)
         # Take the backlog and register in one step (no checkpoint): nothing slips in between.
         kept = [i for i in self._backlog if channel is None or i.channel == channel]
         self._backlog = [i for i in self._backlog if not (channel is None or i.channel == channel)]
@@ -697,14 +710,19 @@ class Connection:
 
     async def _deliver(self, item: Message | Gap) -> None:
         delivered = False
-        for wanted, listener in list(self._listeners):
-            if wanted is None or wanted == item.channel:
+        for entry in list(self._listeners):
+            if entry.channel is None or entry.channel == item.channel:
+                if isinstance(item, Message) and entry.has(item):
+                    delivered = True  # given before a dropped link cut this hand-over short
+                    continue
                 try:
-                    await listener.send(item)
+                    await entry.send.send(item)
                     delivered = True
+                    if isinstance(item, Message):
+                        entry.given[item.channel] = (item.epoch, item.offset)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    if (wanted, listener) in self._listeners:
-                        self._listeners.remove((wanted, listener))
+                    if entry in self._listeners:
+                        self._listeners.remove(entry)
         if not delivered:
             while len(self._backlog) >= _BACKLOG_LIMIT:
                 self._backlog_room = trio.Event()
@@ -780,8 +798,8 @@ class Connection:
                 self._outbox.close()
             if self._state is not ConnectionState.FAILED:
                 self._set_state(ConnectionState.CLOSED)
-            for _, listener in self._listeners:
-                listener.close()
+            for entry in self._listeners:
+                entry.send.close()
             for outcomes in self._outcome_listeners:
                 outcomes.close()
             for service in self._services.values():
@@ -978,9 +996,6 @@ class Connection:
         assert journal is not None
         assert outbox is not None
         if isinstance(event, DownstreamEvent):
-            # Received: a resume within this process continues from here. The journal's cursor
-            # moves when the application has processed the event (see _processed).
-            self._subscriptions[event.channel] = ChannelPosition(event.offset, event.epoch)
             message = Message(
                 event.channel,
                 event.offset,
@@ -994,6 +1009,11 @@ class Connection:
             for service in self._services.values():
                 service.on_message(message)
             await self._deliver(message)
+            # Handed over: a resume within this process continues from here (not before: if the
+            # link drops while the hand-over waits for room, the event is asked for again). The
+            # journal's cursor moves when the application has processed it (see _processed).
+            if event.channel in self._subscriptions:
+                self._subscriptions[event.channel] = ChannelPosition(event.offset, event.epoch)
         elif isinstance(event, Ack):
             await outbox.ack(event.ack_seq, event.duplicates)
         elif isinstance(event, ResumeResponse):

@@ -312,3 +312,41 @@ async def test_an_event_being_processed_when_the_reader_dies_is_delivered_again(
         ) as reader:
             again = await collect(reader, "room:1", 6)
         assert [m.payload for m in again] == [14, 15, 16, 17, 18, 19]  # 14 again, none lost
+
+
+async def test_a_link_dropped_while_a_full_reader_waits_loses_and_repeats_nothing(
+    data: Path,
+) -> None:
+    """The reader task hands each event to ``messages()``; when the application is behind, the
+    hand-over waits for room, the heartbeat goes unanswered and the link is dropped. The event
+    whose hand-over was cut short must be asked for again, not resumed after (it was lost)."""
+    config = attrs.evolve(FAST, heartbeat_interval=0.1, heartbeat_timeout=0.3)
+    async with running_server(data) as server:
+        async with open_realtime(
+            url(server), journal_dir=data / "r", token="r", config=config
+        ) as r:
+            stream = r.messages("room:1")
+            await r.subscribe("room:1")
+            states = r.states()
+            async with open_realtime(
+                url(server), journal_dir=data / "w", token="w", config=FAST
+            ) as w:
+                await w.send_many("room:1", "n", list(range(1500)))  # more than the stream holds
+                await w.drain()
+                with trio.fail_after(10):
+                    seen = [await states.__anext__() for _ in range(3)]
+                assert seen == [
+                    ConnectionState.CONNECTED,
+                    ConnectionState.RECONNECTING,  # the heartbeat timed out
+                    ConnectionState.CONNECTED,
+                ]
+                await w.send_many("room:1", "n", list(range(1500, 1600)))
+                await w.drain()
+            got: list[int] = []
+            with trio.fail_after(10):
+                async for item in stream:
+                    assert isinstance(item, Message)
+                    got.append(item.payload)
+                    if item.payload == 1599:
+                        break
+        assert got == list(range(1600))

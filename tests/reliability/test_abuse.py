@@ -8,6 +8,8 @@ import json
 import os
 import random
 import resource
+import socket
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -323,3 +325,23 @@ async def test_a_store_that_fails_loses_nothing(tmp_path: Path) -> None:
             assert all(isinstance(r.outcome, Acked) for r in first + second)
         stored = await store.read("room", 0, 100)
     assert [e.payload for e in stored] == list(range(20))
+
+
+async def test_peers_that_vanish_mid_handshake_do_not_stop_the_server() -> None:
+    """Upgrade requests whose sender resets the connection before the answer: the server's
+    accept fails for that connection only (it used to end the whole server)."""
+    async with open_server(MemoryStore(), AllowAll()) as server:
+        request = (
+            b"GET /realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Protocol: trio-realtime.v1\r\n\r\n"
+        )
+        for _ in range(50):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(request)
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()  # RST before the 101 arrives
+        url = f"ws://127.0.0.1:{server.port}/realtime"
+        with trio.fail_after(10):
+            async with open_realtime(url, config=QUICK, token="after") as conn:
+                assert await (await conn.send("room", "n", 1)).wait() == Acked(1)

@@ -498,9 +498,12 @@ async def _websocket_handler(
 ) -> None:
     allowed = server.config.allowed_origins
     origin = {k.lower(): v for k, v in request.headers}.get(b"origin")
-    ws = await request.accept(
-        subprotocol=SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
-    )
+    try:
+        ws = await request.accept(
+            subprotocol=SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
+        )
+    except trio_websocket.ConnectionClosed:
+        return  # the peer went away before the handshake's answer
     transport = WebSocketTransport(ws)
     if allowed is not None and (origin is None or origin.decode("latin-1") not in allowed):
         await transport.aclose(CloseCode.POLICY_VIOLATION, "origin not allowed")
@@ -525,7 +528,12 @@ async def open_server(
         async with trio.open_nursery() as nursery:
 
             async def handler(request: trio_websocket.WebSocketRequest) -> None:
-                await _websocket_handler(server, request)
+                try:
+                    await _websocket_handler(server, request)
+                except Exception:
+                    # One connection's failure must never end the server (trio-websocket would
+                    # let it cancel every other connection).
+                    logger.exception("connection handler failed")
 
             await nursery.start(server.run)
             ws_server = await nursery.start(

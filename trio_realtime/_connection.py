@@ -932,8 +932,11 @@ class Connection:
                     return down
                 self._control.clear()
                 for channel, position in self._subscriptions.items():
-                    if position is None:  # subscribed while offline: ask from now
-                        self._control.append(Subscribe(self._rid(), channel))
+                    # Subscribed while offline (position None: from now), or after the resume
+                    # went out: not part of this link's resume, so ask for it now.
+                    if channel not in link.proto.cursors:
+                        args = _position_args(position)
+                        self._control.append(Subscribe(self._rid(), channel, *args))
                 for service in self._services.values():
                     service.on_resumed()
                 if self._link_lost_at is not None:

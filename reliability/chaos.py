@@ -273,6 +273,8 @@ async def run_workload(
                         peer.done and len(peer.received_from_other()) == total for peer in peers
                     )
                 ):
+                    if not server.running:
+                        raise RuntimeError("the server died on its own:\n" + server.log_tail())
                     if due(client_marks):
                         client_marks.pop(0)
                         peer = rng.choice([p for p in peers if not p.done] or peers)

@@ -80,6 +80,14 @@ async def test_resets_blackhole_and_refusal(nursery: trio.Nursery) -> None:
             await stream.receive_some(100)
         assert scope.cancelled_caught  # nothing comes back, and nothing is closed
         assert proxy.stats.bytes_dropped == len(b"into the void")
+        proxy.blackhole = False
+        # Lifted: a new connection works, the black-holed one stays dead (never a hole in a stream).
+        assert await roundtrip(proxy, b"alive") == b"alive"
+        await stream.send_all(b"after")
+        with trio.move_on_after(0.3) as scope:
+            await stream.receive_some(100)
+        assert scope.cancelled_caught
+        assert proxy.stats.bytes_dropped == len(b"into the voidafter")
         assert proxy.reset_all() == 1
         with contextlib.suppress(trio.BrokenResourceError):
             assert await stream.receive_some(100) == b""

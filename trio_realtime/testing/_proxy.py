@@ -40,6 +40,7 @@ class _Pair:
         self.server = server
         self.scope = trio.CancelScope()
         self.forwarded = 0
+        self.dead = False  # black-holed once: stays dead (TCP never skips bytes and goes on)
 
     def reset(self) -> None:
         """End both sides with a TCP RST (no FIN): what a crashed peer or a middlebox does."""
@@ -60,7 +61,8 @@ class FaultProxy:
     * ``reset_after_bytes``: reset a connection once it has forwarded this many bytes.
     * ``reset_every`` (seconds): reset every open connection this often.
     * ``blackhole``: forward nothing and close nothing (bytes are swallowed): a dead link that looks
-      alive.
+      alive. A connection that lost bytes to the black hole stays dead after it is lifted (TCP
+      never delivers later bytes without the earlier ones); new connections work again.
     * ``slow_close`` (seconds): wait this long before passing a close on.
     * ``chunk_size``: slice what is forwarded into writes of at most this many bytes.
     * ``refuse``: reset new connections at once.
@@ -173,7 +175,8 @@ class FaultProxy:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pair.scope.cancel()
                     return
-                if data and self.blackhole:
+                if data and (self.blackhole or pair.dead):
+                    pair.dead = True
                     self.stats.bytes_dropped += len(data)
                     continue
                 delay = self.latency + (self._random.random() * self.jitter if self.jitter else 0)

@@ -25,7 +25,8 @@ class ServerProcess:
 
     ``url`` is where clients connect; ``token(user)`` makes a token it accepts; :meth:`kill`
     SIGKILLs it (no clean shutdown, like a crash), :meth:`restart` starts it again on the same
-    port with the same data; :meth:`stop` ends it politely.
+    port with the same data; :meth:`stop` ends it politely. Its stderr (the server's log) is
+    appended to ``log_path`` in the data directory; :meth:`log_tail` reads the end of it.
     """
 
     def __init__(self, data_dir: str, *, port: int = 0, extra_args: tuple[str, ...] = ()) -> None:
@@ -41,6 +42,19 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/realtime"
 
     @property
+    def log_path(self) -> str:
+        return os.path.join(self.data_dir, "server.log")
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the server's log (to explain an unexpected exit)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read()[-20_000:].decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
@@ -53,9 +67,12 @@ class ServerProcess:
             raise RuntimeError("the server process is already running")
         args = [sys.executable, "-m", "trio_realtime", "serve", "--data", self.data_dir]
         args += ["--host", "127.0.0.1", "--port", str(self.port), *self.extra_args]
-        process = await trio.lowlevel.open_process(
-            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
+        os.makedirs(self.data_dir, exist_ok=True)
+        log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            process = await trio.lowlevel.open_process(args, stdout=subprocess.PIPE, stderr=log)
+        finally:
+            os.close(log)  # the child has its own copy
         self._process = process
         assert process.stdout is not None
         output = b""
@@ -64,7 +81,10 @@ class ServerProcess:
                 chunk = await process.stdout.receive_some(4096)
                 if not chunk:
                     await process.wait()
-                    raise RuntimeError(f"the server exited with {process.returncode}: {output!r}")
+                    raise RuntimeError(
+                        f"the server exited with {process.returncode}: {output!r}\n"
+                        + self.log_tail()
+                    )
                 output += chunk
         self.port = int(match.group(1))
         await process.stdout.aclose()

@@ -40,6 +40,7 @@ def tests(session: nox.Session) -> None:
 def stress(session: nox.Session) -> None:
     """Long crash loops: journal and client SIGKILLs and random cancellations, many more times."""
     session.install("-e", ".[test]")
+    figures = os.path.abspath("docs/reliability")
     session.run(
         "pytest",
         "-m",
@@ -49,9 +50,11 @@ def stress(session: nox.Session) -> None:
             "TRIO_REALTIME_STRESS": os.environ.get("TRIO_REALTIME_STRESS", "1000"),
             "TRIO_REALTIME_CLIENT_KILLS": os.environ.get("TRIO_REALTIME_CLIENT_KILLS", "1000"),
             "TRIO_REALTIME_CANCEL_ROUNDS": os.environ.get("TRIO_REALTIME_CANCEL_ROUNDS", "1000"),
-            "TRIO_REALTIME_FIGURES": os.path.abspath("docs/reliability"),
+            "TRIO_REALTIME_FIGURES": figures,
         },
     )
+    # The load and abuse tests run in the default session too; here they save their figures.
+    session.run("pytest", "tests/reliability/test_abuse.py", env={"TRIO_REALTIME_FIGURES": figures})
     session.run("python", "reliability/report.py")
 
 

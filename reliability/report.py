@@ -55,6 +55,39 @@ CHECKS = [
     ),
 ]
 
+CHECKS += [
+    (
+        "slowloris",
+        "Slowloris",
+        "Hundreds of connections open and never finish: half send half an HTTP upgrade request, "
+        "half upgrade and never send `resume`. The server closes each after its handshake timeout "
+        "(4000 for the upgraded ones) while a normal client is served before any of them times "
+        "out.",
+        "`tests/reliability/test_abuse.py`",
+    ),
+    (
+        "malformed",
+        "Malformed frames against the server",
+        "10,000 conversations with the server, each ending in something illegal: garbage bytes, "
+        "deep nesting, huge numbers, wrong types, events before `resume`, a second `resume`, "
+        "skipped seqs, unknown types and kinds, lone surrogates. Every answer must be a "
+        "documented error frame or close code, and the server must still serve a well-behaved "
+        "client afterwards. The table counts the error frames by code.",
+        "`tests/reliability/test_abuse.py` (the codec and state machines are fuzzed with "
+        "hypothesis in `tests/protocol/`)",
+    ),
+    (
+        "slow_consumer",
+        "Slow consumer",
+        "A subscriber stops reading while 30 MB are published to its channel. The server queues "
+        "at most `send_queue_size` messages for it, then closes it with 4029; what the subscriber "
+        "can still read afterwards is what the socket buffers held, far less than was published. "
+        "A companion test checks that a writer cut in the middle of a message aborts the link "
+        "rather than sending a close frame the peer would read as payload.",
+        "`tests/reliability/test_abuse.py`",
+    ),
+]
+
 #: Checks without figures of their own: what they show, and where.
 OTHER_CHECKS = [
     (
@@ -67,16 +100,18 @@ OTHER_CHECKS = [
     ),
     (
         "Fuzzing",
-        "Hypothesis round trips and junk for the codec and both state machines; 10,000 "
-        "malformed frames against a live server, which answers only with documented error frames "
-        "and close codes and keeps serving another client.",
-        "`tests/protocol/test_fuzz.py`, `tests/reliability/test_abuse.py`",
+        "Hypothesis round trips and junk for the codec and both state machines, and a "
+        "hypothesis state machine that drives a client and a server protocol object through "
+        "sends, commits, acks, fan-out and dropped links in any order: neither side raises, "
+        "nothing is stored twice or skipped, acks never pass the store, the client receives the "
+        "channel without gaps or repeats, and everything arrives once the link stays up.",
+        "`tests/protocol/test_fuzz.py`, `tests/protocol/test_conversation.py`",
     ),
     (
         "Load and abuse",
-        "500 slowloris connections are timed out while a normal client is served; "
-        "a slow consumer is closed (4029) instead of growing the server's memory; a stalled server "
-        "cannot grow the client past its outbox limits.",
+        "Besides the three above: a stalled server cannot grow the client past its outbox "
+        "limits (`OutboxFull` at the limit); rate limits and frame size limits close with "
+        "4029 and 1009.",
         "`tests/reliability/test_abuse.py`, `tests/server/test_policies.py`",
     ),
     (
@@ -129,7 +164,15 @@ def chaos_table(figures: dict[str, Any]) -> list[str]:
 
 
 def plain_table(figures: dict[str, Any]) -> list[str]:
-    return ["| | |", "|---|---|", *(f"| {k.replace('_', ' ')} | {v} |" for k, v in figures.items())]
+    def show(value: Any) -> str:
+        if isinstance(value, dict):
+            return ", ".join(f"{k} {show(v)}" for k, v in value.items()) or "none"
+        return (
+            f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        )
+
+    rows = (f"| {k.replace('_', ' ')} | {show(v)} |" for k, v in figures.items())
+    return ["| | |", "|---|---|", *rows]
 
 
 def render() -> str:

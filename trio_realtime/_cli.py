@@ -55,10 +55,12 @@ def _serve(args: argparse.Namespace) -> int:
             server = await nursery.start(
                 functools.partial(serve, args.data, host=args.host, port=args.port, config=config)
             )
-            print(
-                f"trio-realtime server on ws://{args.host}:{server.port}/realtime (data: {args.data})",
-                flush=True,
-            )
+            line = f"trio-realtime server on ws://{args.host}:{server.port}/realtime (data: {args.data})"
+            # One write (print() writes the end of line separately when stdout is unbuffered), and
+            # a reader that closed our stdout after reading it must not end the server.
+            with contextlib.suppress(OSError):
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
 
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(main)

@@ -17,7 +17,7 @@ from ..server import load_or_create_secret, make_token
 
 __all__ = ["ServerProcess", "open_server_process"]
 
-_LISTENING = re.compile(rb"trio-realtime server on ws://[^:]+:(\d+)/realtime")
+_LISTENING = re.compile(rb"trio-realtime server on ws://[^:]+:(\d+)/realtime[^\n]*\n")
 
 
 class ServerProcess:

@@ -72,3 +72,26 @@ async def test_read_watermarks_only_move_forward(make: Any) -> None:
     assert await store.receipts("ch") == {"alice": 9, "bob": 1}
     assert await store.receipts("other") == {}
     await store.aclose()
+
+
+async def test_a_seq_stored_through_one_connection_is_not_stored_again_through_another(
+    make: Any,
+) -> None:
+    """Two connections of one client can overlap (the old one is not known dead yet): both may
+    carry the same seq to the committer. Whichever commits second stores nothing."""
+    store = make()
+
+    def seq(n: int) -> NewEvent:
+        return NewEvent("ch", "e", {"n": n}, n, "u", f"c1:{n}", n)
+
+    first = await store.commit("c1", 2, [seq(1), seq(2)])
+    again = await store.commit("c1", 3, [seq(2), seq(3)])  # 2 again, then the new 3
+    assert [s.offset for s in first if s] == [1, 2]
+    assert again[0] is None
+    assert again[1] is not None
+    assert again[1].offset == 3
+    # In one transaction too (commit_many of both connections' requests).
+    both = await store.commit_many([("c1", 4, [seq(4)]), ("c1", 4, [seq(4)])])
+    assert both[1] == [None]
+    assert [e.payload["n"] for e in await store.read("ch", 0, 10)] == [1, 2, 3, 4]
+    await store.aclose()

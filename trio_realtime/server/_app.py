@@ -363,6 +363,7 @@ class RealtimeServer:
                         event.timestamp,
                         session.user,
                         event.idempotency_key,
+                        event.seq,
                     )
                 )
             elif isinstance(event, DuplicateEvent):

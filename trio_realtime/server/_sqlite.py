@@ -137,7 +137,12 @@ class SqliteStore(StoreBase):
         events: Sequence[NewEvent],
     ) -> list[StoredEvent | None]:
         stored: list[StoredEvent | None] = []
+        row = db.execute("SELECT ack_seq FROM clients WHERE client_id = ?", (client_id,)).fetchone()
+        watermark = int(row[0]) if row else 0
         for new in events:
+            if new.seq is not None and new.seq <= watermark:
+                stored.append(None)  # stored through another connection of this client
+                continue
             key = new.idempotency_key
             if key is not None and not key.startswith(f"{client_id}:"):
                 row = db.execute("SELECT at FROM ikeys WHERE key = ?", (key,)).fetchone()

@@ -36,6 +36,9 @@ class NewEvent:
     timestamp: int
     sender: str | None
     idempotency_key: str | None
+    seq: int | None = None
+    """The client's upstream seq: at or below the client's stored watermark, it was stored
+    already (by an earlier, overlapping connection of the same client) and is not stored again."""
 
 
 @attrs.frozen
@@ -69,8 +72,9 @@ class Store(Protocol):
         self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
     ) -> list[StoredEvent | None]:
         """In one transaction: append ``events`` to their channels and set the client's ack
-        watermark to ``ack_seq``. An event whose idempotency key was already stored within the
-        dedup window is not appended again (``None`` in the result)."""
+        watermark to ``ack_seq``. An event whose seq is at or below the client's watermark, or
+        whose idempotency key was already stored within the dedup window, is not appended again
+        (``None`` in the result)."""
 
     async def commit_many(
         self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
@@ -156,7 +160,11 @@ class MemoryStore(StoreBase):
     ) -> list[StoredEvent | None]:
         now = time.time()
         stored: list[StoredEvent | None] = []
+        watermark = self._acks.get(client_id, 0)
         for new in events:
+            if new.seq is not None and new.seq <= watermark:
+                stored.append(None)  # stored through another connection of this client
+                continue
             key = new.idempotency_key
             if key is not None and not key.startswith(f"{client_id}:"):
                 seen = self._keys.get(key)

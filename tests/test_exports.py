@@ -75,3 +75,31 @@ def test_closed_versus_broken() -> None:
     assert issubclass(trio_realtime.JournalBroken, trio_realtime.RealtimeBrokenError)
     assert not issubclass(trio_realtime.RealtimeClosedError, trio_realtime.RealtimeBrokenError)
     assert issubclass(trio_realtime.ConfigError, ValueError)  # bad input is also a ValueError
+
+
+def test_subpackage_surfaces() -> None:
+    import trio_realtime.queue
+    import trio_realtime.testing
+
+    def public(module: types.ModuleType) -> set[str]:
+        return {
+            name
+            for name in dir(module)
+            if not name.startswith("_") and not isinstance(getattr(module, name), types.ModuleType)
+        } - {"annotations"}
+
+    assert public(trio_realtime.queue) == {
+        "PersistentQueue",
+        "QueueItem",
+        "QueueProducer",
+        "open_queue",
+        "queue_directory",
+    }
+    assert set(trio_realtime.queue.__all__) == public(trio_realtime.queue)
+    assert public(trio_realtime.testing) == {
+        "FaultProxy",
+        "ProxyStats",
+        "ServerProcess",
+        "open_fault_proxy",
+        "open_server_process",
+    }

@@ -19,6 +19,7 @@ LAYERS = {
     "_config": 3,
     "_backoff": 3,
     "_outbox": 4,
+    "queue": 4,
     "_transports": 5,
     "_connection": 6,
     "services": 7,

@@ -37,6 +37,34 @@ def _journal_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _queue_inspect(args: argparse.Namespace) -> int:
+    import time
+
+    from .queue import queue_directory
+    from .queue._consumer import inspect_queue
+
+    try:
+        directory = queue_directory(args.name, args.directory)
+    except ValueError as exc:
+        raise ConfigError("name", str(exc)) from None
+    if not os.path.isdir(directory):
+        print(f"error: no queue {args.name!r} at {directory}", file=sys.stderr)
+        return 1
+    pending, alive = inspect_queue(directory)
+    print(f"queue:      {args.name} ({directory})")
+    print(f"pending:    {len(pending)}")
+    for producer, running in alive.items():
+        count = sum(1 for p in pending if p.producer_id == producer)
+        state = "running" if running else "gone"
+        print(f"producer:   {producer} ({state}) pending={count}")
+    for item in pending[: args.limit]:
+        age = time.time() - item.enqueued_at
+        print(f"  {item.producer_id} #{item.seq} {age:.1f}s ago {item.size} B: {item.preview}")
+    if len(pending) > args.limit:
+        print(f"  ... and {len(pending) - args.limit} more")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import functools
 
@@ -123,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("directory", help="the journal directory")
     inspect.set_defaults(handler=_journal_inspect)
+
+    queue = commands.add_parser("queue", help="durable local queues (trio_realtime.queue)")
+    queue_commands = queue.add_subparsers(dest="queue_command", metavar="SUBCOMMAND")
+    queue_inspect = queue_commands.add_parser(
+        "inspect", help="list a queue's pending items without changing it (safe while in use)"
+    )
+    queue_inspect.add_argument("name", help="the queue's name")
+    queue_inspect.add_argument("--directory", default=None, help="default: found by name")
+    queue_inspect.add_argument("--limit", type=int, default=20, help="items to list")
+    queue_inspect.set_defaults(handler=_queue_inspect)
 
     data = default_data_dir()
     serve = commands.add_parser("serve", help="run the reference server")

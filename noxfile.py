@@ -50,6 +50,7 @@ def stress(session: nox.Session) -> None:
             "TRIO_REALTIME_STRESS": os.environ.get("TRIO_REALTIME_STRESS", "1000"),
             "TRIO_REALTIME_CLIENT_KILLS": os.environ.get("TRIO_REALTIME_CLIENT_KILLS", "1000"),
             "TRIO_REALTIME_CANCEL_ROUNDS": os.environ.get("TRIO_REALTIME_CANCEL_ROUNDS", "1000"),
+            "TRIO_REALTIME_QUEUE_ITEMS": os.environ.get("TRIO_REALTIME_QUEUE_ITEMS", "10000"),
             "TRIO_REALTIME_FIGURES": figures,
         },
     )
@@ -92,3 +93,4 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; results are written under docs/benchmarks/."""
     session.install("-e", ".")
     session.run("python", "benchmarks/journal.py", *session.posargs)
+    session.run("python", "benchmarks/local_queue.py")

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
 
 from trio_realtime.queue import QueueProducer
@@ -69,6 +70,7 @@ def asyncio_producer(directory: str, count: int, sent: list[tuple[str, int, int]
     asyncio.run(run())
 
 
+@pytest.mark.slow
 async def test_every_returned_send_is_delivered_and_acked_items_never_return(
     tmp_path: Path,
 ) -> None:

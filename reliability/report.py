@@ -88,6 +88,19 @@ CHECKS += [
     ),
 ]
 
+CHECKS += [
+    (
+        "queue_many_producers",
+        "Durable local queue under consumer kills",
+        "Four producer processes, four producer threads and an asyncio producer send to one "
+        "`trio_realtime.queue` while its consumer (a child process) is SIGKILLed six times and "
+        "left stopped in between. Every item whose send returned must be delivered and "
+        "acknowledged, no acknowledged item may come back, and each producer's order must hold.",
+        "`tests/queue/test_many_producers.py` (1,000 items per producer by default, 10,000 in "
+        "`nox -s stress`)",
+    ),
+]
+
 #: Checks without figures of their own: what they show, and where.
 OTHER_CHECKS = [
     (

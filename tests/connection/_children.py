@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from multiprocessing.connection import Connection
 
 import trio
@@ -12,6 +14,13 @@ from trio_realtime import RealtimeConfig, open_realtime
 def send_numbers(url: str, journal: str, token: str, total: int, conn: Connection) -> None:
     """Send ``{"n": i}`` for i up to ``total`` - 1, continuing where the journal says it stopped;
     report each seq whose ``send`` returned, then ``"done"`` once everything is acknowledged."""
+
+    log = os.environ.get("TRIO_REALTIME_CHILD_LOG")
+    if log:  # what this life did, for a test that has to explain a hang
+        logging.basicConfig(
+            filename=log, level=logging.INFO, format="%(relativeCreated)6d %(name)s %(message)s"
+        )
+        logging.getLogger("trio_realtime").setLevel(logging.DEBUG)
 
     async def main() -> None:
         config = RealtimeConfig(

@@ -46,6 +46,8 @@ async def test_sigkilled_client_loses_and_duplicates_nothing(data: Path, mp: Any
         journal = os.fspath(data / "client")
         for life in range(KILLS + 1):
             parent, child = mp.Pipe(duplex=False)
+            log = data / "life.log"
+            os.environ["TRIO_REALTIME_CHILD_LOG"] = os.fspath(log)  # the forkserver passes it on
             proc = mp.Process(
                 target=_children.send_numbers, args=(url(server), journal, "bob", TOTAL, child)
             )
@@ -53,13 +55,21 @@ async def test_sigkilled_client_loses_and_duplicates_nothing(data: Path, mp: Any
             child.close()
             target = rng.randrange(0, 30) if life < KILLS else None
             got = 0
-            with trio.fail_after(60):
-                while target is None or got < target:
+            while target is None or got < target:
+                # Stuck means no report for 60 s (the last life sends thousands: no total limit).
+                with trio.move_on_after(60) as stuck:
                     report = await receive(parent)
-                    if report == "done":
-                        break
-                    returned.add(report)
-                    got += 1
+                if stuck.cancelled_caught:
+                    tail = log.read_text()[-4000:] if log.exists() else "(no log)"
+                    os.kill(proc.pid, signal.SIGKILL)
+                    raise AssertionError(
+                        f"life {life} reported nothing for 60 s after {got} sends; its log:\n{tail}"
+                    )
+                if report == "done":
+                    break
+                returned.add(report)
+                got += 1
+            log.unlink(missing_ok=True)
             if target is not None:
                 os.kill(proc.pid, signal.SIGKILL)
             await trio.to_thread.run_sync(proc.join, 30)

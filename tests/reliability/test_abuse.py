@@ -63,11 +63,10 @@ async def test_slowloris_connections_are_timed_out_and_others_are_served() -> No
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4 * SLOWLORIS + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * SLOWLORIS + 100), hard))
-    config = ServerConfig(handshake_timeout=2.0)
+    config = ServerConfig(handshake_timeout=5.0)
     async with open_server(MemoryStore(), AllowAll(), config=config) as server:
         url = f"ws://127.0.0.1:{server.port}/realtime"
         closed: list[float] = []
-        started = trio.current_time()
 
         async def raw_tcp() -> None:  # half an HTTP upgrade request, then nothing
             stream = await trio.open_tcp_stream("127.0.0.1", server.port)
@@ -101,12 +100,12 @@ async def test_slowloris_connections_are_timed_out_and_others_are_served() -> No
                 async with open_realtime(url, config=QUICK, token="normal") as conn:
                     receipts = await conn.send_many("room", "n", list(range(100)))
                     assert [await r.wait() for r in receipts] == [Acked(i + 1) for i in range(100)]
-                served_at = trio.current_time()
+                closed_when_served = len(closed)
         assert len(closed) == SLOWLORIS
-        assert served_at - started < config.handshake_timeout  # served before they timed out
+        assert closed_when_served == 0  # served while every slow connection still hung on
         record(
             "slowloris",
-            {"connections": SLOWLORIS, "timed_out": len(closed), "handshake_timeout_s": 2.0},
+            {"connections": SLOWLORIS, "timed_out": len(closed), "handshake_timeout_s": 5.0},
         )
 
 

@@ -422,9 +422,13 @@ def inspect_queue(directory: str) -> tuple[list[PendingItem], dict[str, bool]]:
         names = []
     for name in names:
         log = _ProducerLog(name, os.path.join(producers, name))
+        try:
+            records = log.read_new()
+        except FileNotFoundError:
+            continue  # collected by the consumer meanwhile: nothing pending there
         alive[name] = not _is_abandoned(log.path)
         mark = acks.get(name, _Acks())
-        for record in log.read_new():
+        for record in records:
             if record.seq in mark:
                 continue
             envelope = decode_item(record.data)

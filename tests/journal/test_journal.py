@@ -34,13 +34,27 @@ class FsyncCounter:
         self.fail_with: int | None = None
         self.fail_only: set[int] = set()  # with fail_with: fail just these calls (1-based)
         self._real = os.fsync
+        self._changed = threading.Condition()
         monkeypatch.setattr(os, "fsync", self)
 
     def __call__(self, fd: int) -> None:
-        self.calls += 1
+        with self._changed:
+            self.calls += 1
+            self._changed.notify_all()
         if self.fail_with is not None and (not self.fail_only or self.calls in self.fail_only):
             raise OSError(self.fail_with, os.strerror(self.fail_with))
         self._real(fd)
+
+    async def wait_beyond(self, calls: int, within: float = 60) -> None:
+        """Wait until more than ``calls`` fsyncs happened, in real time (a worker thread waits):
+        under a MockClock, virtual time races ahead while the fsync runs in its own thread, so a
+        virtual deadline can pass before a slow disk has answered."""
+
+        def wait() -> bool:
+            with self._changed:
+                return self._changed.wait_for(lambda: self.calls > calls, within)
+
+        assert await trio.to_thread.run_sync(wait), f"no fsync beyond {calls} in {within} s"
 
 
 async def test_append_and_reopen(jdir: str) -> None:
@@ -116,18 +130,13 @@ async def test_batch_mode_fsyncs_by_itself_and_only_when_dirty(
     async with open_journal(jdir, durability="batch", batch_interval=0.25) as journal:
         fsyncs = FsyncCounter(monkeypatch)
         await append_n(journal, 2)
-        with trio.fail_after(60):  # bounded polling: nobody calls flush(), the flusher must fsync
-            # Polling, not an Event: the counter is bumped from a worker thread.
-            while fsyncs.calls == 0:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+        await fsyncs.wait_beyond(0)  # nobody calls flush(): the flusher must fsync by itself
         await journal.flush()  # settle: everything written is now synced
         synced = fsyncs.calls
         await trio.sleep(40 * 0.25)  # forty idle intervals: nothing new to sync, no fsync
         assert fsyncs.calls == synced
         await append_n(journal, 1)
-        with trio.fail_after(60):
-            while fsyncs.calls == synced:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+        await fsyncs.wait_beyond(synced)
 
 
 async def test_flush_fsyncs_now(jdir: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -71,6 +71,32 @@ def asyncio_producer(directory: str, count: int, sent: list[tuple[str, int, int]
     asyncio.run(run())
 
 
+def check(lives: list[Child], expected_n: dict[tuple[str, int], int]) -> int:
+    """What each consumer life reported: no acknowledged item delivered again (in a later life
+    or after its ack), payloads as sent, each producer's items in order within a life. Returns
+    how many items were handed out but not acknowledged before a kill (delivered again later)."""
+    acked_before: set[tuple[str, int]] = set()
+    redelivered = 0
+    for life in lives:
+        last_seq: dict[str, int] = {}
+        acked_now: set[tuple[str, int]] = set()
+        handed: set[tuple[str, int]] = set()
+        for line in list(life.lines):
+            key = (line[1], int(line[2]))
+            if line[0] == "d":
+                assert key not in acked_before, f"{key}, acked in an earlier life, came back"
+                assert key not in acked_now, f"{key} came back after its ack"
+                assert int(line[3]) == expected_n[key]
+                assert int(line[2]) > last_seq.get(line[1], 0), "per-producer order broken"
+                last_seq[line[1]] = int(line[2])
+                handed.add(key)
+            else:
+                acked_now.add(key)
+        redelivered += len(handed - acked_now)
+        acked_before |= acked_now
+    return redelivered
+
+
 @pytest.mark.slow
 async def test_every_returned_send_is_delivered_and_acked_items_never_return(
     tmp_path: Path,
@@ -117,36 +143,19 @@ async def test_every_returned_send_is_delivered_and_acked_items_never_return(
             everything = {(p, s) for p, s, _ in sent}
 
             async def settled() -> bool:
+                check(lives, {(p, s): n for p, s, n in sent})  # fail at once, not at the timeout
                 if not everything <= delivered():
                     return False
                 pending, _ = await trio.to_thread.run_sync(inspect_queue, directory)
                 return not pending
 
             while not await settled():  # noqa: ASYNC110
-                await trio.sleep(0.05)  # bounded (fail_after above): the consumer catches up
+                await trio.sleep(0.2)  # bounded (fail_after above): the consumer catches up
             final.process.send_signal(signal.SIGKILL)
 
     # Every returned send was delivered, with its payload, and acknowledged (none is pending).
     assert delivered() == everything
-    expected_n = {(p, s): n for p, s, n in sent}
-    acked_before: set[tuple[str, int]] = set()
-    redelivered = 0
-    for life in lives:
-        last_seq: dict[str, int] = {}
-        acked_now: set[tuple[str, int]] = set()
-        for line in life.lines:
-            key = (line[1], int(line[2]))
-            if line[0] == "d":
-                assert key not in acked_before, f"{key}, acked in an earlier life, came back"
-                assert key not in acked_now, f"{key} came back after its ack"
-                assert int(line[3]) == expected_n[key]
-                assert int(line[2]) > last_seq.get(line[1], 0), "per-producer order broken"
-                last_seq[line[1]] = int(line[2])
-            else:
-                acked_now.add(key)
-        delivered = {(x[1], int(x[2])) for x in life.lines if x[0] == "d"}
-        redelivered += len(delivered - acked_now)  # handed out when it was killed
-        acked_before |= acked_now
+    redelivered = check(lives, {(p, s): n for p, s, n in sent})
     record(
         "queue_many_producers",
         {

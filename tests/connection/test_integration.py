@@ -22,20 +22,8 @@ from trio_realtime import (
 )
 from trio_realtime.server import HmacAuthenticator, make_token
 
+from ..helpers import collect
 from .conftest import FAST, running_server, url
-
-
-async def collect(conn: object, channel: str, count: int) -> list[Message]:
-    got: list[Message] = []
-    stream = conn.messages(channel)  # type: ignore[attr-defined]
-    with trio.fail_after(20):
-        async for item in stream:
-            assert isinstance(item, Message), item
-            got.append(item)
-            if len(got) == count:
-                await stream.commit()  # processed: not to be delivered again after a restart
-                break
-    return got
 
 
 async def test_send_is_acked_and_stored(data: Path) -> None:

@@ -10,6 +10,8 @@ from trio_realtime import ConnectionFailed, ConnectionState, RealtimeConfig, ope
 from trio_realtime._protocol import Ping, ResumeResponse, ServerProtocol
 from trio_realtime._transports import Transport, TransportClosed, memory_transport_pair
 
+from ..helpers import Watched
+
 URL = "ws://server.invalid/realtime"
 
 
@@ -39,7 +41,7 @@ async def test_backoff_schedule_and_failed_after_max_retries(
 
 def silent_server(answer_pings: bool):  # type: ignore[no-untyped-def]
     """A connector to an in-memory server that resumes, then answers pings or ignores them."""
-    connects: list[float] = []
+    connects: Watched[float] = Watched()
 
     async def serve(end: Transport) -> None:
         proto = ServerProtocol()
@@ -75,9 +77,7 @@ async def test_heartbeat_timeout_declares_the_link_dead(
     config = RealtimeConfig(heartbeat_interval=5.0, heartbeat_timeout=2.0, durability="memory")
     async with open_realtime(URL, config=config, connector=connect) as conn:
         assert conn.state is ConnectionState.CONNECTED
-        with trio.fail_after(100):  # virtual seconds
-            while len(connects) < 3:  # noqa: ASYNC110 - polling a list the connector appends to
-                await trio.sleep(0.5)
+        await connects.wait_until(lambda: len(connects) >= 3, within=100)  # virtual seconds
     # Ping at 5, silence until 7: dead, reconnect at once (first retry is immediate); then the
     # same again 7 s later (the backoff was reset by the successful resume).
     assert connects == [0.0, 7.0, 14.0]

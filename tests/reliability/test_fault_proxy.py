@@ -6,8 +6,10 @@ import contextlib
 
 import trio
 
-from trio_realtime import Message, RealtimeConfig, open_realtime
+from trio_realtime import RealtimeConfig, open_realtime
 from trio_realtime.testing import FaultProxy, open_fault_proxy, open_server_process
+
+from ..helpers import collect
 
 pytest_plugins = ["trio_realtime.testing.pytest_plugin"]
 
@@ -124,14 +126,8 @@ async def test_a_client_through_resets_every_50_ms_loses_and_duplicates_nothing(
             # (every 50 ms, a slow one can be cut again and again before it completes).
             proxy.reset_every = 0.25
             proxy.changed()
-            got: list[int] = []
-            with trio.fail_after(60):
-                async for item in bob.messages("room"):
-                    assert isinstance(item, Message)
-                    got.append(item.payload)
-                    if len(got) == 300:
-                        break
-            assert got == list(range(300))
+            got = await collect(bob, "room", 300, within=60)
+            assert [m.payload for m in got] == list(range(300))
             assert proxy.stats.resets > 0
             assert alice.metrics.total_reconnects + bob.metrics.total_reconnects > 0
 

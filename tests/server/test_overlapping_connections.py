@@ -15,13 +15,16 @@ from trio_realtime.server._store import NewEvent, StoredEvent
 
 
 class GatedStore(MemoryStore):
-    """Commits wait for ``gate`` (the old connection's commit is slow)."""
+    """Commits wait for ``gate`` (the old connection's commit is slow); ``entered`` is set when
+    the first commit is waiting there."""
 
     gate: trio.Event
+    entered: trio.Event
 
     async def commit_many(
         self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
     ) -> list[list[StoredEvent | None]]:
+        self.entered.set()
         await self.gate.wait()
         return await super().commit_many(batch)
 
@@ -48,15 +51,14 @@ async def open_link(server: RealtimeServer, nursery: trio.Nursery) -> Transport:
 
 async def test_a_seq_received_on_two_overlapping_connections_is_stored_once() -> None:
     store = GatedStore()
-    store.gate = trio.Event()
+    store.gate, store.entered = trio.Event(), trio.Event()
     server = RealtimeServer(store, AllowAll())
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         with trio.fail_after(10):
             old = await open_link(server, nursery)
             await old.send(EVENT_1)  # received; its commit waits at the gate
-            while not store.gate.statistics().tasks_waiting:  # noqa: ASYNC110
-                await trio.sleep(0.01)  # bounded polling: the commit is in the store
+            await store.entered.wait()  # the old connection's commit is in the store
             new = await open_link(server, nursery)  # the client retransmits seq 1 here
             await new.send(EVENT_1)
             store.gate.set()

@@ -14,6 +14,8 @@ from trio_realtime._protocol import ClientFrame, decode_client_message
 from trio_realtime._transports import Transport, memory_transport_pair
 from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer, ServerConfig
 
+from ..helpers import Watched
+
 URL = "ws://server.invalid/realtime"
 
 #: Connections in memory: no journal, no network monitor, quick retries.
@@ -52,13 +54,13 @@ class Recording:
 class MemoryServer:
     server: RealtimeServer
     nursery: trio.Nursery
-    received: dict[str, list[tuple[float, ClientFrame]]] = attrs.Factory(dict)
+    received: dict[str, Watched[tuple[float, ClientFrame]]] = attrs.Factory(dict)
     """Per token: (time, frame) for every frame the server received from it."""
 
     def connector(self, token: str):  # type: ignore[no-untyped-def]
         async def connect(nursery: trio.Nursery, url: str, connect_timeout: float) -> Transport:
             client, server_end = memory_transport_pair()
-            frames = self.received.setdefault(token, [])
+            frames = self.received.setdefault(token, Watched())
             self.nursery.start_soon(self.server.handle, Recording(server_end, frames))
             await trio.lowlevel.checkpoint()
             return client
@@ -71,6 +73,11 @@ class MemoryServer:
 
     def frames(self, token: str, kind: type) -> list[tuple[float, ClientFrame]]:
         return [(t, f) for t, f in self.received.get(token, []) if isinstance(f, kind)]
+
+    async def wait_frames(self, token: str, kind: type, count: int, within: float = 30) -> None:
+        """Wait until the server has received ``count`` frames of ``kind`` from ``token``."""
+        frames = self.received.setdefault(token, Watched())
+        await frames.wait_until(lambda: len(self.frames(token, kind)) >= count, within)
 
     def drop(self, user: str, code: int = 1001) -> None:
         drop(self.server, user, code)

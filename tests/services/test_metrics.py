@@ -102,7 +102,7 @@ async def test_reconnect_time_and_replays(
 
         async with open_realtime(URL, config=MEMORY, token="a", connector=slow_second_time) as conn:
             ms.drop("a")
-            await trio.sleep(0.001)
+            await wait_state(conn, ConnectionState.RECONNECTING)
             await wait_state(conn, ConnectionState.CONNECTED, within=100)
             metrics = conn.metrics
             assert metrics.total_reconnects == 1

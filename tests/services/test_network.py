@@ -14,6 +14,7 @@ from trio_realtime._transports import Transport, TransportClosed
 from trio_realtime.services import NetworkMonitor
 from trio_realtime.services._network import netlink_says_up
 
+from ..helpers import Watched
 from .conftest import URL
 
 #: Slow backoff (10 s, no jitter) so a reconnect at once can only come from a network change.
@@ -36,7 +37,7 @@ def test_netlink_messages_are_read() -> None:
     assert not netlink_says_up(struct.pack("=IHHII", 0, 3, 0, 0, 0) + nlmsg(20))  # bad length
 
 
-def refusing(attempts: list[float]):  # type: ignore[no-untyped-def]
+def refusing(attempts: Watched[float]):  # type: ignore[no-untyped-def]
     async def connect(nursery: trio.Nursery, url: str, connect_timeout: float) -> Transport:
         attempts.append(trio.current_time())
         await trio.lowlevel.checkpoint()
@@ -48,7 +49,7 @@ def refusing(attempts: list[float]):  # type: ignore[no-untyped-def]
 async def test_notify_network_change_cuts_the_backoff_short(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    attempts: list[float] = []
+    attempts: Watched[float] = Watched()
     config = RealtimeConfig(
         durability="memory",
         initial_retry_delay=10,
@@ -70,7 +71,7 @@ async def test_notify_network_change_cuts_the_backoff_short(
 async def test_the_poll_sees_a_change_and_reconnects_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    attempts: list[float] = []
+    attempts: Watched[float] = Watched()
     fingerprints = iter(["eth0 down", "eth0 down", "eth0 up"])  # at 0, 2 and 4 s
 
     async def fingerprint() -> str:
@@ -90,13 +91,12 @@ async def test_the_poll_sees_a_change_and_reconnects_at_once(
 
 @pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2")
 async def test_netlink_sees_an_address_appear() -> None:
-    attempts: list[float] = []
+    attempts: Watched[float] = Watched()
     address = "127.77.77.77/32"
     async with open_realtime(URL, config=SLOW, connector=refusing(attempts)) as conn:
         monitor = conn._service("network")
         with trio.fail_after(5):
-            while monitor.mode == "off":  # type: ignore[attr-defined]  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            await monitor.watching.wait()  # type: ignore[attr-defined]
         if monitor.mode != "netlink":  # type: ignore[attr-defined]
             pytest.skip("netlink is not available here")
         added = await trio.run_process(
@@ -105,9 +105,7 @@ async def test_netlink_sees_an_address_appear() -> None:
         if added.returncode != 0:
             pytest.skip(f"may not add an address: {added.stderr.decode().strip()}")
         try:
-            with trio.fail_after(5):
-                while len(attempts) < 3:  # noqa: ASYNC110 - the connector appends
-                    await trio.sleep(0.01)
+            await attempts.wait_until(lambda: len(attempts) >= 3, within=5)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.run_process(["ip", "addr", "del", address, "dev", "lo"], check=False)

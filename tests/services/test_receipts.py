@@ -99,10 +99,25 @@ async def test_mark_read_while_offline_is_sent_after_resume(tmp_path: Path) -> N
             assert await bob.receipts.get_receipts("room", 3) == {"carol"}
 
 
+class Logged(logging.Handler):
+    """Sets ``seen`` when a record containing ``text`` is logged (from the trio thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text = text
+        self.seen = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
 async def test_receipts_beyond_the_head_forbidden_channels_and_bad_arguments(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="trio_realtime")
+    refused = Logged("invalid_receipt")
+    logging.getLogger("trio_realtime").addHandler(refused)
     async with (
         server_at(tmp_path) as server,
         open_realtime(url(server), config=MEMORY, token="alice") as alice,
@@ -110,9 +125,11 @@ async def test_receipts_beyond_the_head_forbidden_channels_and_bad_arguments(
         await alice.send("room", "chat", "only one")
         await alice.drain()
         await alice.receipts.mark_read("room", 5)  # the channel's head is 1
-        with trio.fail_after(10):
-            while "invalid_receipt" not in caplog.text:  # noqa: ASYNC110 - bounded polling of the log
-                await trio.sleep(0.01)
+        try:
+            with trio.fail_after(10):
+                await refused.seen.wait()  # the server refused it; the client logs the error
+        finally:
+            logging.getLogger("trio_realtime").removeHandler(refused)
         assert await alice.receipts.get_receipts("room", 1) == set()
         with pytest.raises(RequestRefused) as info:
             await alice.receipts.get_receipts("secret", 1)

@@ -12,13 +12,6 @@ from trio_realtime._protocol import Typing
 from .conftest import MEMORY, URL, MemoryServer, memory_server, next_item
 
 
-async def until(condition, within: float = 30) -> None:  # type: ignore[no-untyped-def]
-    """Bounded polling (virtual time under MockClock) with a clear failure."""
-    with trio.fail_after(within):
-        while not condition():  # noqa: ASYNC110 - polling what the recording transport keeps
-            await trio.sleep(0.001)
-
-
 def typing_frames(ms: MemoryServer, user: str, t0: float) -> list[tuple[float, bool]]:
     return [(round(t - t0, 6), f.typing) for t, f in ms.frames(user, Typing)]  # type: ignore[union-attr]
 
@@ -36,7 +29,7 @@ async def test_repeated_true_within_the_refresh_interval_sends_nothing(
             await alice.typing.set("room", True)
         await alice.typing.set("room", False)
         await alice.typing.set("room", False)  # already stopped: nothing
-        await until(lambda: len(ms.frames("alice", Typing)) == 4)
+        await ms.wait_frames("alice", Typing, 4)
         await trio.sleep(1)
         assert typing_frames(ms, "alice", t0) == [
             (0.0, True),

@@ -112,6 +112,8 @@ class _Session:
         self.close_code: int | None = None
         self.close_reason = ""
         self.scope = trio.CancelScope()
+        self.finished = trio.Event()
+        """Set once the server is done with this connection (it has left ``server.sessions``)."""
         self._tokens = server.config.rate_limit * 2
         self._refilled = trio.current_time()
 
@@ -245,6 +247,7 @@ class RealtimeServer:
                 nursery.cancel_scope.deadline = trio.current_time() + 2
         finally:
             self.sessions.discard(session)
+            session.finished.set()
             for channel in session.channels:
                 self._subscribers.get(channel, set()).discard(session)
             self.presence.disconnected(session, trio.current_time())

@@ -70,6 +70,8 @@ class NetworkMonitor(Service):
         self._use_netlink = use_netlink
         self.mode = "off"
         """``netlink``, ``poll`` or ``off``: how the monitor is watching."""
+        self.watching = trio.Event()
+        """Set once :attr:`mode` is ``netlink`` or ``poll``."""
 
     async def run(self) -> None:
         if not self.connection.config.network_monitor:
@@ -88,6 +90,7 @@ class NetworkMonitor(Service):
                 await self._poll()
                 return
             self.mode = "netlink"
+            self.watching.set()
             while True:
                 data = await sock.recv(65536)
                 if netlink_says_up(data):
@@ -106,6 +109,7 @@ class NetworkMonitor(Service):
 
     async def _poll(self) -> None:
         self.mode = "poll"
+        self.watching.set()
         interval = self.connection.config.network_poll_interval
         last = await self._fingerprint()
         while True:

@@ -19,7 +19,7 @@ import trio
 from .._errors import JournalCorrupt
 from .._journal._files import LOCK_NAME, acquire_lock, fsync_dir, list_segments, release_lock
 from .._journal._format import HEADER, Append, CursorMark, encode_record, scan
-from ._common import check_name, converter, decode_item, payload_of, queue_directory, runtime_socket
+from ._common import converter, decode_item, payload_of, queue_directory, runtime_socket
 
 __all__ = ["PersistentQueue", "QueueItem", "open_queue"]
 
@@ -191,19 +191,21 @@ class PersistentQueue:
         await self._refresh()
         items = [*self._ready, *(item for item, _ in self._inflight.values())]
         await self._ack(items)
-        self._gc_due = True
-        await self._collect_garbage_if_due()
+        await self._collect_garbage(force=True)
         return len(items)
 
-    async def _collect_garbage_if_due(self) -> None:
-        if self._gc_due or trio.current_time() - self._last_gc >= self.poll_interval:
+    async def _collect_garbage(self, *, force: bool = False) -> None:
+        """Delete what acks freed: at most once per ``poll_interval`` (it lists and locks files),
+        at once when ``force``d and acks happened since the last time."""
+        due = trio.current_time() - self._last_gc >= self.poll_interval
+        if (force and self._gc_due) or due:
             self._gc_due = False
             self._last_gc = trio.current_time()
             watermarks = {
                 name: self._acks[name].watermark for name in self._logs if name in self._acks
             }
             async with self._disk:
-                removed = await trio.to_thread.run_sync(self._collect_garbage, watermarks)
+                removed = await trio.to_thread.run_sync(self._delete_acked, watermarks)
             for name in removed:
                 self._logs.pop(name, None)
                 self._acks.pop(name, None)
@@ -242,8 +244,7 @@ class PersistentQueue:
             found = await trio.to_thread.run_sync(self._scan)
         added = False
         for producer, record in found:
-            acks = self._acks.get(producer)
-            if acks is not None and record.seq in acks:
+            if self._is_acked(producer, record.seq):
                 continue
             envelope = decode_item(record.data)
             payload = payload_of(envelope, self._types)
@@ -263,7 +264,7 @@ class PersistentQueue:
         """Read the producers at once when one says it sent something, else every poll_interval."""
         while True:
             await self._refresh()
-            await self._collect_garbage_if_due()
+            await self._collect_garbage()
             with trio.move_on_after(self.poll_interval):
                 await trio.lowlevel.wait_readable(wake)
                 # Woken: let a burst of sends land first (one read for all; a millisecond of
@@ -279,12 +280,16 @@ class PersistentQueue:
         """Acknowledge several items with one fsync."""
         await self._ack(list(items))
 
+    def _is_acked(self, producer: str, seq: int) -> bool:
+        acks = self._acks.get(producer)
+        return acks is not None and seq in acks
+
     async def _ack(self, items: list[QueueItem]) -> None:
         """Write the acks; concurrent callers share one fsync (group commit)."""
         items = [
             i
             for i in items
-            if i.seq not in self._acks.get(i.producer_id, _Acks())
+            if not self._is_acked(i.producer_id, i.seq)
             and (i.producer_id, i.seq) not in self._acking
         ]
         if not items:
@@ -314,11 +319,16 @@ class PersistentQueue:
         except OSError as exc:
             batch.error = exc
         else:
+            never_handed_out = set()
             for item in batch.items:
+                key = (item.producer_id, item.seq)
                 self._acks.setdefault(item.producer_id, _Acks()).add(item.seq)
-                self._inflight.pop((item.producer_id, item.seq), None)
-                with contextlib.suppress(ValueError):
-                    self._ready.remove(item)
+                if self._inflight.pop(key, None) is None:
+                    never_handed_out.add(key)  # clear_all: still waiting in _ready
+            if never_handed_out:  # one pass, not a search of _ready per acked item
+                self._ready = deque(
+                    i for i in self._ready if (i.producer_id, i.seq) not in never_handed_out
+                )
             self._gc_due = True
         finally:
             self._acking.difference_update((i.producer_id, i.seq) for i in batch.items)
@@ -328,7 +338,7 @@ class PersistentQueue:
         os.write(self._ack_fd, data)
         os.fsync(self._ack_fd)
 
-    def _collect_garbage(self, watermarks: dict[str, int]) -> list[str]:
+    def _delete_acked(self, watermarks: dict[str, int]) -> list[str]:
         """(In a worker thread.) Delete producer segments whose items are all acknowledged; and a
         producer's whole directory once it is gone (its lock is free) and all it sent is acked.
         Returns the producers removed."""
@@ -476,8 +486,7 @@ async def open_queue(
     :meth:`QueueItem.as_type`). Producers wake the consumer within milliseconds; it also looks
     every ``poll_interval`` seconds.
     """
-    check_name(name)
-    data_dir = queue_directory(name, directory)
+    data_dir = queue_directory(name, directory)  # checks the name
     os.makedirs(data_dir, exist_ok=True)
     lock = acquire_lock(os.path.join(data_dir, "consumer"))
     queue = PersistentQueue(
@@ -496,7 +505,7 @@ async def open_queue(
             nursery.start_soon(queue._watch, wake)
             try:
                 yield queue
-                await queue._collect_garbage_if_due()  # what the last acks freed
+                await queue._collect_garbage(force=True)  # what the last acks freed
             finally:
                 nursery.cancel_scope.cancel()
     finally:

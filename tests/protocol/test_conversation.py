@@ -100,14 +100,10 @@ class Conversation(RuleBasedStateMachine):
     def client_receives(self) -> None:
         self.client.receive_data(self.to_client.popleft())
         for event in self.client.events():
-            if isinstance(event, ResumeResponse):
+            if isinstance(event, ResumeResponse | Ack):  # what the store holds: out of the journal
                 for seq in [s for s in self.journal if s <= event.ack_seq]:
                     del self.journal[seq]
                 self.acked = max(self.acked, event.ack_seq)
-            elif isinstance(event, Ack):
-                for seq in [s for s in self.journal if s <= event.ack_seq]:
-                    del self.journal[seq]
-                self.acked = event.ack_seq
             elif isinstance(event, DownstreamEvent):
                 assert event.offset == self.cursor + 1, (event.offset, self.cursor)
                 self.received.append(event.payload)  # type: ignore[arg-type]

@@ -58,7 +58,7 @@ async def test_forwarding_latency_chunks_and_bandwidth(nursery: trio.Nursery) ->
         assert proxy.stats.bytes_forwarded == 6 * len(payload)
 
 
-async def test_resets_blackhole_and_refusal(nursery: trio.Nursery) -> None:
+async def test_resets_blackhole_slow_close_and_refusal(nursery: trio.Nursery) -> None:
     port = await nursery.start(echo_server)
     async with open_fault_proxy(port) as proxy:
         proxy.reset_after_bytes = 100
@@ -93,6 +93,17 @@ async def test_resets_blackhole_and_refusal(nursery: trio.Nursery) -> None:
         assert proxy.reset_all() == 1
         with contextlib.suppress(trio.BrokenResourceError):
             assert await stream.receive_some(100) == b""
+        await stream.aclose()
+
+        proxy.clear_faults()
+        proxy.slow_close = 0.3  # the echo server's close reaches us 0.3 s late
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        await stream.send_all(b"bye")
+        await stream.send_eof()
+        start = trio.current_time()
+        assert await stream.receive_some(100) == b"bye"  # data is not delayed
+        assert await stream.receive_some(100) == b""  # the close is
+        assert trio.current_time() - start >= 0.3
         await stream.aclose()
 
         proxy.clear_faults()

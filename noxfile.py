@@ -91,6 +91,6 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks; results are written under docs/benchmarks/."""
-    session.install("-e", ".")
+    session.install("-e", ".[bench]")
     session.run("python", "benchmarks/journal.py", *session.posargs)
     session.run("python", "benchmarks/local_queue.py")

@@ -76,6 +76,8 @@ def _serve(args: argparse.Namespace) -> int:
         allowed_origins=frozenset(args.allow_origin) if args.allow_origin else None,
         heartbeat_timeout=args.heartbeat_timeout,
         presence_timeout=args.presence_timeout,
+        rate_limit=args.rate_limit,
+        send_queue_size=args.send_queue_size,
     )
 
     async def main() -> None:
@@ -183,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="seconds a user stays present after their last connection went away",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        type=float,
+        default=2000.0,
+        help="WebSocket messages per second per connection, bursts twice that (beyond: 4029)",
+    )
+    serve.add_argument(
+        "--send-queue-size",
+        type=int,
+        default=10_000,
+        help="messages queued for one connection before a slow subscriber is closed (4029)",
     )
     serve.set_defaults(handler=_serve)
 

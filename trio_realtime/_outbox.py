@@ -23,7 +23,7 @@ import trio
 from ._config import OutboxFullPolicy
 from ._errors import OutboxFull, RealtimeClosedError
 from ._journal import Journal
-from ._protocol import UpstreamEvent, encode_frame
+from ._protocol import encode_upstream
 
 __all__ = ["Acked", "Outbox", "Outcome", "Receipt", "Rejected"]
 
@@ -120,6 +120,10 @@ class Outbox:
         self._max_bytes = max_bytes
         self._full_policy = full_policy
         self._entries: dict[int, _Entry] = {}
+        # Every pending seq lies in [_low, _high]: acks walk that range instead of iterating the
+        # dict from its front, which is slow once many entries were popped from it.
+        self._low = journal.ack_seq + 1
+        self._high = journal.ack_seq
         self._bytes = 0
         self._next_send = journal.ack_seq + 1  # first seq the writer has not sent on this link
         self._changed = trio.Event()  # something to send, or room in the outbox
@@ -136,6 +140,7 @@ class Outbox:
             receipt = Receipt(entry.seq, "", "", "")
             self._entries[entry.seq] = _Entry(entry.seq, entry.data, receipt, None, True)
             self._bytes += len(entry.data)
+            self._high = max(self._high, entry.seq)
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -185,23 +190,22 @@ class Outbox:
         client_id = journal.client_id
         now = int(time.time() * 1000)
         first = journal.next_seq
-        encoded: list[tuple[int, bytes]] = []
+        prefix = f"{client_id}:"
+        entries: list[_Entry] = []
         receipts: list[Receipt] = []
-        for offset, payload in enumerate(payloads):
-            seq = first + offset
-            frame_key = key if key is not None else f"{client_id}:{seq}"
+        for seq, payload in enumerate(payloads, first):
+            frame_key = key if key is not None else prefix + str(seq)
             # Encoding can fail on a payload JSON cannot carry: before anything is reserved.
-            data = encode_frame(UpstreamEvent(seq, channel, event, payload, now, frame_key))
-            encoded.append((seq, data))
-            receipts.append(Receipt(seq, channel, event, frame_key))
+            data = encode_upstream(seq, channel, event, payload, now, frame_key)
+            receipt = Receipt(seq, channel, event, frame_key)
+            receipts.append(receipt)
+            entries.append(_Entry(seq, data, receipt, None))
         # No checkpoint between reading next_seq and appending: seqs stay consecutive.
-        entries = [
-            _Entry(seq, data, receipt, None)
-            for (seq, data), receipt in zip(encoded, receipts, strict=True)
-        ]
+        encoded = [(entry.seq, entry.data) for entry in entries]
         for entry in entries:
             self._entries[entry.seq] = entry
             self._bytes += len(entry.data)
+        self._high = max(self._high, entries[-1].seq)
         try:
             if len(encoded) == 1:
                 await journal.append(*encoded[0])
@@ -289,20 +293,24 @@ class Outbox:
         dup = set(duplicates)
         resolved = 0
         now = trio.current_time()
-        while self._entries:
-            seq = next(iter(self._entries))
-            if seq > ack_seq:
-                break
-            entry = self._entries.pop(seq)
+        entries = self._entries
+        seq = self._low
+        end = min(ack_seq, self._high)
+        while seq <= end and entries:
+            entry = entries.pop(seq, None)
+            seq += 1
+            if entry is None:  # acknowledged earlier, or its append failed
+                continue
             self._bytes -= len(entry.data)
             if entry.receipt.outcome is None:  # not rejected earlier
-                is_dup = seq in dup
-                self._resolve(entry.receipt, Acked(seq, is_dup))
+                is_dup = entry.seq in dup
+                self._resolve(entry.receipt, Acked(entry.seq, is_dup))
                 self.acked_total += 1
                 self.duplicates_total += is_dup
                 if entry.sent_at is not None:
                     self.latencies.append(now - entry.sent_at)
             resolved += 1
+        self._low = max(self._low, seq)
         if resolved:
             self.wake()
         return resolved

@@ -20,7 +20,7 @@ from ._files import (
     recover,
     release_lock,
 )
-from ._format import AckMark, Append, CursorMark, Record, encode_append, encode_record
+from ._format import AckMark, CursorMark, Record, encode_append, encode_record
 
 __all__ = ["Cursor", "Durability", "Journal", "JournalEntry", "open_journal"]
 
@@ -232,8 +232,10 @@ class Journal:
             self._durable_seq = self._last_seq
             await trio.lowlevel.checkpoint()
             return
-        batch = self._enqueue([Append(seq, data) for seq, data in entries])
+        batch = self._open
+        batch.records.extend([(seq, encode_append(seq, data)) for seq, data in entries])
         batch.max_seq = self._last_seq
+        self._wakeup.set()
         if self.durability is Durability.ALWAYS:
             batch.durable = True
         await batch.wait()

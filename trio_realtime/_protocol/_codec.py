@@ -446,6 +446,31 @@ def encode_frame(frame: Frame) -> bytes:
         raise LocalProtocolError(f"cannot encode as JSON: {exc}", field="payload") from None
 
 
+def encode_upstream(
+    seq: int, channel: str, event: str, payload: Any, timestamp: int, idempotency_key: str
+) -> bytes:
+    """``encode_frame(UpstreamEvent(...))`` without building the frame object: the same bytes, on
+    the path of every send.
+
+    Raises:
+        LocalProtocolError: as :func:`encode_frame`.
+    """
+    try:
+        return orjson.dumps(
+            {
+                "type": "event",
+                "seq": seq,
+                "idempotency_key": idempotency_key,
+                "channel": channel,
+                "event": event,
+                "payload": payload,
+                "timestamp": timestamp,
+            }
+        )
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise LocalProtocolError(f"cannot encode as JSON: {exc}", field="payload") from None
+
+
 def join_encoded(encoded: Sequence[bytes]) -> bytes:
     """Join frames already encoded by :func:`encode_frame` into one batch message.
 

@@ -8,6 +8,7 @@ import math
 import secrets
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -51,6 +52,10 @@ __all__ = ["RealtimeServer", "ServerConfig", "open_server", "serve"]
 
 logger = logging.getLogger("trio_realtime.server")
 
+#: Messages with events one connection may have waiting for the committer before the server stops
+#: reading from it (a bound on memory; within it, reading goes on while a transaction runs).
+_MAX_INFLIGHT = 16
+
 
 @attrs.frozen(kw_only=True)
 class ServerConfig:
@@ -92,10 +97,14 @@ class ServerConfig:
 
 
 class _Closing(Exception):
-    def __init__(self, code: int, reason: str) -> None:
+    """End the connection with close ``code``, after sending ``error`` (an encoded frame) once
+    the acks of what was received before it are sent."""
+
+    def __init__(self, code: int, reason: str, error: bytes | None = None) -> None:
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
+        self.error = error
 
 
 class _Session:
@@ -116,6 +125,9 @@ class _Session:
         """Set once the server is done with this connection (it has left ``server.sessions``)."""
         self._tokens = server.config.rate_limit * 2
         self._refilled = trio.current_time()
+        self.inflight: deque[_CommitRequest] = deque()
+        """Commits asked for by this connection and not yet seen done, oldest first."""
+        self.store_failed = False
 
     def queue(self, data: bytes) -> None:
         """Queue a message for the writer; a subscriber too far behind is closed (4029)."""
@@ -238,6 +250,11 @@ class RealtimeServer:
                     try:
                         await self._serve(session)
                     except _Closing as closing:
+                        with trio.move_on_after(5):  # bounded by one store transaction
+                            for request in session.inflight:
+                                await request.done.wait()
+                        if closing.error is not None:
+                            session.queue(closing.error)
                         session.close(closing.code, closing.reason)
                     except TransportClosed:
                         session.close(1000, "")
@@ -264,14 +281,14 @@ class RealtimeServer:
         if scope.cancelled_caught:
             raise _Closing(code, "timed out waiting for the client")
         if not session.take_token():
-            session.send(Error("rate_limited", "too many messages", fatal=True))
-            raise _Closing(CloseCode.RATE_LIMITED, "rate limited")
+            error = session.proto.send(Error("rate_limited", "too many messages", fatal=True))
+            raise _Closing(CloseCode.RATE_LIMITED, "rate limited", error)
         try:
             session.proto.receive_data(data)
         except ProtocolError as exc:
             logger.info("protocol error from %s: %s", session.client_id, exc)
-            session.queue(encode_frame(Error("protocol_error", str(exc)[:500], fatal=True)))
-            raise _Closing(exc.close_code, str(exc)[:120]) from None
+            error = encode_frame(Error("protocol_error", str(exc)[:500], fatal=True))
+            raise _Closing(exc.close_code, str(exc)[:120], error) from None
         return len(data) > self.config.max_frame_bytes
 
     async def _serve(self, session: _Session) -> None:
@@ -282,8 +299,8 @@ class RealtimeServer:
         assert isinstance(resume, Resume)
         user = await self.authenticator.authenticate(resume.token)
         if user is None:
-            session.send(Error("unauthorized", "missing or invalid token", fatal=True))
-            raise _Closing(CloseCode.UNAUTHORIZED, "unauthorized")
+            error = session.proto.send(Error("unauthorized", "missing or invalid token", fatal=True))
+            raise _Closing(CloseCode.UNAUTHORIZED, "unauthorized", error)
         session.user = user
         session.client_id = resume.client_id
         ack_seq = await self.store.client_ack(resume.client_id)
@@ -347,8 +364,8 @@ class RealtimeServer:
                 session.send(Error("too_large", "event exceeds max_frame_bytes", seq=events[0].seq))
                 events = [DuplicateEvent(events[0].seq, events[0].idempotency_key)]
             else:
-                session.send(Error("too_large", "message exceeds max_frame_bytes", fatal=True))
-                raise _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                error = proto.send(Error("too_large", "message exceeds max_frame_bytes", fatal=True))
+                raise _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big", error)
         for event in events:
             if isinstance(event, UpstreamEvent):
                 pending_ack = True
@@ -372,14 +389,14 @@ class RealtimeServer:
             elif isinstance(event, DuplicateEvent):
                 pending_ack = True
             elif isinstance(event, OutOfOrderEvent):
-                session.send(
+                error = proto.send(
                     Error(
                         "out_of_order",
                         f"expected seq {event.expected}, got {event.seq}",
                         fatal=True,
                     )
                 )
-                raise _Closing(CloseCode.PROTOCOL_ERROR, "out of order")
+                raise _Closing(CloseCode.PROTOCOL_ERROR, "out of order", error)
             elif isinstance(event, Subscribe):
                 await self._subscribe(session, event)
             elif isinstance(event, Unsubscribe):
@@ -398,10 +415,14 @@ class RealtimeServer:
         request = _CommitRequest(session, proto.received_seq, accepted)
         self._commit_queue.append(request)
         self._commit_wakeup.set()
-        await request.done.wait()
-        if request.failed:
-            session.send(Error("internal", "the server could not store the events", fatal=True))
-            raise _Closing(1011, "store failure")
+        # Keep reading while the committer works (the next messages join its next transaction),
+        # but with a bounded number of messages in flight per connection.
+        inflight = session.inflight
+        inflight.append(request)
+        while inflight and (inflight[0].done.is_set() or len(inflight) > _MAX_INFLIGHT):
+            await inflight[0].done.wait()
+            if inflight.popleft().failed:
+                raise _Closing(1011, "store failure")
 
     async def run_committer(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -432,19 +453,34 @@ class RealtimeServer:
             except Exception:
                 logger.exception("store commit failed")
                 for request in batch:
-                    request.failed = True
-                    request.done.set()
+                    self._fail_commit(request)
                 return
             for request, stored in zip(batch, results, strict=True):
                 session = request.session
+                if session.store_failed:  # an earlier commit of its failed: never ack past it
+                    self._fail_commit(request)
+                    continue
                 with contextlib.suppress(LocalProtocolError):  # the session closed meanwhile
-                    session.send(Ack(request.ack_seq, session.proto.pending_duplicates))
+                    session.queue(session.proto.ack(request.ack_seq))
                 for event in stored:
                     if event is None:
                         continue
                     for subscriber in list(self._subscribers.get(event.channel, ())):
                         subscriber.deliver(event)
                 request.done.set()
+
+    def _fail_commit(self, request: _CommitRequest) -> None:
+        """The events of ``request`` were not stored: close its connection with 1011 (the client
+        sends them again on its next one) and refuse every later commit of that connection."""
+        session = request.session
+        request.failed = True
+        request.done.set()
+        if not session.store_failed:
+            session.store_failed = True
+            with contextlib.suppress(LocalProtocolError):
+                session.send(Error("internal", "the server could not store the events", fatal=True))
+            session.close(1011, "store failure")
+            session.scope.cancel()
 
     async def _meta(
         self, session: _Session, frame: PresenceUpdate | Typing | ReadReceipt | ReceiptsQuery

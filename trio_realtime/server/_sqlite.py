@@ -59,6 +59,7 @@ class SqliteStore(StoreBase):
         self.dedup_window = dedup_window
         self._limiter = trio.CapacityLimiter(1)
         self._db: sqlite3.Connection | None = None
+        self._next_ikey_purge = 0.0
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -114,11 +115,18 @@ class SqliteStore(StoreBase):
                         "DELETE FROM events WHERE channel = ? AND offset <= ?",
                         (name, head - self.retention_count),
                     )
+                    # Offsets grow with stored_at, so the expired events are a prefix: walk the
+                    # channel from its oldest event to the first one still young (a scan of the
+                    # whole channel per commit would make every commit slower as it grows).
                     db.execute(
-                        "DELETE FROM events WHERE channel = ? AND stored_at < ?",
-                        (name, now - self.retention_age),
+                        "DELETE FROM events WHERE channel = ? AND offset < coalesce(("
+                        "SELECT offset FROM events WHERE channel = ? AND stored_at >= ? "
+                        "ORDER BY offset LIMIT 1), ?)",
+                        (name, name, now - self.retention_age, head + 1),
                     )
-                db.execute("DELETE FROM ikeys WHERE at < ?", (now - self.dedup_window,))
+                if now >= self._next_ikey_purge:  # a scan of the table: once a minute is enough
+                    db.execute("DELETE FROM ikeys WHERE at < ?", (now - self.dedup_window,))
+                    self._next_ikey_purge = now + 60
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -137,6 +145,7 @@ class SqliteStore(StoreBase):
         events: Sequence[NewEvent],
     ) -> list[StoredEvent | None]:
         stored: list[StoredEvent | None] = []
+        rows: list[tuple[object, ...]] = []
         row = db.execute("SELECT ack_seq FROM clients WHERE client_id = ?", (client_id,)).fetchone()
         watermark = int(row[0]) if row else 0
         for new in events:
@@ -153,8 +162,7 @@ class SqliteStore(StoreBase):
             epoch, head = heads.get(new.channel) or self._channel(db, new.channel)
             head += 1
             heads[new.channel] = (epoch, head)
-            db.execute(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows.append(
                 (
                     new.channel,
                     head,
@@ -164,13 +172,14 @@ class SqliteStore(StoreBase):
                     new.sender,
                     key,
                     now,
-                ),
+                )
             )
             stored.append(
                 StoredEvent(
                     new.channel, head, epoch, new.event, new.payload, new.timestamp, new.sender, key
                 )
             )
+        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute(
             "INSERT INTO clients (client_id, ack_seq) VALUES (?, ?) "
             "ON CONFLICT(client_id) DO UPDATE SET ack_seq = max(ack_seq, excluded.ack_seq)",

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -31,10 +32,12 @@ from trio_websocket import open_websocket_url
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import OUT_DIR, machine, peer_process, percentile  # noqa: E402
+from _common import OUT_DIR, machine, peer_process, percentile
 
-from trio_realtime import RealtimeConfig, open_realtime  # noqa: E402
-from trio_realtime.testing import open_server_process  # noqa: E402
+from trio_realtime import Durability, RealtimeConfig, open_realtime
+from trio_realtime._journal import open_journal
+from trio_realtime._protocol import encode_upstream
+from trio_realtime.testing import open_server_process
 
 PAYLOAD = "x" * 200
 #: Our server's per-connection limits are for abuse, not for a benchmark driving it flat out.
@@ -199,9 +202,196 @@ def bench_send_many(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --- 3: latency ------------------------------------------------------------------------------------
+
+
+async def _paced(rate: float, count: int, one: Callable[[], Awaitable[None]]) -> None:
+    """Start ``one()`` ``count`` times at ``rate`` per second (each in its own task)."""
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        for i in range(count):
+            await trio.sleep_until(start + i / rate)
+            nursery.start_soon(one)
+
+
+async def _ours_latencies(rate: float, count: int) -> list[float]:
+    """Seconds from calling send() to the server's ack, one send at a time at ``rate``."""
+    latencies: list[float] = []
+    async with open_server_process(extra_args=SERVER_ARGS) as server:
+        with tempfile.TemporaryDirectory() as journal:
+            async with open_realtime(
+                server.url, token=server.token("bench"), journal_dir=journal, config=CONFIG
+            ) as conn:
+                await conn.send("bench", "m", PAYLOAD)  # warm up: connected and journal open
+
+                async def one() -> None:
+                    start = time.perf_counter()
+                    receipt = await conn.send("bench", "m", PAYLOAD)
+                    await receipt.wait()
+                    latencies.append(time.perf_counter() - start)
+
+                await _paced(rate, count, one)
+    return latencies
+
+
+async def _rtt_latencies(port: int, rate: float, count: int) -> list[float]:
+    """Round trips of a 200-byte message to the raw trio-websocket server and back."""
+    latencies: list[float] = []
+    message = "ping" + PAYLOAD
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+        lock = trio.Lock()  # one round trip at a time on the one connection
+
+        async def one() -> None:
+            async with lock:
+                start = time.perf_counter()
+                await ws.send_message(message)
+                await ws.get_message()
+                latencies.append(time.perf_counter() - start)
+
+        await _paced(rate, count, one)
+    return latencies
+
+
+def _fsync_latencies(count: int) -> list[float]:
+    """One 200-byte write and its fsync, on the disk the journals use."""
+    latencies = []
+    data = PAYLOAD.encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        fd = os.open(os.path.join(tmp, "probe"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for _ in range(count):
+                start = time.perf_counter()
+                os.write(fd, data)
+                os.fsync(fd)
+                latencies.append(time.perf_counter() - start)
+        finally:
+            os.close(fd)
+    return latencies
+
+
+def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
+    rate, count = args.rate, args.latency_count
+    print(f"3. send->ack latency, {count:,} sends at {rate:g}/s, ms (median of {args.repeats})")
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "rtt": [], "fsync": []}
+    for _ in range(args.repeats):
+        samples = {
+            "rtt": _with_peer_samples("raw", lambda port: _rtt_latencies(port, rate, count)),
+            "fsync": _fsync_latencies(count),
+            "ours": trio.run(_ours_latencies, rate, count),
+        }
+        for name, values in samples.items():
+            runs[name].append({"p50": percentile(values, 0.5), "p99": percentile(values, 0.99)})
+    figures = {
+        name: {q: statistics.median(run[q] for run in values) * 1000 for q in ("p50", "p99")}
+        for name, values in runs.items()
+    }
+    floor = {q: figures["rtt"][q] + figures["fsync"][q] for q in ("p50", "p99")}
+    for name in ("rtt", "fsync", "ours"):
+        print(f"  {name:<8} p50 {figures[name]['p50']:7.3f}  p99 {figures[name]['p99']:7.3f}")
+    print(f"  floor    p50 {floor['p50']:7.3f}  p99 {floor['p99']:7.3f}   (RTT + one fsync)")
+    ratio = {q: figures["ours"][q] / floor[q] for q in ("p50", "p99")}
+    print(f"  => p50 {ratio['p50']:.2f}x, p99 {ratio['p99']:.2f}x the floor (goal p99 <= 1.5x)")
+    return {
+        "rate_per_second": rate,
+        "sends": count,
+        "ms": figures,
+        "floor_ms": floor,
+        "vs_floor": ratio,
+        "goals": {"p99_vs_floor": 1.5},
+    }
+
+
+# --- 4: recovery -----------------------------------------------------------------------------------
+
+
+async def _make_journal(directory: str, count: int) -> None:
+    """A journal holding ``count`` pending events, as a process that crashed offline leaves it."""
+    now = int(time.time() * 1000)
+    async with open_journal(directory, durability=Durability.OS) as journal:
+        prefix = f"{journal.client_id}:"
+        for first in range(1, count + 1, 10_000):
+            seqs = range(first, min(first + 10_000, count + 1))
+            await journal.append_many(
+                [
+                    (seq, encode_upstream(seq, "bench", "m", PAYLOAD, now, prefix + str(seq)))
+                    for seq in seqs
+                ]
+            )
+
+
+def _read_bytes(directory: str) -> float:
+    """The floor of opening: reading the journal's files (seconds)."""
+    start = time.perf_counter()
+    for name in sorted(os.listdir(directory)):
+        with open(os.path.join(directory, name), "rb") as f:
+            while f.read(1 << 20):
+                pass
+    return time.perf_counter() - start
+
+
+async def _recover(template: str, count: int) -> dict[str, float]:
+    """Open a copy of ``template`` and replay it: seconds to open, to hand every event to the
+    link, and until the server acked them all."""
+    async with open_server_process(extra_args=SERVER_ARGS) as server:
+        with tempfile.TemporaryDirectory() as tmp:
+            journal = os.path.join(tmp, "journal")
+            shutil.copytree(template, journal)
+            read = _read_bytes(journal)
+            start = time.perf_counter()
+            async with open_realtime(
+                server.url, token=server.token("bench"), journal_dir=journal, config=CONFIG
+            ) as conn:
+                opened = time.perf_counter() - start
+                if conn.pending_count != count:
+                    raise RuntimeError(f"recovered {conn.pending_count} of {count}")
+                while conn.metrics.replayed < count:
+                    await trio.sleep(0.01)
+                handed = time.perf_counter() - start
+                await conn.drain()
+                acked = time.perf_counter() - start
+    return {"read_s": read, "open_s": opened, "replayed_s": handed, "acked_s": acked}
+
+
+def bench_recovery(args: argparse.Namespace) -> dict[str, Any]:
+    count = args.pending
+    print(f"4. recovery: a journal with {count:,} pending events (median of {args.repeats})")
+    with tempfile.TemporaryDirectory() as tmp:
+        template = os.path.join(tmp, "template")
+        trio.run(_make_journal, template, count)
+        size = sum(os.path.getsize(os.path.join(template, n)) for n in os.listdir(template))
+        runs = [trio.run(_recover, template, count) for _ in range(args.repeats)]
+    figures = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    replay_rate = count / (figures["replayed_s"] - figures["open_s"])
+    acked_rate = count / (figures["acked_s"] - figures["open_s"])
+    print(f"  journal: {size / 1e6:,.0f} MB; reading its files takes {figures['read_s']:.2f} s")
+    print(f"  open (recover + connect)   {figures['open_s']:8.2f} s    (goal <= 2 s)")
+    print(f"  replay onto the link       {replay_rate:>10,.0f} msg/s  (goal >= 100,000)")
+    print(f"  replayed and acked         {acked_rate:>10,.0f} msg/s")
+    return {
+        "pending": count,
+        "journal_bytes": size,
+        "seconds": figures,
+        "open_vs_read": figures["open_s"] / figures["read_s"],
+        "replay_per_second": replay_rate,
+        "acked_per_second": acked_rate,
+        "goals": {"open_s": 2.0, "replay_per_second": 100_000},
+    }
+
+
+def _with_peer_samples(kind: str, fn: Callable[[int], Awaitable[list[float]]]) -> list[float]:
+    async def run() -> list[float]:
+        async with peer_process(kind) as port:
+            return await fn(port)
+
+    result: list[float] = trio.run(run)
+    return result
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "throughput": bench_throughput,
     "send_many": bench_send_many,
+    "latency": bench_latency,
+    "recovery": bench_recovery,
 }
 
 
@@ -212,6 +402,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--senders", type=int, default=100, help="concurrent send() callers")
     parser.add_argument("--batch", type=int, default=500, help="payloads per send_many call")
+    parser.add_argument("--pending", type=int, default=1_000_000, help="events in the journal")
+    parser.add_argument("--rate", type=float, default=200.0, help="sends per second (latency)")
+    parser.add_argument("--latency-count", type=int, default=1000, help="sends per latency run")
     args = parser.parse_args()
     path = OUT_DIR / "results.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}

@@ -120,10 +120,8 @@ class Outbox:
         self._max_bytes = max_bytes
         self._full_policy = full_policy
         self._entries: dict[int, _Entry] = {}
-        # Every pending seq lies in [_low, _high]: acks walk that range instead of iterating the
-        # dict from its front, which is slow once many entries were popped from it.
-        self._low = journal.ack_seq + 1
-        self._high = journal.ack_seq
+        # Every seq pending in _entries lies in [_low, _high]: acks walk that range instead of
+        # iterating the dict from its front, which is slow once many entries were popped from it.
         self._bytes = 0
         self._next_send = journal.ack_seq + 1  # first seq the writer has not sent on this link
         self._changed = trio.Event()  # something to send, or room in the outbox
@@ -136,22 +134,30 @@ class Outbox:
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         """Seconds from ``send`` returning to the ack, for the most recent acks."""
         self.on_outcome: Callable[[Outcome], None] | None = None
-        for entry in journal.recovered:  # events a previous process sent but never saw acked
-            receipt = Receipt(entry.seq, "", "", "")
-            self._entries[entry.seq] = _Entry(entry.seq, entry.data, receipt, None, True)
-            self._bytes += len(entry.data)
-            self._high = max(self._high, entry.seq)
+        # Events a previous process journaled but never saw acked, kept as the journal recovered
+        # them (one list, no object per event: after a long time offline there can be millions).
+        # Their seqs are consecutive: [_backlog_low, _backlog_end) are still pending.
+        self._backlog = journal.recovered
+        first = self._backlog[0].seq if self._backlog else journal.ack_seq + 1
+        self._backlog_first = self._backlog_low = first
+        self._backlog_end = first + len(self._backlog)
+        if self._backlog and self._backlog[-1].seq != self._backlog_end - 1:
+            raise AssertionError("the journal recovered non-consecutive seqs")
+        self._backlog_bytes = sum(len(data) for _, data in self._backlog)
+        self._backlog_rejected: set[int] = set()
+        self._low = self._high = self._backlog_end  # and no new event yet: _high < _low
+        self._high -= 1
 
     # --- state -----------------------------------------------------------------------------------
 
     @property
     def pending_count(self) -> int:
         """Events sent (or being sent) but not yet acknowledged."""
-        return len(self._entries)
+        return len(self._entries) + self._backlog_end - self._backlog_low
 
     @property
     def pending_bytes(self) -> int:
-        return self._bytes
+        return self._bytes + self._backlog_bytes
 
     # --- sending ---------------------------------------------------------------------------------
 
@@ -224,11 +230,11 @@ class Outbox:
         return receipts
 
     async def _make_room(self, count: int) -> None:
-        while self._entries and (
-            len(self._entries) + count > self._max_messages or self._bytes >= self._max_bytes
+        while self.pending_count and (
+            self.pending_count + count > self._max_messages or self.pending_bytes >= self._max_bytes
         ):
             if self._full_policy is OutboxFullPolicy.RAISE:
-                raise OutboxFull(len(self._entries), self._bytes)
+                raise OutboxFull(self.pending_count, self.pending_bytes)
             await self.wait_changed()
         await trio.lowlevel.checkpoint()
 
@@ -258,6 +264,21 @@ class Outbox:
         batch: list[tuple[int, bytes]] = []
         size = 0
         seq = self._next_send
+        backlog_end = self._backlog_end
+        if seq < backlog_end:  # recovered events first: all durable, all replays
+            seq = max(seq, self._backlog_low)
+            backlog, first = self._backlog, self._backlog_first
+            while seq < backlog_end and len(batch) < limit:
+                data = backlog[seq - first].data
+                size += len(data) + 1
+                if batch and size > max_bytes:
+                    break
+                batch.append((seq, data))
+                seq += 1
+            self.replayed_total += len(batch)
+            if seq < backlog_end:  # the batch is full
+                self._next_send = seq
+                return batch
         while seq <= durable and len(batch) < limit:
             entry = self._entries.get(seq)
             if entry is None:  # acknowledged meanwhile
@@ -293,6 +314,8 @@ class Outbox:
         dup = set(duplicates)
         resolved = 0
         now = trio.current_time()
+        if self._backlog_low < self._backlog_end and ack_seq >= self._backlog_low:
+            resolved += self._acknowledge_backlog(ack_seq, dup)
         entries = self._entries
         seq = self._low
         end = min(ack_seq, self._high)
@@ -315,15 +338,40 @@ class Outbox:
             self.wake()
         return resolved
 
+    def _acknowledge_backlog(self, ack_seq: int, dup: set[int]) -> int:
+        stop = min(ack_seq + 1, self._backlog_end)
+        backlog, first, rejected = self._backlog, self._backlog_first, self._backlog_rejected
+        for seq in range(self._backlog_low, stop):
+            self._backlog_bytes -= len(backlog[seq - first].data)
+            if seq in rejected:
+                rejected.discard(seq)
+                continue
+            is_dup = seq in dup
+            self._resolve(None, Acked(seq, is_dup))
+            self.acked_total += 1
+            self.duplicates_total += is_dup
+        resolved = stop - self._backlog_low
+        self._backlog_low = stop
+        if stop == self._backlog_end:
+            self._backlog = []  # all acknowledged: let the memory go
+        return resolved
+
     def reject(self, seq: int, code: str, message: str) -> None:
         """The server refused ``seq`` for good; the cumulative ack will move past it."""
+        if self._backlog_low <= seq < self._backlog_end:
+            if seq not in self._backlog_rejected:
+                self._backlog_rejected.add(seq)
+                self._resolve(None, Rejected(seq, code, message))
+                self.rejected_total += 1
+            return
         entry = self._entries.get(seq)
-        if entry is not None and entry.receipt.outcome is None:
+        if entry is not None and entry.receipt is not None and entry.receipt.outcome is None:
             self._resolve(entry.receipt, Rejected(seq, code, message))
             self.rejected_total += 1
 
-    def _resolve(self, receipt: Receipt, outcome: Outcome) -> None:
-        receipt._resolve(outcome)
+    def _resolve(self, receipt: Receipt | None, outcome: Outcome) -> None:
+        if receipt is not None:
+            receipt._resolve(outcome)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 

@@ -151,3 +151,44 @@ async def test_outbox_full_raise_and_block() -> None:
             await outbox.ack(1, [])
             await done.wait()
         assert outbox.pending_count == 2
+
+
+async def test_recovered_backlog_is_sent_in_batches_then_new_events(tmp_path: Path) -> None:
+    """Events recovered from the journal are kept as the journal read them (no object per
+    event); the writer takes them in order, bounded by bytes, then what was sent since."""
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        await outbox.send_many("c", "e", list(range(1, 21)))
+        await outbox.ack(2, [])
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        outcomes: list[object] = []
+        outbox.on_outcome = outcomes.append
+        assert outbox.pending_count == 18
+        backlog_bytes = outbox.pending_bytes
+        assert backlog_bytes == sum(len(e.data) for e in journal.recovered)
+        new = await outbox.send("c", "e", 21)
+        assert new.seq == 21
+        one = len(journal.recovered[0].data) + 1
+        taken: list[int] = []
+        while batch := outbox.ready(100, 3 * one):  # at most 3 per batch
+            assert len(batch) <= 3
+            taken += [seq for seq, _ in batch]
+        assert taken == list(range(3, 22))  # backlog, then the new event, nothing twice
+        assert outbox.replayed_total == 18
+        outbox.reject(5, "forbidden", "no")
+        assert await outbox.ack(10, [4]) == 8
+        assert outcomes == [
+            Rejected(5, "forbidden", "no"),
+            Acked(3, False),
+            Acked(4, True),
+            *(Acked(seq, False) for seq in range(6, 11)),
+        ]
+        assert outbox.pending_count == 11
+        # After a reconnect the writer starts again at the first event the server lacks.
+        await outbox.rewind(12)
+        assert [seq for seq, _ in outbox.ready(100, 1 << 20)] == [*range(13, 22)]
+        await outbox.ack(21, [])
+        assert outbox.pending_count == 0
+        assert outbox.pending_bytes == 0
+        assert await new.wait() == Acked(21, False)

@@ -211,9 +211,11 @@ def recover(directory: str, *, repair: bool = True) -> Recovery:
                     os.fsync(f.fileno())
         info = SegmentInfo(index, path, result.end)
         for record in result.records:
-            state.apply(record)
-            if isinstance(record, Append):
+            if type(record) is Append:  # the common case, inline
+                state.last_seq = max(state.last_seq, record.seq)
                 info.max_seq = record.seq
+            else:
+                state.apply(record)
         state.records.extend(result.records)
         state.segments.append(info)
     return state

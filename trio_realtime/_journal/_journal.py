@@ -20,7 +20,7 @@ from ._files import (
     recover,
     release_lock,
 )
-from ._format import AckMark, CursorMark, Record, encode_append, encode_record
+from ._format import AckMark, Append, CursorMark, Record, encode_append, encode_record
 
 __all__ = ["Cursor", "Durability", "Journal", "JournalEntry", "open_journal"]
 
@@ -44,12 +44,9 @@ class Durability(enum.StrEnum):
     """not written anywhere. Lost with the process (at_most_once / best_effort_ordered)."""
 
 
-@attrs.frozen
-class JournalEntry:
-    """An unacknowledged upstream event found in the journal: its seq and its exact wire bytes."""
-
-    seq: int
-    data: bytes
+JournalEntry = Append
+"""An unacknowledged upstream event found in the journal: its ``seq`` and its exact wire bytes
+(``data``)."""
 
 
 @attrs.frozen
@@ -127,7 +124,7 @@ class Journal:
         self._cursors = {
             name: Cursor(offset, epoch) for name, (offset, epoch) in recovery.cursors.items()
         }
-        self._recovered = [JournalEntry(r.seq, r.data) for r in recovery.pending]
+        self._recovered = recovery.pending
         self.truncated_bytes = recovery.truncated_bytes
         self._open = _Batch()
         self._wakeup = trio.Event()

@@ -18,7 +18,6 @@ import trio_websocket
 
 from .._errors import ConfigError, LocalProtocolError, ProtocolError
 from .._protocol import (
-    Ack,
     ChannelPosition,
     ChannelResume,
     CloseCode,
@@ -55,6 +54,10 @@ logger = logging.getLogger("trio_realtime.server")
 #: Messages with events one connection may have waiting for the committer before the server stops
 #: reading from it (a bound on memory; within it, reading goes on while a transaction runs).
 _MAX_INFLIGHT = 16
+#: A batch message the server sends holds at most this many frames and grows past this many bytes
+#: by one frame at most (trio-websocket clients refuse messages over 1 MiB by default).
+_BATCH_FRAMES = 500
+_BATCH_BYTES = 256 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -164,12 +167,36 @@ class _Session:
         self._tokens -= 1
         return True
 
+    def deliver_encoded(self, channel: str, data: bytes) -> None:
+        """Queue an event already encoded (once, for every subscriber) if still subscribed."""
+        if channel in self.proto.subscriptions:
+            self.queue(data)
+
     async def writer(self) -> None:
+        """Send what is queued, in order; what queued up while a send ran goes out as one batch
+        message (a subscriber of a busy channel gets one WebSocket message per batch, not one
+        per event)."""
+        receive = self._receive
         try:
-            async for data in self._receive:
-                await self.transport.send(data)
+            async for data in receive:
+                parts = [data]
+                size = len(data)
+                while size < _BATCH_BYTES and len(parts) < _BATCH_FRAMES:
+                    try:
+                        data = receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    parts.append(data)
+                    size += len(data)
+                await self.transport.send(parts[0] if len(parts) == 1 else _join(parts))
         except TransportClosed:
             self.scope.cancel()
+
+
+def _join(messages: list[bytes]) -> bytes:
+    """One batch message holding the frames of ``messages`` (each a frame or a batch), in order."""
+    frames = [m[1:-1] if m[:1] == b"[" else m for m in messages]
+    return b"[" + b",".join(frames) + b"]"
 
 
 @attrs.define(eq=False)
@@ -177,6 +204,7 @@ class _CommitRequest:
     session: _Session
     ack_seq: int
     events: list[NewEvent]
+    refusals: list[Error]
     done: trio.Event = attrs.Factory(trio.Event)
     failed: bool = False
 
@@ -299,7 +327,9 @@ class RealtimeServer:
         assert isinstance(resume, Resume)
         user = await self.authenticator.authenticate(resume.token)
         if user is None:
-            error = session.proto.send(Error("unauthorized", "missing or invalid token", fatal=True))
+            error = session.proto.send(
+                Error("unauthorized", "missing or invalid token", fatal=True)
+            )
             raise _Closing(CloseCode.UNAUTHORIZED, "unauthorized", error)
         session.user = user
         session.client_id = resume.client_id
@@ -354,6 +384,7 @@ class RealtimeServer:
     async def _process(self, session: _Session, oversized: bool) -> None:
         proto = session.proto
         accepted: list[NewEvent] = []
+        refusals: list[Error] = []  # sent just before the ack, so outcomes arrive in seq order
         pending_ack = False
         assert session.user is not None
         events = list(proto.events())
@@ -361,16 +392,20 @@ class RealtimeServer:
             # A single event too large for max_frame_bytes is rejected on its own (its seq is
             # consumed), so the client does not resend it forever; anything else is closed 1009.
             if len(events) == 1 and isinstance(events[0], UpstreamEvent):
-                session.send(Error("too_large", "event exceeds max_frame_bytes", seq=events[0].seq))
+                refusals.append(
+                    Error("too_large", "event exceeds max_frame_bytes", seq=events[0].seq)
+                )
                 events = [DuplicateEvent(events[0].seq, events[0].idempotency_key)]
             else:
-                error = proto.send(Error("too_large", "message exceeds max_frame_bytes", fatal=True))
+                error = proto.send(
+                    Error("too_large", "message exceeds max_frame_bytes", fatal=True)
+                )
                 raise _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big", error)
         for event in events:
             if isinstance(event, UpstreamEvent):
                 pending_ack = True
                 if not await self.authenticator.can_publish(session.user, event.channel):
-                    session.send(
+                    refusals.append(
                         Error("forbidden", f"may not publish to {event.channel!r}", seq=event.seq)
                     )
                     continue
@@ -412,7 +447,7 @@ class RealtimeServer:
         assert session.client_id is not None
         if not self._committer_running:
             raise RuntimeError("the server's committer is not running (use open_server)")
-        request = _CommitRequest(session, proto.received_seq, accepted)
+        request = _CommitRequest(session, proto.received_seq, accepted, refusals)
         self._commit_queue.append(request)
         self._commit_wakeup.set()
         # Keep reading while the committer works (the next messages join its next transaction),
@@ -460,13 +495,19 @@ class RealtimeServer:
                 if session.store_failed:  # an earlier commit of its failed: never ack past it
                     self._fail_commit(request)
                     continue
-                with contextlib.suppress(LocalProtocolError):  # the session closed meanwhile
+                for refusal in request.refusals:
+                    with contextlib.suppress(LocalProtocolError):  # the session closed meanwhile
+                        session.send(refusal)
+                with contextlib.suppress(LocalProtocolError):
                     session.queue(session.proto.ack(request.ack_seq))
                 for event in stored:
                     if event is None:
                         continue
-                    for subscriber in list(self._subscribers.get(event.channel, ())):
-                        subscriber.deliver(event)
+                    subscribers = self._subscribers.get(event.channel)
+                    if subscribers:
+                        data = encode_frame(_downstream(event))  # once, for all of them
+                        for subscriber in list(subscribers):
+                            subscriber.deliver_encoded(event.channel, data)
                 request.done.set()
 
     def _fail_commit(self, request: _CommitRequest) -> None:

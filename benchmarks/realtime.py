@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import OUT_DIR, machine, peer_process, percentile
 
-from trio_realtime import Durability, RealtimeConfig, open_realtime
+from trio_realtime import Durability, OutboxFull, RealtimeConfig, open_realtime
 from trio_realtime._journal import open_journal
 from trio_realtime._protocol import encode_upstream
 from trio_realtime.testing import open_server_process
@@ -344,8 +345,9 @@ async def _recover(template: str, count: int) -> dict[str, float]:
                 opened = time.perf_counter() - start
                 if conn.pending_count != count:
                     raise RuntimeError(f"recovered {conn.pending_count} of {count}")
-                while conn.metrics.replayed < count:
-                    await trio.sleep(0.01)
+                async for metrics in conn.metrics_updates(0.01):
+                    if metrics.replayed >= count:
+                        break
                 handed = time.perf_counter() - start
                 await conn.drain()
                 acked = time.perf_counter() - start
@@ -378,6 +380,297 @@ def bench_recovery(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --- 5: fan-out ------------------------------------------------------------------------------------
+
+FANOUT_CHANNEL = "fan"
+
+
+async def _ours_subscriber_process(url: str, data_dir: str, count: int, expect: int) -> None:
+    """A fan-out worker: ``count`` subscriber connections, each reading ``expect`` events; prints
+    ``ready`` once all are subscribed, then ``done N LAST`` (deliveries, time.time() of the last)."""
+    from trio_realtime.server import load_or_create_secret, make_token
+
+    secret = load_or_create_secret(data_dir)
+    # The subscribers keep no journal: like the python-socketio clients, they persist nothing.
+    config = RealtimeConfig(network_monitor=False, durability=Durability.MEMORY)
+    subscribed = 0
+    all_subscribed = trio.Event()
+    delivered = 0
+    last = 0.0
+
+    async def subscriber(i: int) -> None:
+        nonlocal subscribed, delivered, last
+        token = make_token(secret, f"sub{i}")
+        async with open_realtime(url, token=token, config=config) as conn:
+            stream = conn.messages(FANOUT_CHANNEL)
+            await conn.subscribe(FANOUT_CHANNEL)
+            subscribed += 1
+            if subscribed == count:
+                all_subscribed.set()
+            got = 0
+            async for _ in stream:
+                got += 1
+                if got == expect:
+                    break
+            delivered += got
+            last = max(last, time.time())
+            await stream.aclose()
+            await conn.aclose(abort=True)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            nursery.start_soon(subscriber, i)
+        await all_subscribed.wait()
+        print("ready", flush=True)
+    print(f"done {delivered} {last}", flush=True)
+
+
+async def _socketio_subscriber_process(port: int, count: int, expect: int) -> None:
+    import socketio
+
+    clients = []
+    finished = asyncio.Event()
+    delivered = 0
+    last = 0.0
+    remaining = count
+
+    def counter() -> Callable[[object], None]:
+        got = 0
+
+        def on_msg(_: object) -> None:
+            nonlocal got, delivered, last, remaining
+            got += 1
+            delivered += 1
+            if got == expect:
+                last = max(last, time.time())
+                remaining -= 1
+                if remaining == 0:
+                    finished.set()
+
+        return on_msg
+
+    async def connect() -> None:
+        client = socketio.AsyncClient()
+        client.on("msg", counter())
+        await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"])
+        await client.call("join", 1, timeout=60)
+        clients.append(client)
+
+    for first in range(0, count, 50):  # connect in waves, not 500 handshakes at once
+        await asyncio.gather(*(connect() for _ in range(first, min(first + 50, count))))
+    print("ready", flush=True)
+    await finished.wait()
+    print(f"done {delivered} {last}", flush=True)
+    for client in clients:
+        await client.disconnect()
+
+
+class _Workers:
+    """Subscriber processes: started together, each says ``ready`` then ``done N LAST``."""
+
+    def __init__(self, argv: list[list[str]]) -> None:
+        self.argv = argv
+        self.processes: list[trio.Process] = []
+        self.buffers: list[bytes] = []
+
+    async def _line(self, i: int, word: bytes, within: float) -> bytes:
+        process = self.processes[i]
+        assert process.stdout is not None
+        with trio.fail_after(within):
+            while True:
+                for line in self.buffers[i].split(b"\n")[:-1]:
+                    if line.startswith(word):
+                        return line
+                chunk = await process.stdout.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError(f"fan-out worker {i} exited: {self.buffers[i]!r}")
+                self.buffers[i] += chunk
+
+    async def start(self) -> None:
+        for argv in self.argv:
+            self.processes.append(await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE))
+            self.buffers.append(b"")
+        for i in range(len(self.processes)):
+            await self._line(i, b"ready", 300)
+
+    async def results(self) -> tuple[int, float]:
+        total, last = 0, 0.0
+        for i in range(len(self.processes)):
+            _, count, when = (await self._line(i, b"done", 300)).split()
+            total += int(count)
+            last = max(last, float(when))
+        return total, last
+
+    async def aclose(self) -> None:
+        for process in self.processes:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            for process in self.processes:
+                await process.wait()
+
+
+def _worker_argv(kind: str, target: str, count: int, expect: int) -> list[str]:
+    return [sys.executable, __file__, "--worker", kind, target, str(count), str(expect)]
+
+
+async def _ours_fanout(subscribers: int, processes: int, messages: int) -> float:
+    async with open_server_process(extra_args=SERVER_ARGS) as server:
+        share = subscribers // processes
+        workers = _Workers(
+            [
+                _worker_argv("ours", f"{server.url} {server.data_dir}", share, messages)
+                for _ in range(processes)
+            ]
+        )
+        try:
+            await workers.start()
+            with tempfile.TemporaryDirectory() as journal:
+                async with open_realtime(
+                    server.url, token=server.token("pub"), journal_dir=journal, config=CONFIG
+                ) as conn:
+                    start = time.time()
+                    for first in range(0, messages, 100):
+                        await conn.send_many(
+                            FANOUT_CHANNEL, "m", [PAYLOAD] * min(100, messages - first)
+                        )
+                    total, last = await workers.results()
+        finally:
+            await workers.aclose()
+    if total != share * processes * messages:
+        raise RuntimeError(f"{total} deliveries of {share * processes * messages}")
+    return total / (last - start)
+
+
+async def _socketio_fanout(subscribers: int, processes: int, messages: int) -> float:
+    import socketio
+
+    async with peer_process("socketio") as port:
+        share = subscribers // processes
+        workers = _Workers(
+            [_worker_argv("socketio", str(port), share, messages) for _ in range(processes)]
+        )
+        try:
+            await workers.start()
+
+            def publish() -> float:
+                async def run() -> float:
+                    client = socketio.AsyncClient()
+                    await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"])
+                    start = time.time()
+                    for _ in range(messages):
+                        await client.emit("publish", PAYLOAD)
+                    await client.call("msg", 1)  # every publish has reached the server
+                    await client.disconnect()
+                    return start
+
+                return asyncio.run(run())
+
+            start = await trio.to_thread.run_sync(publish)
+            total, last = await workers.results()
+        finally:
+            await workers.aclose()
+    if total != share * processes * messages:
+        raise RuntimeError(f"{total} deliveries of {share * processes * messages}")
+    return total / (last - start)
+
+
+def bench_fanout(args: argparse.Namespace) -> dict[str, Any]:
+    subs, procs, n = args.subscribers, args.processes, args.fanout_messages
+    print(
+        f"5. fan-out: 1 publisher, {subs:,} subscribers in {procs} processes, {n} messages; "
+        f"deliveries/s (median of {args.repeats})"
+    )
+    sio = _median_of(
+        args.repeats,
+        "python-socketio broadcast to a room",
+        lambda: float(trio.run(_socketio_fanout, subs, procs, n)),
+    )
+    ours = _median_of(
+        args.repeats,
+        "trio_realtime channel",
+        lambda: float(trio.run(_ours_fanout, subs, procs, n)),
+    )
+    print(f"  => {ours / sio:.2f}x python-socketio (goal >= 2x)")
+    return {
+        "subscribers": subs,
+        "processes": procs,
+        "messages": n,
+        "python_socketio": sio,
+        "trio_realtime": ours,
+        "vs_socketio": ours / sio,
+        "goals": {"vs_socketio": 2.0},
+    }
+
+
+# --- 6: memory -------------------------------------------------------------------------------------
+
+
+async def _memory(attempts: int, limit: int) -> dict[str, float]:
+    """Send ``attempts`` events at a server that never answers (a socket nobody accepts on) and
+    see how much the process grows. The outbox refuses what is over its limit (OutboxFull)."""
+    import gc
+
+    import psutil
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # the TCP handshake completes; the WebSocket one never does
+    port = listener.getsockname()[1]
+    config = RealtimeConfig(
+        network_monitor=False,
+        max_outbox_messages=attempts,
+        max_outbox_bytes=limit,
+        outbox_full="raise",
+        connect_timeout=1.0,  # open_realtime waits for the first attempt: make it short
+    )
+    process = psutil.Process()
+    with listener, tempfile.TemporaryDirectory() as journal:
+        async with open_realtime(
+            f"ws://127.0.0.1:{port}/realtime", token="t", journal_dir=journal, config=config
+        ) as conn:
+            await conn.send("bench", "m", PAYLOAD)  # warm up: journal open, first segment
+            gc.collect()
+            before = process.memory_info().rss
+            queued = 1
+            refused = 0
+            payloads = [PAYLOAD] * 1000
+            while queued + refused < attempts:
+                try:
+                    await conn.send_many("bench", "m", payloads)
+                    queued += len(payloads)
+                except OutboxFull:
+                    refused += len(payloads)
+            gc.collect()
+            grown = process.memory_info().rss - before
+            outbox_bytes = conn.metrics.outbox_bytes
+            await conn.aclose(abort=True)
+    return {"queued": queued, "refused": refused, "rss_growth": grown, "outbox_bytes": outbox_bytes}
+
+
+def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
+    attempts, limit = args.memory_messages, args.outbox_bytes
+    print(
+        f"6. memory: {attempts:,} sends at a stalled server, max_outbox_bytes {limit / 2**20:g} MiB "
+        f"(median of {args.repeats})"
+    )
+    runs = [trio.run(_memory, attempts, limit) for _ in range(args.repeats)]
+    figures = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    bound = limit + 20 * 2**20
+    print(f"  queued {figures['queued']:,.0f}, refused with OutboxFull {figures['refused']:,.0f}")
+    print(
+        f"  RSS grew {figures['rss_growth'] / 2**20:,.1f} MiB; bound {bound / 2**20:,.0f} MiB "
+        f"(max_outbox_bytes + 20 MiB) => {figures['rss_growth'] / bound:.2f}x (goal <= 1.0x)"
+    )
+    return {
+        "attempts": attempts,
+        "max_outbox_bytes": limit,
+        **figures,
+        "bound_bytes": bound,
+        "vs_bound": figures["rss_growth"] / bound,
+        "goals": {"vs_bound": 1.0},
+    }
+
+
 def _with_peer_samples(kind: str, fn: Callable[[int], Awaitable[list[float]]]) -> list[float]:
     async def run() -> list[float]:
         async with peer_process(kind) as port:
@@ -392,6 +685,8 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "send_many": bench_send_many,
     "latency": bench_latency,
     "recovery": bench_recovery,
+    "fanout": bench_fanout,
+    "memory": bench_memory,
 }
 
 
@@ -403,9 +698,23 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=100, help="concurrent send() callers")
     parser.add_argument("--batch", type=int, default=500, help="payloads per send_many call")
     parser.add_argument("--pending", type=int, default=1_000_000, help="events in the journal")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=2, help="subscriber processes")
+    parser.add_argument("--fanout-messages", type=int, default=100)
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-messages", type=int, default=1_000_000)
+    parser.add_argument("--outbox-bytes", type=int, default=64 * 2**20, help="max_outbox_bytes")
     parser.add_argument("--rate", type=float, default=200.0, help="sends per second (latency)")
     parser.add_argument("--latency-count", type=int, default=1000, help="sends per latency run")
     args = parser.parse_args()
+    if args.worker:
+        kind, target, count, expect = args.worker
+        if kind == "ours":
+            url, data_dir = target.split()
+            trio.run(_ours_subscriber_process, url, data_dir, int(count), int(expect))
+        else:
+            asyncio.run(_socketio_subscriber_process(int(target), int(count), int(expect)))
+        return
     path = OUT_DIR / "results.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     for name, bench in BENCHMARKS.items():

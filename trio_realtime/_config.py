@@ -142,6 +142,8 @@ class RealtimeConfig:
     max_outbox_bytes: int = attrs.field(
         default=64 * 1024 * 1024, validator=_count("max_outbox_bytes")
     )
+    """Memory the unacknowledged events may hold: their encoded frames plus a fixed 384 bytes of
+    bookkeeping each (so the limit bounds the process's growth, not just the payload bytes)."""
     outbox_full: OutboxFullPolicy = attrs.field(
         default=OutboxFullPolicy.BLOCK, converter=_to_outbox_full
     )

@@ -116,6 +116,8 @@ class Metrics:
     current_queue_size: int
     """Events waiting for an ack (including those recovered from the journal)."""
     outbox_bytes: int
+    """Memory the waiting events hold: their frames plus a fixed bookkeeping cost each (what
+    ``max_outbox_bytes`` limits)."""
     average_reconnect_time: float | None
     """Mean time from losing a link to being connected again (``None``: no reconnect yet)."""
     ack_latency_p50: float | None

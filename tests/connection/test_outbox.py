@@ -12,7 +12,7 @@ import trio
 from trio_realtime import LocalProtocolError, OutboxFull
 from trio_realtime._config import OutboxFullPolicy
 from trio_realtime._journal import open_journal
-from trio_realtime._outbox import Acked, Outbox, Rejected
+from trio_realtime._outbox import EVENT_OVERHEAD, Acked, Outbox, Rejected
 
 
 def make(journal: object, **kw: object) -> Outbox:
@@ -166,7 +166,8 @@ async def test_recovered_backlog_is_sent_in_batches_then_new_events(tmp_path: Pa
         outbox.on_outcome = outcomes.append
         assert outbox.pending_count == 18
         backlog_bytes = outbox.pending_bytes
-        assert backlog_bytes == sum(len(e.data) for e in journal.recovered)
+        # What the outbox holds: the frames plus the bookkeeping each event costs.
+        assert backlog_bytes == sum(len(e.data) + EVENT_OVERHEAD for e in journal.recovered)
         new = await outbox.send("c", "e", 21)
         assert new.seq == 21
         one = len(journal.recovered[0].data) + 1
@@ -192,3 +193,28 @@ async def test_recovered_backlog_is_sent_in_batches_then_new_events(tmp_path: Pa
         assert outbox.pending_count == 0
         assert outbox.pending_bytes == 0
         assert await new.wait() == Acked(21, False)
+
+
+async def test_memory_held_per_event_is_what_max_outbox_bytes_counts() -> None:
+    """An unacknowledged event holds its frame plus EVENT_OVERHEAD bytes at most (orjson's
+    output buffer is 4 KiB whatever the frame's size: the outbox must keep a trimmed copy)."""
+    import gc
+    import tracemalloc
+
+    async with open_journal(None, durability="memory") as journal:
+        outbox = make(journal, max_messages=100_000, max_bytes=1 << 30)
+        await outbox.send("c", "e", "warm-up")
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            receipts = await outbox.send_many("c", "e", ["x" * 200] * 5000)
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        del receipts  # the caller's list of receipts is not the outbox's memory
+        frames = [data for _, data in outbox.ready(10_000, 1 << 30)]
+        assert len(frames) == 5001
+        assert held / 5000 <= len(frames[1]) + EVENT_OVERHEAD
+        assert outbox.pending_bytes == sum(len(data) + EVENT_OVERHEAD for data in frames)

@@ -456,7 +456,7 @@ def encode_upstream(
         LocalProtocolError: as :func:`encode_frame`.
     """
     try:
-        return orjson.dumps(
+        data = orjson.dumps(
             {
                 "type": "event",
                 "seq": seq,
@@ -469,6 +469,9 @@ def encode_upstream(
         )
     except (orjson.JSONEncodeError, TypeError) as exc:
         raise LocalProtocolError(f"cannot encode as JSON: {exc}", field="payload") from None
+    # orjson returns its whole output buffer (4 KiB for a small frame); the outbox keeps these
+    # bytes until the ack, so keep an exact-size copy (a 200-byte event held 4 KiB before).
+    return memoryview(data).tobytes()
 
 
 def join_encoded(encoded: Sequence[bytes]) -> bytes:

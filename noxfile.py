@@ -92,5 +92,8 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks; results are written under docs/benchmarks/."""
     session.install("-e", ".[bench]")
-    session.run("python", "benchmarks/journal.py", *session.posargs)
+    session.run("python", "benchmarks/journal.py")
     session.run("python", "benchmarks/local_queue.py")
+    # Against raw trio-websocket and python-socketio; `nox -s bench -- --only latency` runs one.
+    session.run("python", "benchmarks/realtime.py", *session.posargs)
+    session.run("python", "benchmarks/report.py")

@@ -199,3 +199,12 @@ def test_serve_refuses_a_bad_option_with_a_clear_message() -> None:
     assert out.returncode == 2
     assert "presence_timeout: must be a positive number" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_serve_rate_limit_and_send_queue_size_are_checked() -> None:
+    out = run("serve", "--port", "0", "--rate-limit", "0")
+    assert out.returncode == 2
+    assert "rate_limit: must be a positive number" in out.stderr
+    out = run("serve", "--port", "0", "--send-queue-size", "0")
+    assert out.returncode == 2
+    assert "send_queue_size: must be a positive integer" in out.stderr

@@ -20,10 +20,20 @@ from trio_realtime._protocol import (
     decode_server_message,
     encode_batch,
     encode_frame,
+    encode_upstream,
     join_encoded,
 )
 
-from .strategies import CLIENT_CLASSES, SERVER_CLASSES, client_frames, server_frames
+from .strategies import (
+    CLIENT_CLASSES,
+    SERVER_CLASSES,
+    client_frames,
+    json_value,
+    name,
+    pos,
+    server_frames,
+    uint,
+)
 
 
 @given(client_frames)
@@ -202,3 +212,25 @@ def test_resume_repr_hides_the_token() -> None:
     )[0]
     assert "s3cret" not in repr(frame)
     assert "s3cret" not in str(frame)
+
+
+@given(
+    seq=pos,
+    channel=name,
+    event=name,
+    payload=json_value,
+    timestamp=uint,
+    key=name,
+)
+def test_encode_upstream_is_encode_frame_without_the_frame_object(
+    seq: int, channel: str, event: str, payload: Any, timestamp: int, key: str
+) -> None:
+    """The send path's encoder gives exactly the bytes of the general one, trimmed to size."""
+    data = encode_upstream(seq, channel, event, payload, timestamp, key)
+    assert data == encode_frame(UpstreamEvent(seq, channel, event, payload, timestamp, key))
+    assert type(data) is bytes
+
+
+def test_encode_upstream_refuses_what_json_cannot_carry() -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_upstream(1, "c", "e", {1, 2}, 0, "k")

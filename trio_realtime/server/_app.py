@@ -480,6 +480,16 @@ class RealtimeServer:
                 request.done.set()
 
     async def _commit(self, batch: list[_CommitRequest]) -> None:
+        # A connection whose earlier commit failed gets nothing more stored: its later events
+        # committed without the failed ones would move its watermark past them, and the client's
+        # retransmission of those would then be skipped as already stored.
+        for request in batch:
+            if request.session.store_failed:
+                self._fail_commit(request)
+        batch = [request for request in batch if not request.failed]
+        if not batch:
+            await trio.lowlevel.checkpoint()
+            return
         async with self._fanout:
             try:
                 results = await self.store.commit_many(
@@ -492,9 +502,6 @@ class RealtimeServer:
                 return
             for request, stored in zip(batch, results, strict=True):
                 session = request.session
-                if session.store_failed:  # an earlier commit of its failed: never ack past it
-                    self._fail_commit(request)
-                    continue
                 for refusal in request.refusals:
                     with contextlib.suppress(LocalProtocolError):  # the session closed meanwhile
                         session.send(refusal)

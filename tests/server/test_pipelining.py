@@ -1,0 +1,90 @@
+"""The server keeps reading a connection while its events are being committed: what arrives
+meanwhile joins the next transaction. Acks still follow the commits, in order, and nothing is
+acked past a commit that failed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import trio
+import trio_websocket
+
+from trio_realtime.server import AllowAll, MemoryStore, ServerConfig, open_server
+from trio_realtime.server._store import NewEvent, StoredEvent
+
+from .test_bad_input import RESUME, event
+
+
+class GatedStore(MemoryStore):
+    """Each commit waits for the test to open the gate; records what each commit held."""
+
+    def __init__(self, *, fail_first: bool = False) -> None:
+        super().__init__()
+        self.commits: list[list[int]] = []
+        self.gate = trio.Event()
+        self.waiting = trio.Event()
+        self.fail_first = fail_first
+
+    async def commit_many(
+        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
+    ) -> list[list[StoredEvent | None]]:
+        self.commits.append([e.seq or 0 for _, _, events in batch for e in events])
+        self.waiting.set()
+        await self.gate.wait()
+        if self.fail_first and len(self.commits) == 1:
+            raise OSError(28, "No space left on device")
+        return await super().commit_many(batch)
+
+
+async def _talk(store: GatedStore, messages: list[dict[str, object]]) -> tuple[list[dict], int]:
+    config = ServerConfig(handshake_timeout=5.0)
+    frames: list[dict[str, object]] = []
+    code = -1
+    async with open_server(store, AllowAll(), config=config) as server:
+        url = f"ws://127.0.0.1:{server.port}/realtime"
+        async with trio_websocket.open_websocket_url(url, subprotocols=["trio-realtime.v1"]) as ws:
+            await ws.send_message(json.dumps(RESUME))
+            await ws.send_message(json.dumps(messages[0]))
+            await store.waiting.wait()  # the first commit is running (and held)
+            for message in messages[1:]:
+                await ws.send_message(json.dumps(message))
+            # Everything sent after it reached the server while the first commit is held: the
+            # server answers a ping sent last only once it has read past the events before it.
+            await ws.send_message(json.dumps({"type": "ping", "t": 7}))
+            with trio.fail_after(10):
+                while not any(f["type"] == "pong" for f in frames):
+                    data = json.loads(await ws.get_message())
+                    frames.extend(data if isinstance(data, list) else [data])
+                store.gate.set()
+                try:
+                    while not (acks := [f for f in frames if f["type"] == "ack"]) or acks[-1][
+                        "ack_seq"
+                    ] != len(messages):
+                        data = json.loads(await ws.get_message())
+                        frames.extend(data if isinstance(data, list) else [data])
+                except trio_websocket.ConnectionClosed as exc:
+                    code = exc.reason.code
+                finally:
+                    await trio.aclose_forcefully(ws._stream)
+    return frames, code
+
+
+async def test_events_read_during_a_commit_share_the_next_one() -> None:
+    store = GatedStore()
+    frames, _ = await _talk(store, [event(1), event(2), event(3), event(4)])
+    assert store.commits == [[1], [2, 3, 4]]  # not one commit per message
+    acks = [f["ack_seq"] for f in frames if f["type"] == "ack"]
+    assert acks == sorted(acks) and acks[-1] == 4
+    # No ack before the commit that covers it: the pong came first, while commit 1 was held.
+    assert [f["type"] for f in frames].index("pong") < [f["type"] for f in frames].index("ack")
+    assert [e.offset for e in await store.read("room", 0, 10)] == [1, 2, 3, 4]
+
+
+async def test_nothing_is_acked_past_a_failed_commit() -> None:
+    store = GatedStore(fail_first=True)
+    frames, code = await _talk(store, [event(1), event(2), event(3)])
+    assert code == 1011
+    assert [f for f in frames if f["type"] == "ack"] == []
+    assert any(f["type"] == "error" and f["code"] == "internal" for f in frames)
+    assert await store.read("room", 0, 10) == []  # the later messages were not committed either

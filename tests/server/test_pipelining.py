@@ -75,7 +75,8 @@ async def test_events_read_during_a_commit_share_the_next_one() -> None:
     frames, _ = await _talk(store, [event(1), event(2), event(3), event(4)])
     assert store.commits == [[1], [2, 3, 4]]  # not one commit per message
     acks = [f["ack_seq"] for f in frames if f["type"] == "ack"]
-    assert acks == sorted(acks) and acks[-1] == 4
+    assert acks == sorted(acks)
+    assert acks[-1] == 4
     # No ack before the commit that covers it: the pong came first, while commit 1 was held.
     assert [f["type"] for f in frames].index("pong") < [f["type"] for f in frames].index("ack")
     assert [e.offset for e in await store.read("room", 0, 10)] == [1, 2, 3, 4]

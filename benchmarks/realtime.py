@@ -653,7 +653,13 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
         f"6. memory: {attempts:,} sends at a stalled server, max_outbox_bytes {limit / 2**20:g} MiB "
         f"(median of {args.repeats})"
     )
-    runs = [trio.run(_memory, attempts, limit) for _ in range(args.repeats)]
+    # Each run in a fresh process: freed memory stays in a process's RSS, so a second run in
+    # the same process would reuse it and seem to grow by nothing.
+    runs = []
+    for _ in range(args.repeats):
+        argv = [sys.executable, __file__, "--worker", "memory", str(attempts), str(limit), "-"]
+        output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        runs.append(json.loads(output.strip().splitlines()[-1]))
     figures = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     bound = limit + 20 * 2**20
     print(f"  queued {figures['queued']:,.0f}, refused with OutboxFull {figures['refused']:,.0f}")
@@ -709,7 +715,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         kind, target, count, expect = args.worker
-        if kind == "ours":
+        if kind == "memory":
+            print(json.dumps(trio.run(_memory, int(target), int(count))))
+        elif kind == "ours":
             url, data_dir = target.split()
             trio.run(_ours_subscriber_process, url, data_dir, int(count), int(expect))
         else:

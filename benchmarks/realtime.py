@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from trio_websocket import open_websocket_url
@@ -39,6 +39,8 @@ from trio_realtime import Durability, OutboxFull, RealtimeConfig, open_realtime
 from trio_realtime._journal import open_journal
 from trio_realtime._protocol import encode_upstream
 from trio_realtime.testing import open_server_process
+
+_T = TypeVar("_T")
 
 PAYLOAD = "x" * 200
 #: Our server's per-connection limits are for abuse, not for a benchmark driving it flat out.
@@ -133,12 +135,25 @@ async def _socketio_rate(port: int, messages: int) -> float:
         await client.disconnect()
 
 
-def _with_peer(kind: str, fn: Callable[[int], Awaitable[float]]) -> float:
-    async def run() -> float:
+def _with_peer(kind: str, fn: Callable[[int], Awaitable[_T]]) -> _T:
+    """Run ``fn(port)`` in a fresh trio run against a fresh ``kind`` peer server."""
+
+    async def run() -> _T:
         async with peer_process(kind) as port:
             return await fn(port)
 
-    return float(trio.run(run))
+    result: _T = trio.run(run)
+    return result
+
+
+def _raw_baseline(args: argparse.Namespace) -> float:
+    """Raw trio-websocket fire-and-forget, measured again for each benchmark that compares to it
+    (so each ratio's baseline comes from the same minutes as its figure)."""
+    return _median_of(
+        args.repeats,
+        "raw trio-websocket, fire-and-forget",
+        lambda: _with_peer("raw", lambda port: _raw_rate(port, args.messages)),
+    )
 
 
 def _socketio(messages: int) -> float:
@@ -154,11 +169,7 @@ def _socketio(messages: int) -> float:
 def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
     n = args.messages
     print(f"1. upstream throughput, {n:,} x {len(PAYLOAD)} B, msg/s (median of {args.repeats})")
-    raw = _median_of(
-        args.repeats,
-        "raw trio-websocket, fire-and-forget",
-        lambda: _with_peer("raw", lambda port: _raw_rate(port, n)),
-    )
+    raw = _raw_baseline(args)
     sio = _median_of(args.repeats, "python-socketio, emit with ack", lambda: _socketio(n))
     ours = _median_of(
         args.repeats,
@@ -182,11 +193,7 @@ def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
 def bench_send_many(args: argparse.Namespace) -> dict[str, Any]:
     n = args.messages
     print(f"2. send_many throughput, {n:,} x {len(PAYLOAD)} B in batches of {args.batch}, msg/s")
-    raw = _median_of(
-        args.repeats,
-        "raw trio-websocket, fire-and-forget",
-        lambda: _with_peer("raw", lambda port: _raw_rate(port, n)),
-    )
+    raw = _raw_baseline(args)
     ours = _median_of(
         args.repeats,
         f"trio_realtime send_many({args.batch})",
@@ -276,7 +283,7 @@ def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {"ours": [], "rtt": [], "fsync": []}
     for _ in range(args.repeats):
         samples = {
-            "rtt": _with_peer_samples("raw", lambda port: _rtt_latencies(port, rate, count)),
+            "rtt": _with_peer("raw", lambda port: _rtt_latencies(port, rate, count)),
             "fsync": _fsync_latencies(count),
             "ours": trio.run(_ours_latencies, rate, count),
         }
@@ -675,15 +682,6 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
         "vs_bound": figures["rss_growth"] / bound,
         "goals": {"vs_bound": 1.0},
     }
-
-
-def _with_peer_samples(kind: str, fn: Callable[[int], Awaitable[list[float]]]) -> list[float]:
-    async def run() -> list[float]:
-        async with peer_process(kind) as port:
-            return await fn(port)
-
-    result: list[float] = trio.run(run)
-    return result
 
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {

@@ -33,7 +33,7 @@ from trio_websocket import open_websocket_url
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import OUT_DIR, machine, peer_process, percentile
+from _common import OUT_DIR, machine, peer_process
 
 from trio_realtime import Durability, OutboxFull, RealtimeConfig, open_realtime
 from trio_realtime._journal import open_journal
@@ -46,10 +46,6 @@ PAYLOAD = "x" * 200
 #: Our server's per-connection limits are for abuse, not for a benchmark driving it flat out.
 SERVER_ARGS = ("--rate-limit", "1000000", "--send-queue-size", "1000000")
 CONFIG = RealtimeConfig(network_monitor=False)
-
-
-def _run_trio(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    return trio.run(fn, *args)
 
 
 def _median_of(repeats: int, label: str, measure: Callable[[], float]) -> float:
@@ -174,7 +170,7 @@ def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
     ours = _median_of(
         args.repeats,
         f"trio_realtime send(), {args.senders} senders",
-        lambda: _run_trio(_ours_rate, n, args.senders, None),
+        lambda: trio.run(_ours_rate, n, args.senders, None),
     )
     print(f"  => {ours / raw:.2f}x raw (goal >= 1.0x), {ours / sio:.2f}x socketio (goal >= 4x)")
     return {
@@ -197,7 +193,7 @@ def bench_send_many(args: argparse.Namespace) -> dict[str, Any]:
     ours = _median_of(
         args.repeats,
         f"trio_realtime send_many({args.batch})",
-        lambda: _run_trio(_ours_rate, n, 1, args.batch),
+        lambda: trio.run(_ours_rate, n, 1, args.batch),
     )
     print(f"  => {ours / raw:.2f}x raw (goal >= 4x)")
     return {
@@ -288,7 +284,9 @@ def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
             "ours": trio.run(_ours_latencies, rate, count),
         }
         for name, values in samples.items():
-            runs[name].append({"p50": percentile(values, 0.5), "p99": percentile(values, 0.99)})
+            # As conn.metrics computes its ack latency percentiles.
+            cuts = statistics.quantiles(values, n=100, method="inclusive")
+            runs[name].append({"p50": cuts[49], "p99": cuts[98]})
     figures = {
         name: {q: statistics.median(run[q] for run in values) * 1000 for q in ("p50", "p99")}
         for name, values in runs.items()
@@ -520,17 +518,29 @@ def _worker_argv(kind: str, target: str, count: int, expect: int) -> list[str]:
     return [sys.executable, __file__, "--worker", kind, target, str(count), str(expect)]
 
 
+async def _fanout_rate(
+    workers: _Workers, expected: int, publish: Callable[[], Awaitable[float]]
+) -> float:
+    """Start the subscriber processes, run ``publish()`` (it returns when publishing started, as
+    time.time()) and return deliveries per second until the last one arrived."""
+    try:
+        await workers.start()
+        start = await publish()
+        total, last = await workers.results()
+    finally:
+        await workers.aclose()
+    if total != expected:
+        raise RuntimeError(f"{total} deliveries of {expected}")
+    return total / (last - start)
+
+
 async def _ours_fanout(subscribers: int, processes: int, messages: int) -> float:
     async with open_server_process(extra_args=SERVER_ARGS) as server:
         share = subscribers // processes
-        workers = _Workers(
-            [
-                _worker_argv("ours", f"{server.url} {server.data_dir}", share, messages)
-                for _ in range(processes)
-            ]
-        )
-        try:
-            await workers.start()
+        target = f"{server.url} {server.data_dir}"
+        workers = _Workers([_worker_argv("ours", target, share, messages)] * processes)
+
+        async def publish() -> float:
             with tempfile.TemporaryDirectory() as journal:
                 async with open_realtime(
                     server.url, token=server.token("pub"), journal_dir=journal, config=CONFIG
@@ -540,12 +550,10 @@ async def _ours_fanout(subscribers: int, processes: int, messages: int) -> float
                         await conn.send_many(
                             FANOUT_CHANNEL, "m", [PAYLOAD] * min(100, messages - first)
                         )
-                    total, last = await workers.results()
-        finally:
-            await workers.aclose()
-    if total != share * processes * messages:
-        raise RuntimeError(f"{total} deliveries of {share * processes * messages}")
-    return total / (last - start)
+                    await conn.drain()
+            return start
+
+        return await _fanout_rate(workers, share * processes * messages, publish)
 
 
 async def _socketio_fanout(subscribers: int, processes: int, messages: int) -> float:
@@ -553,32 +561,23 @@ async def _socketio_fanout(subscribers: int, processes: int, messages: int) -> f
 
     async with peer_process("socketio") as port:
         share = subscribers // processes
-        workers = _Workers(
-            [_worker_argv("socketio", str(port), share, messages) for _ in range(processes)]
-        )
-        try:
-            await workers.start()
+        workers = _Workers([_worker_argv("socketio", str(port), share, messages)] * processes)
 
-            def publish() -> float:
-                async def run() -> float:
-                    client = socketio.AsyncClient()
-                    await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"])
-                    start = time.time()
-                    for _ in range(messages):
-                        await client.emit("publish", PAYLOAD)
-                    await client.call("msg", 1)  # every publish has reached the server
-                    await client.disconnect()
-                    return start
+        async def run() -> float:
+            client = socketio.AsyncClient()
+            await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"])
+            start = time.time()
+            for _ in range(messages):
+                await client.emit("publish", PAYLOAD)
+            await client.call("msg", 1)  # every publish has reached the server
+            await client.disconnect()
+            return start
 
-                return asyncio.run(run())
+        async def publish() -> float:
+            start: float = await trio.to_thread.run_sync(lambda: asyncio.run(run()))
+            return start
 
-            start = await trio.to_thread.run_sync(publish)
-            total, last = await workers.results()
-        finally:
-            await workers.aclose()
-    if total != share * processes * messages:
-        raise RuntimeError(f"{total} deliveries of {share * processes * messages}")
-    return total / (last - start)
+        return await _fanout_rate(workers, share * processes * messages, publish)
 
 
 def bench_fanout(args: argparse.Namespace) -> dict[str, Any]:
@@ -590,12 +589,12 @@ def bench_fanout(args: argparse.Namespace) -> dict[str, Any]:
     sio = _median_of(
         args.repeats,
         "python-socketio broadcast to a room",
-        lambda: float(trio.run(_socketio_fanout, subs, procs, n)),
+        lambda: trio.run(_socketio_fanout, subs, procs, n),
     )
     ours = _median_of(
         args.repeats,
         "trio_realtime channel",
-        lambda: float(trio.run(_ours_fanout, subs, procs, n)),
+        lambda: trio.run(_ours_fanout, subs, procs, n),
     )
     print(f"  => {ours / sio:.2f}x python-socketio (goal >= 2x)")
     return {

@@ -125,8 +125,6 @@ class Outbox:
         self._max_bytes = max_bytes
         self._full_policy = full_policy
         self._entries: dict[int, _Entry] = {}
-        # Every seq pending in _entries lies in [_low, _high]: acks walk that range instead of
-        # iterating the dict from its front, which is slow once many entries were popped from it.
         self._bytes = 0
         self._next_send = journal.ack_seq + 1  # first seq the writer has not sent on this link
         self._changed = trio.Event()  # something to send, or room in the outbox
@@ -151,8 +149,10 @@ class Outbox:
         self._backlog_bytes = sum(len(data) for _, data in self._backlog)
         self._backlog_bytes += EVENT_OVERHEAD * len(self._backlog)
         self._backlog_rejected: set[int] = set()
-        self._low = self._high = self._backlog_end  # and no new event yet: _high < _low
-        self._high -= 1
+        # Every seq pending in _entries lies in [_low, _high] (empty for now): acks walk that range
+        # instead of iterating the dict from its front, which is slow once many were popped.
+        self._low = self._backlog_end
+        self._high = self._backlog_end - 1
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -371,7 +371,7 @@ class Outbox:
                 self.rejected_total += 1
             return
         entry = self._entries.get(seq)
-        if entry is not None and entry.receipt is not None and entry.receipt.outcome is None:
+        if entry is not None and entry.receipt.outcome is None:
             self._resolve(entry.receipt, Rejected(seq, code, message))
             self.rejected_total += 1
 

@@ -30,6 +30,14 @@ def event(number: int, **changes: object) -> dict[str, object]:
     return frame
 
 
+async def receive_frames(
+    ws: trio_websocket.WebSocketConnection, into: list[dict[str, object]]
+) -> None:
+    """Read one message from the server (a frame or a batch of them) onto ``into``."""
+    data = json.loads(await ws.get_message())
+    into.extend(data if isinstance(data, list) else [data])
+
+
 async def exchange(
     server: RealtimeServer, *messages: str | bytes
 ) -> tuple[list[dict[str, object]], int | None]:
@@ -42,8 +50,7 @@ async def exchange(
         with trio.fail_after(10):
             try:
                 while True:
-                    data = json.loads(await ws.get_message())
-                    received.extend(data if isinstance(data, list) else [data])
+                    await receive_frames(ws, received)
             except trio_websocket.ConnectionClosed as exc:
                 code = exc.reason.code
             finally:
@@ -157,6 +164,8 @@ async def test_retransmission_is_acked_as_duplicate_and_not_stored_twice(
     acks = [f for f in frames if f["type"] == "ack"]
     assert acks[0] == {"type": "ack", "ack_seq": 2, "duplicates": [2]}
     assert acks[-1]["ack_seq"] == 3
+    # The bad frame came last: the acks of what came before it go out before its fatal error.
+    assert [f["type"] for f in frames][-1] == "error"
     stored = await server.store.read("room", 0, 10)
     assert [e.offset for e in stored] == [1, 2, 3]
 

@@ -13,7 +13,7 @@ import trio_websocket
 from trio_realtime.server import AllowAll, MemoryStore, ServerConfig, open_server
 from trio_realtime.server._store import NewEvent, StoredEvent
 
-from .test_bad_input import RESUME, event
+from .test_bad_input import RESUME, event, receive_frames
 
 
 class GatedStore(MemoryStore):
@@ -37,7 +37,9 @@ class GatedStore(MemoryStore):
         return await super().commit_many(batch)
 
 
-async def _talk(store: GatedStore, messages: list[dict[str, object]]) -> tuple[list[dict], int]:
+async def _talk(
+    store: GatedStore, messages: list[dict[str, object]]
+) -> tuple[list[dict[str, object]], int]:
     config = ServerConfig(handshake_timeout=5.0)
     frames: list[dict[str, object]] = []
     code = -1
@@ -54,15 +56,13 @@ async def _talk(store: GatedStore, messages: list[dict[str, object]]) -> tuple[l
             await ws.send_message(json.dumps({"type": "ping", "t": 7}))
             with trio.fail_after(10):
                 while not any(f["type"] == "pong" for f in frames):
-                    data = json.loads(await ws.get_message())
-                    frames.extend(data if isinstance(data, list) else [data])
+                    await receive_frames(ws, frames)
                 store.gate.set()
                 try:
                     while not (acks := [f for f in frames if f["type"] == "ack"]) or acks[-1][
                         "ack_seq"
                     ] != len(messages):
-                        data = json.loads(await ws.get_message())
-                        frames.extend(data if isinstance(data, list) else [data])
+                        await receive_frames(ws, frames)
                 except trio_websocket.ConnectionClosed as exc:
                     code = exc.reason.code
                 finally:

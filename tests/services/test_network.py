@@ -84,8 +84,10 @@ async def test_the_poll_sees_a_change_and_reconnects_at_once(
     async with open_realtime(
         URL, config=SLOW, connector=refusing(attempts), services=[monitor]
     ) as conn:
-        await trio.sleep(7)
+        await conn._service("network").watching.wait()  # type: ignore[attr-defined]
         assert conn._service("network").mode == "poll"  # type: ignore[attr-defined]
+        # The third attempt is the one the poll's change triggered: at 4 s, not after the backoff.
+        await attempts.wait_until(lambda: len(attempts) >= 3)
     assert attempts[:3] == [0.0, 0.0, 4.0]
 
 

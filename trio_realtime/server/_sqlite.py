@@ -148,12 +148,13 @@ class SqliteStore(StoreBase):
         rows: list[tuple[object, ...]] = []
         row = db.execute("SELECT ack_seq FROM clients WHERE client_id = ?", (client_id,)).fetchone()
         watermark = int(row[0]) if row else 0
+        own_keys = f"{client_id}:"  # keys the client library made: its seqs dedup those
         for new in events:
             if new.seq is not None and new.seq <= watermark:
                 stored.append(None)  # stored through another connection of this client
                 continue
             key = new.idempotency_key
-            if key is not None and not key.startswith(f"{client_id}:"):
+            if key is not None and not key.startswith(own_keys):
                 row = db.execute("SELECT at FROM ikeys WHERE key = ?", (key,)).fetchone()
                 if row is not None and now - row[0] < self.dedup_window:
                     stored.append(None)

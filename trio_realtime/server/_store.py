@@ -161,12 +161,13 @@ class MemoryStore(StoreBase):
         now = time.time()
         stored: list[StoredEvent | None] = []
         watermark = self._acks.get(client_id, 0)
+        own_keys = f"{client_id}:"  # keys the client library made: its seqs dedup those
         for new in events:
             if new.seq is not None and new.seq <= watermark:
                 stored.append(None)  # stored through another connection of this client
                 continue
             key = new.idempotency_key
-            if key is not None and not key.startswith(f"{client_id}:"):
+            if key is not None and not key.startswith(own_keys):
                 seen = self._keys.get(key)
                 if seen is not None and now - seen < self.dedup_window:
                     stored.append(None)

@@ -27,6 +27,7 @@ from ._backoff import Backoff
 from ._config import RealtimeConfig
 from ._errors import (
     JournalClosed,
+    JournalError,
     ProtocolError,
     RealtimeBrokenError,
     RealtimeClosedError,
@@ -823,6 +824,8 @@ class Connection:
         while True:
             down = await self._run_link()
             signal_started()
+            if self._state is ConnectionState.FAILED:  # by the journal (see _load_backlog)
+                return
             action = close_action(down.code)
             if action is CloseAction.FAIL:
                 self._fail(
@@ -1090,6 +1093,9 @@ class Connection:
                     frames, self._control = self._control, []
                     await link.transport.send(link.proto.send_many(frames))
                     continue
+                if outbox.needs_load():
+                    await self._load_backlog(link)
+                    continue
                 if outbox.has_ready():
                     if config.batch_interval > 0:
                         await trio.sleep(config.batch_interval)
@@ -1101,6 +1107,16 @@ class Connection:
                 await outbox.wait_changed()
         except TransportClosed as exc:
             link.fail(exc.code, exc.reason)
+
+    async def _load_backlog(self, link: _Link) -> None:
+        """Read the next recovered events back from the journal; if it cannot be read, fail the
+        connection (the events stay in the journal: nothing acknowledged them)."""
+        assert self._outbox is not None
+        try:
+            await self._outbox.load_backlog()
+        except JournalError as exc:
+            self._fail(f"the journal's unsent events cannot be read back: {exc}", None)
+            link.fail(CloseCode.NORMAL, "the journal failed")
 
     async def _heartbeat(self, link: _Link) -> None:
         config = self.config

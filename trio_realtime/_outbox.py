@@ -21,7 +21,7 @@ import attrs
 import trio
 
 from ._config import OutboxFullPolicy
-from ._errors import OutboxFull, RealtimeClosedError
+from ._errors import JournalError, OutboxFull, RealtimeClosedError
 from ._journal import Journal
 from ._protocol import encode_upstream
 
@@ -138,16 +138,11 @@ class Outbox:
         """Seconds from ``send`` returning to the ack, for the most recent acks."""
         self.on_outcome: Callable[[Outcome], None] | None = None
         # Events a previous process journaled but never saw acked, kept as the journal recovered
-        # them (one list, no object per event: after a long time offline there can be millions).
-        # Their seqs are consecutive: [_backlog_low, _backlog_end) are still pending.
+        # them (no object per event: after a long time offline there can be millions), and read
+        # back from sealed segments only when the writer gets to them. Their seqs are consecutive:
+        # [backlog.low, _backlog_end) are still pending.
         self._backlog = journal.recovered
-        first = self._backlog[0].seq if self._backlog else journal.ack_seq + 1
-        self._backlog_first = self._backlog_low = first
-        self._backlog_end = first + len(self._backlog)
-        if self._backlog and self._backlog[-1].seq != self._backlog_end - 1:
-            raise AssertionError("the journal recovered non-consecutive seqs")
-        self._backlog_bytes = sum(len(data) for _, data in self._backlog)
-        self._backlog_bytes += EVENT_OVERHEAD * len(self._backlog)
+        self._backlog_end = self._backlog.end
         self._backlog_rejected: set[int] = set()
         # Every seq pending in _entries lies in [_low, _high] (empty for now): acks walk that range
         # instead of iterating the dict from its front, which is slow once many were popped.
@@ -159,11 +154,13 @@ class Outbox:
     @property
     def pending_count(self) -> int:
         """Events sent (or being sent) but not yet acknowledged."""
-        return len(self._entries) + self._backlog_end - self._backlog_low
+        return len(self._entries) + self._backlog_end - self._backlog.low
 
     @property
     def pending_bytes(self) -> int:
-        return self._bytes + self._backlog_bytes
+        """What the pending events hold in memory (recovered events once read back)."""
+        backlog = self._backlog
+        return self._bytes + backlog.loaded_bytes + EVENT_OVERHEAD * backlog.loaded_count
 
     # --- sending ---------------------------------------------------------------------------------
 
@@ -272,10 +269,12 @@ class Outbox:
         seq = self._next_send
         backlog_end = self._backlog_end
         if seq < backlog_end:  # recovered events first: all durable, all replays
-            seq = max(seq, self._backlog_low)
-            backlog, first = self._backlog, self._backlog_first
+            backlog = self._backlog
+            seq = max(seq, backlog.low)
             while seq < backlog_end and len(batch) < limit:
-                data = backlog[seq - first].data
+                data = backlog.get(seq)
+                if data is None:  # not read back yet: see load_backlog
+                    break
                 size += len(data) + 1
                 if batch and size > max_bytes:
                     break
@@ -302,7 +301,34 @@ class Outbox:
         return batch
 
     def has_ready(self) -> bool:
-        return self._next_send <= self._journal.durable_seq
+        return self._next_send <= self._journal.durable_seq and not self.needs_load()
+
+    def needs_load(self) -> bool:
+        """Whether the next recovered events to send are still on disk (see :meth:`load_backlog`)."""
+        backlog = self._backlog
+        seq = max(self._next_send, backlog.low)
+        return seq < self._backlog_end and backlog.get(seq) is None
+
+    async def load_backlog(self) -> None:
+        """Read the next recovered events to send back from their journal segment, in a worker
+        thread.
+
+        Raises:
+            JournalError: the segment cannot be read, or is damaged.
+        """
+        backlog = self._backlog
+        seq = max(self._next_send, backlog.low)
+        if seq >= self._backlog_end:
+            await trio.lowlevel.checkpoint()
+            return
+        part = backlog.part(seq)
+        try:
+            entries = await trio.to_thread.run_sync(part.read)
+        except JournalError:
+            if part.end <= backlog.low:  # acknowledged meanwhile, and the segment deleted
+                return
+            raise
+        backlog.install(part, entries)
 
     async def wait_ready(self) -> None:
         """Wait until :meth:`ready` has something to give."""
@@ -320,7 +346,7 @@ class Outbox:
         dup = set(duplicates)
         resolved = 0
         now = trio.current_time()
-        if self._backlog_low < self._backlog_end and ack_seq >= self._backlog_low:
+        if self._backlog.low < self._backlog_end and ack_seq >= self._backlog.low:
             resolved += self._acknowledge_backlog(ack_seq, dup)
         entries = self._entries
         seq = self._low
@@ -345,10 +371,10 @@ class Outbox:
         return resolved
 
     def _acknowledge_backlog(self, ack_seq: int, dup: set[int]) -> int:
+        backlog, rejected = self._backlog, self._backlog_rejected
+        low = backlog.low
         stop = min(ack_seq + 1, self._backlog_end)
-        backlog, first, rejected = self._backlog, self._backlog_first, self._backlog_rejected
-        for seq in range(self._backlog_low, stop):
-            self._backlog_bytes -= len(backlog[seq - first].data) + EVENT_OVERHEAD
+        for seq in range(low, stop):
             if seq in rejected:
                 rejected.discard(seq)
                 continue
@@ -356,15 +382,12 @@ class Outbox:
             self._resolve(None, Acked(seq, is_dup))
             self.acked_total += 1
             self.duplicates_total += is_dup
-        resolved = stop - self._backlog_low
-        self._backlog_low = stop
-        if stop == self._backlog_end:
-            self._backlog = []  # all acknowledged: let the memory go
-        return resolved
+        backlog.acknowledge(stop)
+        return stop - low
 
     def reject(self, seq: int, code: str, message: str) -> None:
         """The server refused ``seq`` for good; the cumulative ack will move past it."""
-        if self._backlog_low <= seq < self._backlog_end:
+        if self._backlog.low <= seq < self._backlog_end:
             if seq not in self._backlog_rejected:
                 self._backlog_rejected.add(seq)
                 self._resolve(None, Rejected(seq, code, message))

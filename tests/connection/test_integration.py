@@ -338,3 +338,51 @@ async def test_a_link_dropped_while_a_full_reader_waits_loses_and_repeats_nothin
                     if item.payload == 1599:
                         break
         assert got == list(range(1600))
+
+
+async def _journal_in_small_segments(directory: Path, count: int) -> None:
+    """Journal ``count`` events on room:1 in 4 KiB segments, as a long time offline leaves it:
+    every segment but the last sealed."""
+    from trio_realtime._config import OutboxFullPolicy
+    from trio_realtime._journal import open_journal
+    from trio_realtime._outbox import Outbox
+
+    async with open_journal(directory, segment_bytes=4096) as journal:
+        outbox = Outbox(
+            journal, max_messages=10_000, max_bytes=1 << 30, full_policy=OutboxFullPolicy.RAISE
+        )
+        await outbox.send_many("room:1", "n", list(range(count)))
+    assert len([n for n in os.listdir(directory) if n.startswith("segment-")]) > 3
+
+
+async def test_events_in_sealed_segments_are_replayed_in_order_once(data: Path) -> None:
+    await _journal_in_small_segments(data / "a", 300)
+    async with (
+        running_server(data) as server,
+        open_realtime(url(server), journal_dir=data / "a", token="a", config=FAST) as conn,
+    ):
+        assert conn.pending_count == 300
+        with trio.fail_after(20):
+            await conn.drain()
+        stored = await server.store.read("room:1", 0, 1000)
+        assert [e.payload for e in stored] == list(range(300))
+        assert conn.metrics.replayed == 300
+
+
+async def test_a_journal_that_cannot_be_read_back_fails_the_connection(data: Path) -> None:
+    """A sealed segment damaged after the journal was opened: the connection fails with the
+    reason, and sends nothing of that segment."""
+    await _journal_in_small_segments(data / "a", 300)
+    async with running_server(data) as server:
+        port = server.port
+    dead = f"ws://127.0.0.1:{port}/realtime"
+    async with open_realtime(dead, journal_dir=data / "a", token="a", config=FAST) as conn:
+        first = min(n for n in os.listdir(data / "a") if n.startswith("segment-"))
+        with open(data / "a" / first, "r+b") as f:
+            f.seek(100)
+            f.write(b"\xff")
+        async with running_server(data, port=port) as server:
+            with trio.fail_after(20), pytest.raises(ConnectionFailed, match="cannot be read back"):
+                await conn.drain()
+            assert conn.state is ConnectionState.FAILED
+            assert await server.store.read("room:1", 0, 1000) == []

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 
-from trio_realtime import LocalProtocolError, OutboxFull
+from trio_realtime import JournalCorrupt, LocalProtocolError, OutboxFull
 from trio_realtime._config import OutboxFullPolicy
 from trio_realtime._journal import open_journal
 from trio_realtime._outbox import EVENT_OVERHEAD, Acked, Outbox, Rejected
@@ -218,3 +218,54 @@ async def test_memory_held_per_event_is_what_max_outbox_bytes_counts() -> None:
         assert len(frames) == 5001
         assert held / 5000 <= len(frames[1]) + EVENT_OVERHEAD
         assert outbox.pending_bytes == sum(len(data) + EVENT_OVERHEAD for data in frames)
+
+
+async def test_recovered_events_in_sealed_segments_are_read_back_as_the_writer_needs_them(
+    tmp_path: Path,
+) -> None:
+    """Opening leaves sealed segments on disk; the outbox reads one back when the writer reaches
+    it (needs_load / load_backlog) and lets it go once its events are all acknowledged."""
+    directory = os.fspath(tmp_path)
+    async with open_journal(directory, segment_bytes=4096) as journal:
+        outbox = make(journal)
+        for _ in range(30):
+            await outbox.send_many("c", "e", ["x" * 40] * 10)
+        await outbox.ack(5, [])
+    async with open_journal(directory, segment_bytes=4096) as journal:
+        outbox = make(journal, max_bytes=1 << 30)
+        assert outbox.pending_count == 295
+        in_memory = outbox.pending_bytes
+        taken: list[int] = []
+        loads = 0
+        while outbox.needs_load() or outbox.has_ready():
+            if outbox.needs_load():
+                await outbox.load_backlog()
+                loads += 1
+                continue
+            taken += [seq for seq, _ in outbox.ready(1000, 1 << 20)]
+        assert taken == list(range(6, 301))
+        assert loads > 3  # one per sealed segment
+        assert outbox.pending_bytes > in_memory  # what was read back is counted
+        await outbox.ack(300, [])
+        assert (outbox.pending_count, outbox.pending_bytes) == (0, 0)
+
+
+async def test_a_sealed_segment_damaged_after_opening_fails_the_read_back(tmp_path: Path) -> None:
+    directory = os.fspath(tmp_path)
+    async with open_journal(directory, segment_bytes=4096) as journal:
+        outbox = make(journal)
+        for _ in range(10):
+            await outbox.send_many("c", "e", ["x" * 40] * 10)
+    async with open_journal(directory, segment_bytes=4096) as journal:
+        outbox = make(journal)
+        first = min(name for name in os.listdir(directory) if name.startswith("segment-"))
+        with open(os.path.join(directory, first), "r+b") as f:
+            f.seek(200)
+            byte = f.read(1)
+            f.seek(200)
+            f.write(bytes([byte[0] ^ 1]))
+        assert outbox.needs_load()
+        with pytest.raises(JournalCorrupt) as info:
+            await outbox.load_backlog()
+        assert info.value.segment == os.path.join(directory, first)
+        assert outbox.pending_count == 100  # nothing was taken for sent or acknowledged

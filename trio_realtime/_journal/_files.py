@@ -19,8 +19,10 @@ import secrets
 from collections.abc import Sequence
 
 import attrs
+from crc32c import crc32c
 
 from .._errors import JournalBroken, JournalCorrupt, JournalError, JournalLocked
+from ._backlog import Backlog, BacklogPart, Frames
 from ._format import (
     HEADER,
     AckMark,
@@ -28,8 +30,10 @@ from ._format import (
     Checkpoint,
     CursorMark,
     Record,
+    Seal,
     encode_record,
     scan,
+    seal_length,
 )
 
 __all__ = [
@@ -133,6 +137,8 @@ class SegmentInfo:
     size: int
     max_seq: int = 0
     """Highest seq appended in this segment (0: none)."""
+    crc: int = 0
+    """CRC-32C of the segment's ``size`` bytes (kept for the active segment, to seal it)."""
 
 
 @attrs.define
@@ -155,7 +161,7 @@ class JournalState:
                 self.cursors.pop(record.channel, None)
             else:
                 self.cursors[record.channel] = (record.offset, record.epoch)
-        else:
+        elif isinstance(record, Checkpoint):
             self.last_seq = max(self.last_seq, record.last_seq)
             self.ack_seq = max(self.ack_seq, record.ack_seq)
             self.cursors = dict(record.cursors)
@@ -167,13 +173,27 @@ class Recovery(JournalState):
 
     segments: list[SegmentInfo] = attrs.Factory(list)
     records: list[Record] = attrs.Factory(list)
+    """The records read (all of them, unless recovery was ``lazy``)."""
+    sealed: list[BacklogPart] = attrs.Factory(list)
+    """Sealed segments left unread (``lazy`` recovery), with the seqs each holds."""
     truncated_bytes: int = 0
     """Bytes of torn tail cut off the last segment."""
 
     @property
     def pending(self) -> list[Append]:
-        """Appends the server has not acknowledged, in seq order."""
-        return [r for r in self.records if isinstance(r, Append) and r.seq > self.ack_seq]
+        """Appends the server has not acknowledged, in seq order (reading sealed segments)."""
+        return list(self.backlog())
+
+    def backlog(self) -> Backlog:
+        """The appends the server has not acknowledged, sealed segments left on disk."""
+        low = self.ack_seq + 1
+        parts = [part for part in self.sealed if part.end > low]
+        read = [r for r in self.records if type(r) is Append and r.seq >= low]
+        if read:
+            frames = Frames.of([data for _, data in read])
+            parts.append(BacklogPart(read[0].seq, read[-1].seq + 1, frames=frames))
+        parts.sort(key=lambda part: part.first)
+        return Backlog(parts, low=max(low, parts[0].first) if parts else low)
 
 
 def list_segments(directory: str) -> list[tuple[int, str]]:
@@ -185,16 +205,51 @@ def list_segments(directory: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def recover(directory: str, *, repair: bool = True) -> Recovery:
+def _read_checkpoint(path: str) -> Checkpoint | None:
+    """The checkpoint a segment starts with, if it is intact."""
+    with open(path, "rb") as f:
+        head = f.read(len(HEADER) + 8)
+        if len(head) < len(HEADER) + 8 or head[: len(HEADER)] != HEADER:
+            return None
+        length = int.from_bytes(head[len(HEADER) : len(HEADER) + 4], "little")
+        body = f.read(min(length, 1 << 20))
+    result = scan(head[len(HEADER) :] + body, check_header=False)
+    first = result.records[0] if result.records else None
+    return first if isinstance(first, Checkpoint) else None
+
+
+def _sealed_size(path: str) -> int | None:
+    """The size of a segment that ends with a seal matching the rest of the file, else ``None``."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return None if seal_length(data) is None else len(data)
+
+
+def recover(directory: str, *, repair: bool = True, lazy: bool = False) -> Recovery:
     """Read every segment in order and rebuild the journal's state.
 
     A bad record in the last segment with no valid record after it is a torn tail from a crash: it is
     cut off (when ``repair``). Any other bad record raises :class:`JournalCorrupt`: a record is never
     skipped silently.
+
+    With ``lazy``, a segment that ends with a seal, and is followed by one that starts with a
+    checkpoint, is only checked (one CRC over the whole file) and left in :attr:`Recovery.sealed`:
+    the next segment's checkpoint says what its records add up to, and which seqs it holds.
     """
     state = Recovery()
     segments = list_segments(directory)
+    checkpoints = [_read_checkpoint(path) for _, path in segments] if lazy else []
     for position, (index, path) in enumerate(segments):
+        if lazy and position + 1 < len(segments):
+            start, after = checkpoints[position], checkpoints[position + 1]
+            size = None if start is None or after is None else _sealed_size(path)
+            if start is not None and after is not None and size is not None:
+                state.apply(start)
+                first, end = start.last_seq + 1, after.last_seq + 1
+                state.segments.append(SegmentInfo(index, path, size, max(end - 1, 0)))
+                if end > first:
+                    state.sealed.append(BacklogPart(first, end, path=path))
+                continue
         with open(path, "rb") as f:
             data = f.read()
         result = scan(data)
@@ -209,7 +264,7 @@ def recover(directory: str, *, repair: bool = True) -> Recovery:
                     f.truncate(result.end)
                     f.flush()
                     os.fsync(f.fileno())
-        info = SegmentInfo(index, path, result.end)
+        info = SegmentInfo(index, path, result.end, crc=crc32c(memoryview(data)[: result.end]))
         for record in result.records:
             if type(record) is Append:  # the common case, inline
                 state.last_seq = max(state.last_seq, record.seq)
@@ -287,9 +342,13 @@ class SegmentWriter:
             os.fsync(fd)
             fsync_dir(self.directory)
         self._start_size = len(start)
-        self.segments.append(SegmentInfo(index, path, len(start)))
+        self.segments.append(SegmentInfo(index, path, len(start), crc=crc32c(start)))
 
     def _roll(self) -> None:
+        active = self.segments[-1]
+        seal = encode_record(Seal(active.crc, active.size))
+        _write_all(self._fd, seal)
+        active.size += len(seal)
         if self.sync_enabled:
             os.fsync(self._fd)
         os.close(self._fd)
@@ -312,7 +371,7 @@ class SegmentWriter:
         for record, data in records:
             over = active.size + len(data) > self.segment_bytes
             if over and active.size > self._start_size:
-                _write_all(self._fd, b"".join(chunk))
+                self._write_chunk(active, chunk)
                 chunk.clear()
                 self._roll()
                 active = self.segments[-1]
@@ -326,7 +385,12 @@ class SegmentWriter:
                 if isinstance(record, Append):
                     active.max_seq = record.seq
         if chunk:
-            _write_all(self._fd, b"".join(chunk))
+            self._write_chunk(active, chunk)
+
+    def _write_chunk(self, active: SegmentInfo, chunk: list[bytes]) -> None:
+        data = b"".join(chunk)
+        active.crc = crc32c(data, active.crc)
+        _write_all(self._fd, data)
 
     def fits(self, nbytes: int) -> bool:
         """Whether ``nbytes`` more fit in the active segment without rolling to a new one."""

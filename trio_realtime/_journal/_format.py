@@ -13,10 +13,13 @@ APPEND     1    u64 seq | the upstream event frame, JSON bytes exactly as sent o
 ACK        2    u64 ack_seq: every seq <= ack_seq is stored by the server
 CURSOR     3    JSON ``{"channel": str, "offset": int | null, "epoch": str | null}``
 CHECKPOINT 4    u64 last_seq | u64 ack_seq | JSON ``{channel: [offset, epoch]}``
+SEAL       5    u32 CRC-32C of the segment's bytes before this record | u64 their length
 ========== ==== ======================================================================
 
-Every segment after the first starts with a CHECKPOINT, so the state it summarises (the last seq ever
-assigned, the ack watermark and the cursors) survives the deletion of older segments.
+Every segment starts with a CHECKPOINT, so the state it summarises (the last seq ever assigned, the
+ack watermark and the cursors) survives the deletion of older segments. A segment that rolled over
+ends with a SEAL: opening the journal checks a sealed segment with one CRC over the whole file and
+reads its records only when they are needed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from crc32c import crc32c
 __all__ = [
     "HEADER",
     "MAX_RECORD_BYTES",
+    "SEAL_RECORD_BYTES",
     "AckMark",
     "Append",
     "Checkpoint",
@@ -41,11 +45,14 @@ __all__ = [
     "Kind",
     "Record",
     "ScanResult",
+    "Seal",
     "decode_body",
     "encode_append",
     "encode_record",
     "encode_records",
     "scan",
+    "seal_length",
+    "sealed_frames",
 ]
 
 HEADER = b"TRTJ\x01\x00\x00\x00"
@@ -56,6 +63,7 @@ _PREFIX = struct.Struct("<II")
 _U64 = struct.Struct("<Q")
 _KIND_U64 = struct.Struct("<BQ")
 _KIND_U64_U64 = struct.Struct("<BQQ")
+_SEAL = struct.Struct("<BIQ")
 
 
 class Kind(enum.IntEnum):
@@ -63,6 +71,7 @@ class Kind(enum.IntEnum):
     ACK = 2
     CURSOR = 3
     CHECKPOINT = 4
+    SEAL = 5
 
 
 _APPEND = int(Kind.APPEND)
@@ -103,7 +112,19 @@ class Checkpoint:
     cursors: dict[str, tuple[int, str | None]] = attrs.field(factory=dict)
 
 
-Record = Append | AckMark | CursorMark | Checkpoint
+@attrs.frozen
+class Seal:
+    """The last record of a segment that rolled over: the CRC-32C and length of every byte before
+    it."""
+
+    crc: int
+    length: int
+
+
+Record = Append | AckMark | CursorMark | Checkpoint | Seal
+
+#: The framed size of a :class:`Seal` record (it is always the last record of a sealed segment).
+SEAL_RECORD_BYTES = _PREFIX.size + _SEAL.size
 
 
 def _body(record: Record) -> bytes:
@@ -114,6 +135,8 @@ def _body(record: Record) -> bytes:
     if isinstance(record, CursorMark):
         fields = {"channel": record.channel, "offset": record.offset, "epoch": record.epoch}
         return bytes([Kind.CURSOR]) + orjson.dumps(fields)
+    if isinstance(record, Seal):
+        return _SEAL.pack(Kind.SEAL, record.crc, record.length)
     cursors = {name: [offset, epoch] for name, (offset, epoch) in record.cursors.items()}
     head = _KIND_U64_U64.pack(Kind.CHECKPOINT, record.last_seq, record.ack_seq)
     return head + orjson.dumps(cursors)
@@ -158,6 +181,9 @@ def decode_body(body: bytes | memoryview) -> Record:
             raw = orjson.loads(body[_KIND_U64_U64.size :])
             cursors = {name: (value[0], value[1]) for name, value in raw.items()}
             return Checkpoint(last_seq, ack_seq, cursors)
+        if kind == Kind.SEAL and len(body) == _SEAL.size:
+            _, crc, length = _SEAL.unpack_from(body, 0)
+            return Seal(crc, length)
     except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"malformed record of kind {kind}: {exc}") from None
     raise ValueError(f"unknown record kind {kind}")
@@ -258,3 +284,50 @@ def scan(data: bytes, *, check_header: bool = True) -> ScanResult:
         assert reason is not None
         return ScanResult(records, pos, Damage(pos, reason, _valid_record_after(buf, pos)))
     return ScanResult(records, pos, None)
+
+
+def seal_length(data: bytes) -> int | None:
+    """If ``data`` (a whole segment) ends with a :class:`Seal` whose CRC matches every byte before
+    it, the length of those bytes; else ``None``."""
+    cut = len(data) - SEAL_RECORD_BYTES
+    if cut < len(HEADER):
+        return None
+    length, crc = _PREFIX.unpack_from(data, cut)
+    body = memoryview(data)[cut + _PREFIX.size :]
+    if length != _SEAL.size or crc32c(body) != crc or body[0] != Kind.SEAL:
+        return None
+    _, seal_crc, seal_cut = _SEAL.unpack_from(body, 0)
+    if seal_cut != cut or crc32c(memoryview(data)[:cut]) != seal_crc:
+        return None
+    return cut
+
+
+def sealed_frames(data: bytes) -> tuple[list[int], list[int], list[int]] | None:
+    """Where the appends of a sealed segment are: their seqs, and the start and end offset of each
+    frame in ``data``; ``None`` if the seal does not match (then :func:`scan` tells where the damage
+    is).
+
+    The seal's CRC covers every record, so they are walked without checking each one's CRC, and
+    nothing is copied: this is most of what replaying a long backlog costs the client.
+    """
+    stop = seal_length(data)
+    if stop is None or data[: len(HEADER)] != HEADER:
+        return None
+    seqs: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    unpack = _PREFIX.unpack_from
+    unpack_seq = _U64.unpack_from
+    prefix_size = _PREFIX.size
+    pos = len(HEADER)
+    while pos < stop:
+        length = unpack(data, pos)[0]
+        start = pos + prefix_size
+        pos = start + length
+        if length == 0 or pos > stop:
+            return None
+        if data[start] == _APPEND:
+            seqs.append(unpack_seq(data, start + 1)[0])
+            starts.append(start + 9)
+            ends.append(pos)
+    return seqs, starts, ends

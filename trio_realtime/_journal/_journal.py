@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from .._errors import ConfigError, JournalBroken, JournalClosed, JournalError
+from ._backlog import Backlog
 from ._files import (
     Recovery,
     SegmentWriter,
@@ -124,7 +125,7 @@ class Journal:
         self._cursors = {
             name: Cursor(offset, epoch) for name, (offset, epoch) in recovery.cursors.items()
         }
-        self._recovered = recovery.pending
+        self._recovered = recovery.backlog()
         self.truncated_bytes = recovery.truncated_bytes
         self._open = _Batch()
         self._wakeup = trio.Event()
@@ -165,8 +166,9 @@ class Journal:
         return self._cursors
 
     @property
-    def recovered(self) -> Sequence[JournalEntry]:
-        """The unacknowledged appends found when the journal was opened, in seq order."""
+    def recovered(self) -> Backlog:
+        """The unacknowledged appends found when the journal was opened, in seq order; those of
+        sealed segments are read back from disk when needed."""
         return self._recovered
 
     @property
@@ -433,7 +435,7 @@ def _open_files(
     lock = acquire_lock(directory)
     try:
         client_id = load_client_id(directory)
-        recovery = recover(directory)
+        recovery = recover(directory, lazy=True)
         writer = SegmentWriter(
             directory,
             recovery,

@@ -234,3 +234,37 @@ def test_encode_upstream_is_encode_frame_without_the_frame_object(
 def test_encode_upstream_refuses_what_json_cannot_carry() -> None:
     with pytest.raises(LocalProtocolError):
         encode_upstream(1, "c", "e", {1, 2}, 0, "k")
+
+
+_ODD_VALUES = st.sampled_from(
+    [_DROP, 0, 1, -1, 2**63 - 1, 2**63, "", "x", True, False, None, 3.0, [], {}, {"a": 1}]
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["seq", "idempotency_key", "channel", "event", "payload", "timestamp"]),
+        _ODD_VALUES,
+    )
+)
+def test_events_in_a_batch_are_decoded_as_a_lone_event_is(changes: dict[str, Any]) -> None:
+    """Upstream events in a batch take a fast path on the server; it must accept and refuse
+    exactly what the full decoder does, which names the field."""
+    lone = _with(**changes)
+    batch = b'[{"type":"ping","t":1},' + lone + b"]"
+    alone: list[ClientFrame] | ProtocolError
+    in_batch: list[ClientFrame] | ProtocolError
+    try:
+        alone = decode_client_message(lone)
+    except ProtocolError as exc:
+        alone = exc
+    try:
+        in_batch = decode_client_message(batch)[1:]
+    except ProtocolError as exc:
+        in_batch = exc
+    if isinstance(alone, ProtocolError):
+        assert isinstance(in_batch, ProtocolError)
+        assert in_batch.field == f"[1].{alone.field}"
+        assert str(in_batch) == str(alone).replace(f"{alone.field}:", f"[1].{alone.field}:", 1)
+    else:
+        assert in_batch == alone

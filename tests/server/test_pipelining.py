@@ -89,3 +89,39 @@ async def test_nothing_is_acked_past_a_failed_commit() -> None:
     assert [f for f in frames if f["type"] == "ack"] == []
     assert any(f["type"] == "error" and f["code"] == "internal" for f in frames)
     assert await store.read("room", 0, 10) == []  # the later messages were not committed either
+
+
+class CountingAuth(AllowAll):
+    """Refuses the channel ``secret``; records every question asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def can_publish(self, user: str, channel: str) -> bool:
+        self.asked.append(channel)
+        await trio.lowlevel.checkpoint()
+        return channel != "secret"
+
+
+async def test_publishing_rights_are_asked_once_per_channel_per_message() -> None:
+    auth = CountingAuth()
+    store = MemoryStore()
+    channels = ["room", "secret", "room", "room", "secret", "room"]
+    batch = [event(seq, channel=channel) for seq, channel in enumerate(channels, 1)]
+    async with open_server(store, auth, config=ServerConfig(handshake_timeout=5.0)) as server:
+        url = f"ws://127.0.0.1:{server.port}/realtime"
+        async with trio_websocket.open_websocket_url(url, subprotocols=["trio-realtime.v1"]) as ws:
+            await ws.send_message(json.dumps(RESUME))
+            await ws.send_message(json.dumps(batch))
+            await ws.send_message(json.dumps(batch[:1]))  # a duplicate, in a new message
+            frames: list[dict[str, object]] = []
+            with trio.fail_after(10):
+                while not any(f["type"] == "ack" and f["duplicates"] for f in frames):
+                    await receive_frames(ws, frames)
+    assert auth.asked == ["room", "secret"]  # not once per event
+    refused = [f["seq"] for f in frames if f["type"] == "error"]
+    assert refused == [2, 5]
+    assert [e.payload for e in await store.read("room", 0, 10)] == [{}, {}, {}, {}]
+    acks = [f for f in frames if f["type"] == "ack"]
+    assert acks[-1]["ack_seq"] == 6
+    assert acks[-1]["duplicates"] == [1]

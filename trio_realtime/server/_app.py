@@ -401,10 +401,15 @@ class RealtimeServer:
                     Error("too_large", "message exceeds max_frame_bytes", fatal=True)
                 )
                 raise _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big", error)
+        allowed: dict[str, bool] = {}  # per channel, asked once per message
         for event in events:
             if isinstance(event, UpstreamEvent):
                 pending_ack = True
-                if not await self.authenticator.can_publish(session.user, event.channel):
+                may = allowed.get(event.channel)
+                if may is None:
+                    may = await self.authenticator.can_publish(session.user, event.channel)
+                    allowed[event.channel] = may
+                if not may:
                     refusals.append(
                         Error("forbidden", f"may not publish to {event.channel!r}", seq=event.seq)
                     )

@@ -109,6 +109,15 @@ EVENT_OVERHEAD = 384
 LATENCY_SAMPLES = 1024
 
 
+def _check_names(channel: object, event: object, key: object) -> None:
+    if not isinstance(channel, str) or not channel:
+        raise ValueError(f"channel must be a non-empty string, got {channel!r}")
+    if not isinstance(event, str) or not event:
+        raise ValueError(f"event must be a non-empty string, got {event!r}")
+    if key is not None and (not isinstance(key, str) or not key):
+        raise ValueError(f"idempotency_key must be a non-empty string, got {key!r}")
+
+
 class Outbox:
     """Unacknowledged upstream events, backed by the journal."""
 
@@ -173,7 +182,30 @@ class Outbox:
         idempotency_key: str | None = None,
     ) -> Receipt:
         """Journal one event and return its receipt (see :meth:`send_many`)."""
-        (receipt,) = await self._send(channel, event, [payload], idempotency_key)
+        # The hot path of every send(): _send without its lists and loops.
+        _check_names(channel, event, idempotency_key)
+        await self._make_room(1)
+        journal = self._journal
+        seq = journal.next_seq
+        key = idempotency_key if idempotency_key is not None else f"{journal.client_id}:{seq}"
+        # Encoding can fail on a payload JSON cannot carry: before anything is reserved.
+        data = encode_upstream(seq, channel, event, payload, int(time.time() * 1000), key)
+        receipt = Receipt(seq, channel, event, key)
+        entry = _Entry(seq, data, receipt, None)
+        # No checkpoint between reading next_seq and appending: seqs stay consecutive.
+        self._entries[seq] = entry
+        self._bytes += len(data) + EVENT_OVERHEAD
+        if seq > self._high:
+            self._high = seq
+        try:
+            await journal.append(seq, data)
+        except BaseException:
+            if self._entries.pop(seq, None) is not None:
+                self._bytes -= len(data) + EVENT_OVERHEAD
+            raise
+        entry.sent_at = trio.current_time()
+        self.sent_total += 1
+        self.wake()
         return receipt
 
     async def send_many(self, channel: str, event: str, payloads: Sequence[Any]) -> list[Receipt]:
@@ -186,15 +218,8 @@ class Outbox:
     async def _send(
         self, channel: str, event: str, payloads: list[Any], key: str | None
     ) -> list[Receipt]:
-        if not isinstance(channel, str) or not channel:
-            raise ValueError(f"channel must be a non-empty string, got {channel!r}")
-        if not isinstance(event, str) or not event:
-            raise ValueError(f"event must be a non-empty string, got {event!r}")
-        if key is not None and (not isinstance(key, str) or not key):
-            raise ValueError(f"idempotency_key must be a non-empty string, got {key!r}")
+        _check_names(channel, event, key)
         await self._make_room(len(payloads))
-        if self._closed:
-            raise RealtimeClosedError("the connection is closed")
         journal = self._journal
         client_id = journal.client_id
         now = int(time.time() * 1000)
@@ -233,13 +258,19 @@ class Outbox:
         return receipts
 
     async def _make_room(self, count: int) -> None:
+        """Wait until ``count`` more events fit (or raise, by the policy). It is not a checkpoint
+        unless it waits (the journal append that follows is one), but a caller already cancelled
+        stops here, before anything is journaled."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         while self.pending_count and (
             self.pending_count + count > self._max_messages or self.pending_bytes >= self._max_bytes
         ):
             if self._full_policy is OutboxFullPolicy.RAISE:
                 raise OutboxFull(self.pending_count, self.pending_bytes)
             await self.wait_changed()
-        await trio.lowlevel.checkpoint()
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            raise RealtimeClosedError("the connection is closed")
 
     # --- for the connection ----------------------------------------------------------------------
 

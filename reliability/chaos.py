@@ -313,12 +313,18 @@ async def run_workload(
 def read_store(path: str) -> list[tuple[str, int]]:
     db = sqlite3.connect(path)
     try:
-        rows = db.execute(
-            "SELECT payload FROM events WHERE channel = ? ORDER BY offset", (CHANNEL,)
+        # The store keeps a channel's log in blocks: [event, payload, timestamp, sender, key]
+        # for offsets first..last of each.
+        blocks = db.execute(
+            "SELECT first, last, events FROM blocks WHERE channel = ? ORDER BY first", (CHANNEL,)
         ).fetchall()
     finally:
         db.close()
-    payloads = [json.loads(row[0]) for row in rows]
+    payloads = []
+    for first, last, data in blocks:
+        events = json.loads(data)
+        assert len(events) == last - first + 1, "a block's offsets and events disagree"
+        payloads += [event[1] for event in events]
     return [(p["from"], p["n"]) for p in payloads]
 
 

@@ -123,5 +123,5 @@ async def test_publishing_rights_are_asked_once_per_channel_per_message() -> Non
     assert refused == [2, 5]
     assert [e.payload for e in await store.read("room", 0, 10)] == [{}, {}, {}, {}]
     acks = [f for f in frames if f["type"] == "ack"]
-    assert acks[-1]["ack_seq"] == 6
-    assert acks[-1]["duplicates"] == [1]
+    assert 6 in [ack["ack_seq"] for ack in acks]
+    assert [ack["duplicates"] for ack in acks if ack["duplicates"]] == [[1]]

@@ -95,3 +95,78 @@ async def test_a_seq_stored_through_one_connection_is_not_stored_again_through_a
     assert both[1] == [None]
     assert [e.payload["n"] for e in await store.read("ch", 0, 10)] == [1, 2, 3, 4]
     await store.aclose()
+
+
+async def test_reads_start_and_stop_anywhere_across_commits(make: Any) -> None:
+    """SQLite keeps what one transaction appends to a channel as one block: reads that start
+    or stop inside a block, or span several, give exactly the events asked for."""
+    store = make()
+    for start in (1, 6, 11):
+        await store.commit("c1", start + 4, [ev(n) for n in range(start, start + 5)])
+    await store.commit_many([("c2", 1, [ev(16)]), ("c3", 1, [ev(17)])])  # one block for both
+    everything = await store.read("ch", 0, 100)
+    assert [e.offset for e in everything] == list(range(1, 18))
+    assert [e.payload["n"] for e in everything] == list(range(1, 18))
+    for after in range(18):
+        for limit in (1, 3, 7, 100):
+            got = [e.offset for e in await store.read("ch", after, limit)]
+            assert got == list(range(after + 1, min(after + limit, 17) + 1)), (after, limit)
+    assert await store.read("elsewhere", 0, 10) == []
+    await store.aclose()
+
+
+async def test_payloads_come_back_as_they_went_in(make: Any) -> None:
+    odd = [0.30000000000000004, -0.0, 2**63 - 1, "é\u2028\"'", None, [], {"a": [1, {"b": None}]}]
+    store = make()
+    await store.commit("c1", 1, [NewEvent("ch", "e", odd, 7, None, None)])
+    (event,) = await store.read("ch", 0, 10)
+    assert event.payload == odd
+    assert (event.event, event.timestamp, event.sender, event.idempotency_key) == (
+        "e",
+        7,
+        None,
+        None,
+    )
+    await store.aclose()
+
+
+async def test_a_database_of_the_one_row_per_event_layout_is_moved_into_blocks(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    import orjson
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE channels (name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL);
+        CREATE TABLE events (
+            channel TEXT NOT NULL, offset INTEGER NOT NULL, event TEXT NOT NULL,
+            payload BLOB NOT NULL, timestamp INTEGER NOT NULL, sender TEXT, ikey TEXT,
+            stored_at REAL NOT NULL, PRIMARY KEY (channel, offset)
+        ) WITHOUT ROWID;
+        INSERT INTO channels VALUES ('ch', 'e0', 2);
+        """
+    )
+    for n in (1, 2):
+        db.execute(
+            "INSERT INTO events VALUES ('ch', ?, 'e', ?, ?, 'u', ?, 1e12)",
+            (n, orjson.dumps({"n": n}), n, f"k{n}"),
+        )
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    assert [(e.offset, e.payload, e.idempotency_key) for e in await store.read("ch", 0, 10)] == [
+        (1, {"n": 1}, "k1"),
+        (2, {"n": 2}, "k2"),
+    ]
+    (stored,) = await store.commit("c1", 1, [ev(3)])
+    assert stored is not None
+    assert (stored.offset, stored.epoch) == (3, "e0")
+    await store.aclose()
+    db = sqlite3.connect(path)
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    db.close()
+    assert "events" not in tables

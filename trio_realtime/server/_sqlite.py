@@ -3,6 +3,10 @@
 Every call runs in one worker thread at a time (a capacity limiter of 1), so the store has a single
 writer; a ``commit`` is one transaction, fsynced (``synchronous=FULL``) before it returns, which is
 what lets the server acknowledge only what is durably stored.
+
+A channel's log is kept in blocks: the events one transaction appends to a channel (consecutive
+offsets) are one row, their fields a JSON array. A row per event cost SQLite about 10 us of work
+per event on the machines we measured; a block costs about as much as one row for hundreds.
 """
 
 from __future__ import annotations
@@ -25,16 +29,42 @@ _T = TypeVar("_T")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, ack_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS channels (name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    channel TEXT NOT NULL, offset INTEGER NOT NULL, event TEXT NOT NULL, payload BLOB NOT NULL,
-    timestamp INTEGER NOT NULL, sender TEXT, ikey TEXT, stored_at REAL NOT NULL,
-    PRIMARY KEY (channel, offset)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    channel TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, stored_at REAL NOT NULL,
+    events BLOB NOT NULL, PRIMARY KEY (channel, first)
+);
 CREATE TABLE IF NOT EXISTS ikeys (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipts (
     channel TEXT NOT NULL, user TEXT NOT NULL, offset INTEGER NOT NULL, PRIMARY KEY (channel, user)
 ) WITHOUT ROWID;
 """
+
+# A block's events: [event, payload, timestamp, sender, idempotency_key] each, offsets first..last.
+_Row = tuple[str, Any, int, "str | None", "str | None"]
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Move the one-row-per-event log of earlier versions into blocks (one per event)."""
+    old = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'")
+    if old.fetchone() is None:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = db.execute(
+            "SELECT channel, offset, event, payload, timestamp, sender, ikey, stored_at FROM events"
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?, ?)",
+            (
+                (ch, off, off, at, orjson.dumps([[ev, orjson.loads(pl), ts, snd, key]]))
+                for ch, off, ev, pl, ts, snd, key, at in rows
+            ),
+        )
+        db.execute("DROP TABLE events")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class SqliteStore(StoreBase):
@@ -72,6 +102,7 @@ class SqliteStore(StoreBase):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
+            _migrate(db)
             self._db = db
         return self._db
 
@@ -104,24 +135,32 @@ class SqliteStore(StoreBase):
             db = self._connect()
             now = time.time()
             heads: dict[str, tuple[str, int]] = {}
+            blocks: dict[str, list[_Row]] = {}
             results: list[list[StoredEvent | None]] = []
             db.execute("BEGIN IMMEDIATE")
             try:
                 for client_id, ack_seq, events in batch:
-                    results.append(self._append(db, now, heads, client_id, ack_seq, events))
+                    results.append(self._append(db, now, heads, blocks, client_id, ack_seq, events))
                 for name, (_, head) in heads.items():
                     db.execute("UPDATE channels SET head = ? WHERE name = ?", (head, name))
+                    rows = blocks[name]
                     db.execute(
-                        "DELETE FROM events WHERE channel = ? AND offset <= ?",
-                        (name, head - self.retention_count),
+                        "INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
+                        (name, head - len(rows) + 1, head, now, orjson.dumps(rows)),
                     )
-                    # Offsets grow with stored_at, so the expired events are a prefix: walk the
-                    # channel from its oldest event to the first one still young (a scan of the
-                    # whole channel per commit would make every commit slower as it grows).
+                    # Whole blocks past the count limit go; read() and channel() hide the rest
+                    # of a block that straddles it.
+                    cut = head - self.retention_count
                     db.execute(
-                        "DELETE FROM events WHERE channel = ? AND offset < coalesce(("
-                        "SELECT offset FROM events WHERE channel = ? AND stored_at >= ? "
-                        "ORDER BY offset LIMIT 1), ?)",
+                        "DELETE FROM blocks WHERE channel = ? AND first <= ? AND last <= ?",
+                        (name, cut, cut),
+                    )
+                    # A block's events share its stored_at, and offsets grow with it, so the
+                    # expired blocks are a prefix: walk from the oldest to the first young one.
+                    db.execute(
+                        "DELETE FROM blocks WHERE channel = ? AND first < coalesce(("
+                        "SELECT first FROM blocks WHERE channel = ? AND stored_at >= ? "
+                        "ORDER BY first LIMIT 1), ?)",
                         (name, name, now - self.retention_age, head + 1),
                     )
                 if now >= self._next_ikey_purge:  # a scan of the table: once a minute is enough
@@ -140,12 +179,12 @@ class SqliteStore(StoreBase):
         db: sqlite3.Connection,
         now: float,
         heads: dict[str, tuple[str, int]],
+        blocks: dict[str, list[_Row]],
         client_id: str,
         ack_seq: int,
         events: Sequence[NewEvent],
     ) -> list[StoredEvent | None]:
         stored: list[StoredEvent | None] = []
-        rows: list[tuple[object, ...]] = []
         row = db.execute("SELECT ack_seq FROM clients WHERE client_id = ?", (client_id,)).fetchone()
         watermark = int(row[0]) if row else 0
         own_keys = f"{client_id}:"  # keys the client library made: its seqs dedup those
@@ -160,27 +199,19 @@ class SqliteStore(StoreBase):
                     stored.append(None)
                     continue
                 db.execute("INSERT OR REPLACE INTO ikeys (key, at) VALUES (?, ?)", (key, now))
-            epoch, head = heads.get(new.channel) or self._channel(db, new.channel)
+            channel = new.channel
+            epoch, head = heads.get(channel) or self._channel(db, channel)
             head += 1
-            heads[new.channel] = (epoch, head)
-            rows.append(
-                (
-                    new.channel,
-                    head,
-                    new.event,
-                    orjson.dumps(new.payload),
-                    new.timestamp,
-                    new.sender,
-                    key,
-                    now,
-                )
-            )
+            heads[channel] = (epoch, head)
+            rows = blocks.get(channel)
+            if rows is None:
+                rows = blocks[channel] = []
+            rows.append((new.event, new.payload, new.timestamp, new.sender, key))
             stored.append(
                 StoredEvent(
-                    new.channel, head, epoch, new.event, new.payload, new.timestamp, new.sender, key
+                    channel, head, epoch, new.event, new.payload, new.timestamp, new.sender, key
                 )
             )
-        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute(
             "INSERT INTO clients (client_id, ack_seq) VALUES (?, ?) "
             "ON CONFLICT(client_id) DO UPDATE SET ack_seq = max(ack_seq, excluded.ack_seq)",
@@ -188,31 +219,49 @@ class SqliteStore(StoreBase):
         )
         return stored
 
+    def _retained_from(self, db: sqlite3.Connection, channel: str, head: int) -> int:
+        """The oldest offset retained (``head + 1`` if none)."""
+        row = db.execute("SELECT min(first) FROM blocks WHERE channel = ?", (channel,)).fetchone()
+        if row is None or row[0] is None:
+            return head + 1
+        return max(int(row[0]), head - self.retention_count + 1)
+
     async def channel(self, channel: str) -> ChannelInfo:
         def query() -> ChannelInfo:
             db = self._connect()
             epoch, head = self._channel(db, channel)
-            row = db.execute(
-                "SELECT min(offset) FROM events WHERE channel = ?", (channel,)
-            ).fetchone()
-            first = int(row[0]) if row and row[0] is not None else head + 1
-            return ChannelInfo(epoch, head, first)
+            return ChannelInfo(epoch, head, self._retained_from(db, channel, head))
 
         return await self._run(query)
 
     async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         def query() -> list[StoredEvent]:
             db = self._connect()
-            epoch, _ = self._channel(db, channel)
-            rows = db.execute(
-                "SELECT offset, event, payload, timestamp, sender, ikey FROM events "
-                "WHERE channel = ? AND offset > ? ORDER BY offset LIMIT ?",
-                (channel, after, limit),
-            ).fetchall()
-            return [
-                StoredEvent(channel, r[0], epoch, r[1], orjson.loads(r[2]), r[3], r[4], r[5])
-                for r in rows
-            ]
+            epoch, head = self._channel(db, channel)
+            after_ = max(after, self._retained_from(db, channel, head) - 1)
+            cursor = db.execute(
+                "SELECT first, events FROM blocks WHERE channel = ?1 AND first >= coalesce(("
+                "SELECT max(first) FROM blocks WHERE channel = ?1 AND first <= ?2), 0) "
+                "ORDER BY first",
+                (channel, after_ + 1),
+            )
+            found: list[StoredEvent] = []
+            try:
+                for first, data in cursor:
+                    for offset, (event, payload, timestamp, sender, key) in enumerate(
+                        orjson.loads(data), first
+                    ):
+                        if offset > after_:
+                            found.append(
+                                StoredEvent(
+                                    channel, offset, epoch, event, payload, timestamp, sender, key
+                                )
+                            )
+                            if len(found) >= limit:
+                                return found
+            finally:
+                cursor.close()
+            return found
 
         return await self._run(query)
 

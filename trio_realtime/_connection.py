@@ -489,6 +489,8 @@ class Connection:
         return Stream(receive, [])
 
     def _on_outcome(self, outcome: Outcome) -> None:
+        if not self._outcome_listeners:  # the common case, on the path of every ack
+            return
         for listener in list(self._outcome_listeners):
             try:
                 listener.send_nowait(outcome)

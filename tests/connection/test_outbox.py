@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 
-from trio_realtime import JournalCorrupt, LocalProtocolError, OutboxFull
+from trio_realtime import JournalCorrupt, LocalProtocolError, OutboxFull, RealtimeClosedError
 from trio_realtime._config import OutboxFullPolicy
 from trio_realtime._journal import open_journal
 from trio_realtime._outbox import EVENT_OVERHEAD, Acked, Outbox, Rejected
@@ -269,3 +269,24 @@ async def test_a_sealed_segment_damaged_after_opening_fails_the_read_back(tmp_pa
             await outbox.load_backlog()
         assert info.value.segment == os.path.join(directory, first)
         assert outbox.pending_count == 100  # nothing was taken for sent or acknowledged
+
+
+async def test_a_send_waiting_for_room_fails_when_the_outbox_closes(tmp_path: Path) -> None:
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal, max_messages=1)
+        await outbox.send("c", "e", 1)
+        failed = trio.Event()
+
+        async def second() -> None:
+            with pytest.raises(RealtimeClosedError):
+                await outbox.send("c", "e", 2)
+            failed.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(second)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not failed.is_set()  # waiting for room
+            outbox.close()
+            with trio.fail_after(5):
+                await failed.wait()
+        assert journal.last_seq == 1  # nothing of the second send was journaled

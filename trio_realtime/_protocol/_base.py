@@ -9,7 +9,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 from .._errors import LocalProtocolError, ProtocolError
 from ._close import CloseCode
 from ._codec import encode_frame, join_encoded
-from ._state import Role, State, transition
+from ._state import TABLE, Role, State, transition
 
 _Out = TypeVar("_Out")  # frames this side sends
 _In = TypeVar("_In")  # frames this side receives
@@ -78,9 +78,20 @@ class ProtocolBase(Generic[_Out, _In]):
         if self._state is State.CLOSED:
             raise LocalProtocolError("receive_data() after the connection closed")
         try:
+            # transition() inlined: the frames of a batch (hundreds of events) mostly keep the
+            # state, so its row of the table is looked up again only when the state changes.
+            peer = self._peer
+            state: State = self._state
+            legal = TABLE[peer, state]
             for frame in self._decode(data):
-                self._state = transition(self._role, self._peer, self._state, frame)
+                next_state = legal.get(type(frame))
+                if next_state is None:
+                    next_state = transition(self._role, peer, state, frame)  # raises, saying why
+                self._state = next_state
                 self._on_receive(frame)
+                if self._state is not state:
+                    state = self._state
+                    legal = TABLE[peer, state]
         except ProtocolError as exc:
             self._state = State.CLOSED
             self.close_code = exc.close_code

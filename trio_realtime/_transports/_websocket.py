@@ -11,7 +11,12 @@ import trio_websocket
 
 from ._base import TransportClosed
 
-__all__ = ["SUBPROTOCOL", "WebSocketTransport", "connect_websocket"]
+__all__ = ["RECEIVE_BUFFER_BYTES", "SUBPROTOCOL", "WebSocketTransport", "connect_websocket"]
+
+#: Bytes asked of the socket per read. trio-websocket's default (4 KiB) cut a 200 KiB batch
+#: message into 50 reads, each a trip through trio's socket layer and wsproto's parser and
+#: unmasking: 10% of the server's time under load.
+RECEIVE_BUFFER_BYTES = 64 * 1024
 
 SUBPROTOCOL = "trio-realtime.v1"
 #: Longest wait for a close handshake: the peer may be gone, and the default is 60 s.
@@ -168,6 +173,7 @@ async def connect_websocket(
                     subprotocols=[SUBPROTOCOL],
                     message_queue_size=64,
                     max_message_size=max_message_size,
+                    receive_buffer_size=RECEIVE_BUFFER_BYTES,
                 )
                 race.cancel_scope.cancel()
             if ws is None:

@@ -42,7 +42,7 @@ from .._protocol import (
     encode_frame,
 )
 from .._transports import Transport, TransportClosed
-from .._transports._websocket import SUBPROTOCOL, WebSocketTransport
+from .._transports._websocket import RECEIVE_BUFFER_BYTES, SUBPROTOCOL, WebSocketTransport
 from ._auth import Authenticator
 from ._meta import PresenceRegistry, TypingRegistry
 from ._store import NewEvent, Store, StoredEvent
@@ -638,6 +638,7 @@ async def open_server(
                     # Up to 4x is read, so a lone oversized event is rejected by itself (see
                     # _process); beyond that, trio-websocket closes with 1009.
                     max_message_size=4 * server.config.max_frame_bytes,
+                    receive_buffer_size=RECEIVE_BUFFER_BYTES,
                     connect_timeout=server.config.handshake_timeout,
                     disconnect_timeout=2,
                     message_queue_size=64,

@@ -486,16 +486,19 @@ class Connection:
         Unread outcomes are buffered: close the stream when you stop reading."""
         send, receive = trio.open_memory_channel[Outcome](math.inf)
         self._outcome_listeners.append(send)
+        if self._outbox is not None:
+            self._outbox.on_outcome = self._on_outcome
         return Stream(receive, [])
 
     def _on_outcome(self, outcome: Outcome) -> None:
-        if not self._outcome_listeners:  # the common case, on the path of every ack
-            return
         for listener in list(self._outcome_listeners):
             try:
                 listener.send_nowait(outcome)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._outcome_listeners.remove(listener)
+        if not self._outcome_listeners and self._outbox is not None:
+            # Nobody listens: the outbox then makes no outcome object it does not need.
+            self._outbox.on_outcome = None
 
     @property
     def pending_count(self) -> int:
@@ -787,7 +790,8 @@ class Connection:
                                 max_bytes=config.max_outbox_bytes,
                                 full_policy=config.outbox_full,
                             )
-                            self._outbox.on_outcome = self._on_outcome
+                            if self._outcome_listeners:
+                                self._outbox.on_outcome = self._on_outcome
                             for channel, cursor in journal.cursors.items():
                                 position = ChannelPosition(cursor.offset, cursor.epoch)
                                 self._subscriptions[channel] = position

@@ -290,3 +290,21 @@ async def test_a_send_waiting_for_room_fails_when_the_outbox_closes(tmp_path: Pa
             with trio.fail_after(5):
                 await failed.wait()
         assert journal.last_seq == 1  # nothing of the second send was journaled
+
+
+async def test_outcomes_are_made_when_asked_for_and_given_to_a_listener(tmp_path: Path) -> None:
+    """With nobody listening, an ack leaves the receipt to build its Acked when asked; with a
+    listener, the listener and the receipt see the same outcome."""
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        quiet = await outbox.send_many("c", "e", [1, 2])
+        await outbox.ack(2, [2])
+        assert [r.outcome for r in quiet] == [Acked(1, False), Acked(2, True)]
+        assert "Acked(seq=2, duplicate=True)" in repr(quiet[1])
+        assert await quiet[0].wait() == Acked(1, False)
+        heard: list[object] = []
+        outbox.on_outcome = heard.append
+        loud = await outbox.send("c", "e", 3)
+        await outbox.ack(3, [])
+        assert heard == [Acked(3, False)]
+        assert loud.outcome is heard[0]

@@ -21,6 +21,7 @@ from trio_realtime._protocol import (
     encode_batch,
     encode_frame,
     encode_upstream,
+    encode_upstreams,
     join_encoded,
 )
 
@@ -234,6 +235,28 @@ def test_encode_upstream_is_encode_frame_without_the_frame_object(
 def test_encode_upstream_refuses_what_json_cannot_carry() -> None:
     with pytest.raises(LocalProtocolError):
         encode_upstream(1, "c", "e", {1, 2}, 0, "k")
+    with pytest.raises(LocalProtocolError):
+        encode_upstreams(1, "c", "e", [1, {1, 2}], 0, "k:")
+
+
+@given(
+    first=pos,
+    channel=name,
+    event=name,
+    payloads=st.lists(json_value, max_size=5),
+    timestamp=uint,
+    prefix=st.text(max_size=12),
+)
+def test_encode_upstreams_gives_what_encode_upstream_gives_each(
+    first: int, channel: str, event: str, payloads: list[Any], timestamp: int, prefix: str
+) -> None:
+    """send_many's encoder: the bytes of encode_upstream for each payload, with consecutive
+    seqs and the keys prefix + seq (a prefix that JSON must escape included)."""
+    expected = [
+        encode_upstream(seq, channel, event, payload, timestamp, f"{prefix}{seq}")
+        for seq, payload in enumerate(payloads, first)
+    ]
+    assert encode_upstreams(first, channel, event, payloads, timestamp, prefix) == expected
 
 
 _ODD_VALUES = st.sampled_from(

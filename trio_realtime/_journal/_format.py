@@ -150,8 +150,9 @@ def encode_record(record: Record) -> bytes:
 
 def encode_append(seq: int, data: bytes) -> bytes:
     """The framed bytes of an :class:`Append` record (the hot path: no intermediate object)."""
-    body = _KIND_U64.pack(Kind.APPEND, seq) + data
-    return _PREFIX.pack(len(body), crc32c(body)) + body
+    head = _KIND_U64.pack(_APPEND, seq)
+    crc = crc32c(data, crc32c(head))  # the body's CRC without building the body first
+    return b"".join((_PREFIX.pack(len(head) + len(data), crc), head, data))
 
 
 def encode_records(records: Iterable[Record]) -> bytes:

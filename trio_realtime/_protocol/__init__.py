@@ -13,6 +13,7 @@ from ._codec import decode_server_message as decode_server_message
 from ._codec import encode_batch as encode_batch
 from ._codec import encode_frame as encode_frame
 from ._codec import encode_upstream as encode_upstream
+from ._codec import encode_upstreams as encode_upstreams
 from ._codec import join_encoded as join_encoded
 from ._events import ChannelGap as ChannelGap
 from ._events import DuplicateEvent as DuplicateEvent

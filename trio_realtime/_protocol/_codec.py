@@ -510,6 +510,44 @@ def encode_upstream(
     return memoryview(data).tobytes()
 
 
+def encode_upstreams(
+    first_seq: int,
+    channel: str,
+    event: str,
+    payloads: Sequence[Any],
+    timestamp: int,
+    key_prefix: str,
+) -> list[bytes]:
+    """:func:`encode_upstream` of each payload, under consecutive seqs from ``first_seq`` and the
+    keys ``key_prefix + str(seq)``: the same bytes, with the parts every event shares (channel,
+    event, timestamp) encoded once, and no dict per event.
+
+    Raises:
+        LocalProtocolError: as :func:`encode_frame`, for the first payload JSON cannot carry.
+    """
+    try:
+        head = b'{"type":"event","seq":'
+        key = b',"idempotency_key":' + orjson.dumps(key_prefix)[:-1]  # the closing quote follows
+        middle = (
+            b'",'
+            + b'"channel":'
+            + orjson.dumps(channel)
+            + b',"event":'
+            + orjson.dumps(event)
+            + b',"payload":'
+        )
+        tail = b',"timestamp":' + orjson.dumps(timestamp) + b"}"
+        join = b"".join
+        dumps = orjson.dumps
+        encoded = []
+        for seq, payload in enumerate(payloads, first_seq):
+            number = b"%d" % seq
+            encoded.append(join((head, number, key, number, middle, dumps(payload), tail)))
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise LocalProtocolError(f"cannot encode as JSON: {exc}", field="payload") from None
+    return encoded
+
+
 def join_encoded(encoded: Sequence[bytes]) -> bytes:
     """Join frames already encoded by :func:`encode_frame` into one batch message.
 

@@ -48,13 +48,26 @@ SERVER_ARGS = ("--rate-limit", "1000000", "--send-queue-size", "1000000")
 CONFIG = RealtimeConfig(network_monitor=False)
 
 
-def _median_of(repeats: int, label: str, measure: Callable[[], float]) -> float:
-    values = []
+def _rounds(repeats: int, measures: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Run each measure once per round, in order, for ``repeats`` rounds, and print the medians.
+
+    A baseline and ours are taken in the same minute of every round: on these shared machines the
+    speed drifts by half within minutes, and blocks of baseline runs followed by blocks of ours
+    would put that drift into the ratio. Compare with :func:`_ratio`.
+    """
+    runs: dict[str, list[float]] = {label: [] for label in measures}
     for _ in range(repeats):
-        values.append(measure())
-    value = statistics.median(values)
-    print(f"  {label:<44} {value:>12,.0f}   (runs: {', '.join(f'{v:,.0f}' for v in values)})")
-    return value
+        for label, measure in measures.items():
+            runs[label].append(measure())
+    for label, values in runs.items():
+        shown = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"  {label:<44} {statistics.median(values):>12,.0f}   (runs: {shown})")
+    return runs
+
+
+def _ratio(ours: list[float], baseline: list[float]) -> float:
+    """The median of the per-round ratios of ours to the baseline."""
+    return statistics.median(o / b for o, b in zip(ours, baseline, strict=True))
 
 
 # --- 1 and 2: upstream throughput -----------------------------------------------------------------
@@ -142,14 +155,9 @@ def _with_peer(kind: str, fn: Callable[[int], Awaitable[_T]]) -> _T:
     return result
 
 
-def _raw_baseline(args: argparse.Namespace) -> float:
-    """Raw trio-websocket fire-and-forget, measured again for each benchmark that compares to it
-    (so each ratio's baseline comes from the same minutes as its figure)."""
-    return _median_of(
-        args.repeats,
-        "raw trio-websocket, fire-and-forget",
-        lambda: _with_peer("raw", lambda port: _raw_rate(port, args.messages)),
-    )
+def _raw(args: argparse.Namespace) -> Callable[[], float]:
+    """One run of raw trio-websocket fire-and-forget."""
+    return lambda: _with_peer("raw", lambda port: _raw_rate(port, args.messages))
 
 
 def _socketio(messages: int) -> float:
@@ -165,23 +173,30 @@ def _socketio(messages: int) -> float:
 def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
     n = args.messages
     print(f"1. upstream throughput, {n:,} x {len(PAYLOAD)} B, msg/s (median of {args.repeats})")
-    raw = _raw_baseline(args)
-    sio = _median_of(args.repeats, "python-socketio, emit with ack", lambda: _socketio(n))
-    ours = _median_of(
+    runs = _rounds(
         args.repeats,
-        f"trio_realtime send(), {args.senders} senders",
-        lambda: trio.run(_ours_rate, n, args.senders, None),
+        {
+            "raw trio-websocket, fire-and-forget": _raw(args),
+            "python-socketio, emit with ack": lambda: _socketio(n),
+            f"trio_realtime send(), {args.senders} senders": lambda: trio.run(
+                _ours_rate, n, args.senders, None
+            ),
+        },
     )
-    print(f"  => {ours / raw:.2f}x raw (goal >= 1.0x), {ours / sio:.2f}x socketio (goal >= 4x)")
+    raw, sio, ours = runs.values()
+    vs_raw, vs_sio = _ratio(ours, raw), _ratio(ours, sio)
+    print(f"  => {vs_raw:.2f}x raw (goal >= 1.0x), {vs_sio:.2f}x socketio (goal >= 4x)")
+    print("     (medians of the per-round ratios)")
     return {
         "messages": n,
         "payload_bytes": len(PAYLOAD),
         "senders": args.senders,
-        "raw_trio_websocket": raw,
-        "python_socketio": sio,
-        "trio_realtime": ours,
-        "vs_raw": ours / raw,
-        "vs_socketio": ours / sio,
+        "raw_trio_websocket": statistics.median(raw),
+        "python_socketio": statistics.median(sio),
+        "trio_realtime": statistics.median(ours),
+        "runs": {"raw_trio_websocket": raw, "python_socketio": sio, "trio_realtime": ours},
+        "vs_raw": vs_raw,
+        "vs_socketio": vs_sio,
         "goals": {"vs_raw": 1.0, "vs_socketio": 4.0},
     }
 
@@ -189,19 +204,25 @@ def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
 def bench_send_many(args: argparse.Namespace) -> dict[str, Any]:
     n = args.messages
     print(f"2. send_many throughput, {n:,} x {len(PAYLOAD)} B in batches of {args.batch}, msg/s")
-    raw = _raw_baseline(args)
-    ours = _median_of(
+    runs = _rounds(
         args.repeats,
-        f"trio_realtime send_many({args.batch})",
-        lambda: trio.run(_ours_rate, n, 1, args.batch),
+        {
+            "raw trio-websocket, fire-and-forget": _raw(args),
+            f"trio_realtime send_many({args.batch})": lambda: trio.run(
+                _ours_rate, n, 1, args.batch
+            ),
+        },
     )
-    print(f"  => {ours / raw:.2f}x raw (goal >= 4x)")
+    raw, ours = runs.values()
+    vs_raw = _ratio(ours, raw)
+    print(f"  => {vs_raw:.2f}x raw (goal >= 4x; median of the per-round ratios)")
     return {
         "messages": n,
         "batch": args.batch,
-        "raw_trio_websocket": raw,
-        "trio_realtime": ours,
-        "vs_raw": ours / raw,
+        "raw_trio_websocket": statistics.median(raw),
+        "trio_realtime": statistics.median(ours),
+        "runs": {"raw_trio_websocket": raw, "trio_realtime": ours},
+        "vs_raw": vs_raw,
         "goals": {"vs_raw": 4.0},
     }
 
@@ -586,24 +607,26 @@ def bench_fanout(args: argparse.Namespace) -> dict[str, Any]:
         f"5. fan-out: 1 publisher, {subs:,} subscribers in {procs} processes, {n} messages; "
         f"deliveries/s (median of {args.repeats})"
     )
-    sio = _median_of(
+    runs = _rounds(
         args.repeats,
-        "python-socketio broadcast to a room",
-        lambda: trio.run(_socketio_fanout, subs, procs, n),
+        {
+            "python-socketio broadcast to a room": lambda: trio.run(
+                _socketio_fanout, subs, procs, n
+            ),
+            "trio_realtime channel": lambda: trio.run(_ours_fanout, subs, procs, n),
+        },
     )
-    ours = _median_of(
-        args.repeats,
-        "trio_realtime channel",
-        lambda: trio.run(_ours_fanout, subs, procs, n),
-    )
-    print(f"  => {ours / sio:.2f}x python-socketio (goal >= 2x)")
+    sio, ours = runs.values()
+    vs_sio = _ratio(ours, sio)
+    print(f"  => {vs_sio:.2f}x python-socketio (goal >= 2x; median of the per-round ratios)")
     return {
         "subscribers": subs,
         "processes": procs,
         "messages": n,
-        "python_socketio": sio,
-        "trio_realtime": ours,
-        "vs_socketio": ours / sio,
+        "python_socketio": statistics.median(sio),
+        "trio_realtime": statistics.median(ours),
+        "runs": {"python_socketio": sio, "trio_realtime": ours},
+        "vs_socketio": vs_sio,
         "goals": {"vs_socketio": 2.0},
     }
 

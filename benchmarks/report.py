@@ -227,7 +227,9 @@ def main() -> None:
         f"Machine: {results.get('machine', '?')}. Every figure is the median of "
         f"{results.get('throughput', results.get('latency', {})).get('repeats', 5)} runs, and "
         "every baseline was measured in the same run (the machines here are shared and noisy: "
-        "compare ratios, not absolute numbers).",
+        "compare ratios, not absolute numbers). The throughput and fan-out runs go in rounds "
+        "(a baseline run, then ours, round after round), and their ratio is the median of the "
+        "rounds' ratios, so the machine's speed drifting between minutes stays out of it.",
         "",
         "| benchmark | baseline | trio_realtime | ratio | goal | |",
         "|---|---|---|---:|---|---|",

@@ -377,9 +377,13 @@ class Outbox:
         backlog.install(part, entries)
 
     async def wait_ready(self) -> None:
-        """Wait until :meth:`ready` has something to give."""
+        """Wait until :meth:`ready` has something to give (reading recovered events back from the
+        journal when they are next)."""
         while not self.has_ready():
-            await self.wait_changed()
+            if self.needs_load():
+                await self.load_backlog()
+            else:
+                await self.wait_changed()
 
     async def ack(self, ack_seq: int, duplicates: Sequence[int]) -> int:
         """Resolve every receipt up to ``ack_seq`` and record the watermark in the journal (so

@@ -245,7 +245,16 @@ async def test_recovered_events_in_sealed_segments_are_read_back_as_the_writer_n
             taken += [seq for seq, _ in outbox.ready(1000, 1 << 20)]
         assert taken == list(range(6, 301))
         assert loads > 3  # one per sealed segment
+
         assert outbox.pending_bytes > in_memory  # what was read back is counted
+    async with open_journal(directory, segment_bytes=4096) as journal:
+        outbox = make(journal, max_bytes=1 << 30)
+        again: list[int] = []  # wait_ready reads the segments back by itself
+        while len(again) < 295:
+            with trio.fail_after(5):
+                await outbox.wait_ready()
+            again += [seq for seq, _ in outbox.ready(1000, 1 << 20)]
+        assert again == list(range(6, 301))
         await outbox.ack(300, [])
         assert (outbox.pending_count, outbox.pending_bytes) == (0, 0)
 

@@ -210,35 +210,50 @@ async def test_a_consumer_that_never_reads_again_sees_an_abort_not_a_corrupt_fra
 
 async def _slow_consumer(read_when: str) -> tuple[int | None, int]:
     config = ServerConfig(send_queue_size=50)
-    async with open_server(MemoryStore(), AllowAll(), config=config) as server:
+    async with (
+        open_server(MemoryStore(), AllowAll(), config=config) as server,
+        trio.open_nursery() as nursery,
+    ):
         url = f"ws://127.0.0.1:{server.port}/realtime"
-        async with trio_websocket.open_websocket_url(
-            url, subprotocols=["trio-realtime.v1"], message_queue_size=1
-        ) as slow:
-            resume = {"type": "resume", "protocol": 1, "client_id": "slow", "last_ack_seq": 0}
-            await slow.send_message(json.dumps({**resume, "channels": {"room": {"offset": 0}}}))
-            await slow.get_message()  # the resume_response; from now on it reads nothing
-            (session,) = [s for s in server.sessions if s.client_id == "slow"]
-            async with open_realtime(url, config=QUICK, token="pub") as pub:
-                with trio.fail_after(60):
-                    for _ in range(30):  # 30 MB for a reader that takes nothing
-                        await pub.send_many("room", "n", [{"pad": "x" * 10_000}] * 100)
-                    await pub.drain()
-            assert session.close_code == 4029
-            if read_when == "gone":
-                with trio.fail_after(10):
-                    await session.finished.wait()  # the server gives up on it by itself
-            received = 0
+        # A small receive buffer: the server's writer blocks on this socket before its queue for
+        # it overflows, whatever the machine's speed. With loopback's buffers of several MB, a
+        # fast server could overflow the queue first and then write all it held and close
+        # cleanly, and the "stuck mid-message" case would not be tested at all.
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", server.port))
+        slow = await trio_websocket.wrap_client_stream(
+            nursery,
+            trio.SocketStream(sock),
+            "127.0.0.1",
+            "/realtime",
+            subprotocols=["trio-realtime.v1"],
+            message_queue_size=1,
+        )
+        resume = {"type": "resume", "protocol": 1, "client_id": "slow", "last_ack_seq": 0}
+        await slow.send_message(json.dumps({**resume, "channels": {"room": {"offset": 0}}}))
+        await slow.get_message()  # the resume_response; from now on it reads nothing
+        (session,) = [s for s in server.sessions if s.client_id == "slow"]
+        async with open_realtime(url, config=QUICK, token="pub") as pub:
+            with trio.fail_after(60):
+                for _ in range(30):  # 30 MB for a reader that takes nothing
+                    await pub.send_many("room", "n", [{"pad": "x" * 10_000}] * 100)
+                await pub.drain()
+        assert session.close_code == 4029
+        if read_when == "gone":
+            with trio.fail_after(10):
+                await session.finished.wait()  # the server gives up on it by itself
+        received = 0
 
-            async def read_all() -> None:
-                nonlocal received
-                while True:
-                    received += len(await slow.get_message())
+        async def read_all() -> None:
+            nonlocal received
+            while True:
+                received += len(await slow.get_message())
 
-            with trio.fail_after(30), pytest.raises(trio_websocket.ConnectionClosed) as info:
-                await read_all()
-            # trio-websocket leaves its TCP stream open after an abnormal close (1006).
-            await trio.aclose_forcefully(slow._stream)
+        with trio.fail_after(30), pytest.raises(trio_websocket.ConnectionClosed) as info:
+            await read_all()
+        # trio-websocket leaves its TCP stream open after an abnormal close (1006).
+        await trio.aclose_forcefully(slow._stream)
     return info.value.reason.code, received
 
 

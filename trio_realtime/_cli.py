@@ -27,7 +27,7 @@ def _journal_inspect(args: argparse.Namespace) -> int:
     print(f"segments:   {len(state.segments)}")
     print(f"last_seq:   {state.last_seq}")
     print(f"ack_seq:    {state.ack_seq}")
-    print(f"pending:    {len(state.pending)}")
+    print(f"pending:    {len(state.backlog())}")
     if state.truncated_bytes:
         print(
             f"torn tail:  {state.truncated_bytes} bytes (cut off when the journal is next opened)"

@@ -159,21 +159,20 @@ class Outbox:
         # Events a previous process journaled but never saw acked, kept as the journal recovered
         # them (no object per event: after a long time offline there can be millions), and read
         # back from sealed segments only when the writer gets to them. Their seqs are consecutive:
-        # [backlog.low, _backlog_end) are still pending.
+        # [backlog.low, backlog.end) are still pending.
         self._backlog = journal.recovered
-        self._backlog_end = self._backlog.end
         self._backlog_rejected: set[int] = set()
         # Every seq pending in _entries lies in [_low, _high] (empty for now): acks walk that range
         # instead of iterating the dict from its front, which is slow once many were popped.
-        self._low = self._backlog_end
-        self._high = self._backlog_end - 1
+        self._low = self._backlog.end
+        self._high = self._backlog.end - 1
 
     # --- state -----------------------------------------------------------------------------------
 
     @property
     def pending_count(self) -> int:
         """Events sent (or being sent) but not yet acknowledged."""
-        return len(self._entries) + self._backlog_end - self._backlog.low
+        return len(self._entries) + len(self._backlog)
 
     @property
     def pending_bytes(self) -> int:
@@ -266,7 +265,7 @@ class Outbox:
     def _has_room(self, count: int) -> bool:
         """Whether ``count`` more events may be sent now (always, into an empty outbox), and the
         outbox is open."""
-        pending = len(self._entries) + self._backlog_end - self._backlog.low
+        pending = self.pending_count
         return not self._closed and (
             not pending
             or (pending + count <= self._max_messages and self.pending_bytes < self._max_bytes)
@@ -313,9 +312,9 @@ class Outbox:
         batch: list[tuple[int, bytes]] = []
         size = 0
         seq = self._next_send
-        backlog_end = self._backlog_end
+        backlog = self._backlog
+        backlog_end = backlog.end
         if seq < backlog_end:  # recovered events first: all durable, all replays
-            backlog = self._backlog
             seq = max(seq, backlog.low)
             while seq < backlog_end and len(batch) < limit:
                 data = backlog.get(seq)
@@ -353,7 +352,7 @@ class Outbox:
         """Whether the next recovered events to send are still on disk (see :meth:`load_backlog`)."""
         backlog = self._backlog
         seq = max(self._next_send, backlog.low)
-        return seq < self._backlog_end and backlog.get(seq) is None
+        return seq < backlog.end and not backlog.is_loaded(seq)
 
     async def load_backlog(self) -> None:
         """Read the next recovered events to send back from their journal segment, in a worker
@@ -364,7 +363,7 @@ class Outbox:
         """
         backlog = self._backlog
         seq = max(self._next_send, backlog.low)
-        if seq >= self._backlog_end:
+        if seq >= backlog.end:
             await trio.lowlevel.checkpoint()
             return
         part = backlog.part(seq)
@@ -396,7 +395,7 @@ class Outbox:
         dup = set(duplicates)
         resolved = 0
         now = trio.current_time()
-        if self._backlog.low < self._backlog_end and ack_seq >= self._backlog.low:
+        if self._backlog and ack_seq >= self._backlog.low:
             resolved += self._acknowledge_backlog(ack_seq, dup)
         backlog_resolved = resolved
         # The path of every ack: _resolve inlined, counters summed once.
@@ -437,7 +436,7 @@ class Outbox:
     def _acknowledge_backlog(self, ack_seq: int, dup: set[int]) -> int:
         backlog, rejected = self._backlog, self._backlog_rejected
         low = backlog.low
-        stop = min(ack_seq + 1, self._backlog_end)
+        stop = min(ack_seq + 1, backlog.end)
         on_outcome = self.on_outcome
         if on_outcome is None and not rejected:  # no receipts to resolve, nobody listens
             self.acked_total += stop - low
@@ -457,7 +456,7 @@ class Outbox:
 
     def reject(self, seq: int, code: str, message: str) -> None:
         """The server refused ``seq`` for good; the cumulative ack will move past it."""
-        if self._backlog.low <= seq < self._backlog_end:
+        if self._backlog.low <= seq < self._backlog.end:
             if seq not in self._backlog_rejected:
                 self._backlog_rejected.add(seq)
                 self._resolve(None, Rejected(seq, code, message))

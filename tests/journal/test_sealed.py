@@ -156,3 +156,14 @@ def test_backlog_counts_what_is_in_memory_and_lets_go_of_acknowledged_parts() ->
     assert (len(backlog), backlog.loaded_count, backlog.loaded_bytes) == (0, 0, 0)
     with pytest.raises(ValueError, match="consecutive"):
         Backlog([loaded, BacklogPart(5, 6, frames=Frames.of([b"x"]))], low=1)
+
+
+async def test_sealed_segments_left_on_disk_are_deleted_once_acknowledged(jdir: str) -> None:
+    paths = await _several_segments(jdir)
+    async with open_journal(jdir, segment_bytes=4096) as journal:
+        await journal.ack(150)
+        kept = [os.path.join(jdir, name) for name in segments(jdir)]
+        assert kept[0] != paths[0]  # the oldest went ...
+        assert kept[-1] == paths[-1]  # ... but not what holds seqs after 150
+        await journal.ack(300)
+        assert segments(jdir) == [os.path.basename(paths[-1])]

@@ -34,6 +34,7 @@ from trio_realtime._protocol import (
     Unsubscribed,
     UpstreamEvent,
     close_action,
+    decode_server_message,
     encode_frame,
 )
 from trio_realtime._protocol._state import TABLE, Role
@@ -76,7 +77,7 @@ def handshake(
 def test_table_covers_every_role_and_state() -> None:
     assert set(TABLE) == {(role, state) for role in Role for state in State}
     assert TABLE[Role.CLIENT, State.CLOSED] == {}
-    assert TABLE[Role.SERVER, State.CLOSED] == {}
+    assert TABLE[Role.SERVER, State.CLOSED] == {Ack: State.CLOSED}  # what it stored before
 
 
 def test_client_must_send_resume_first() -> None:
@@ -253,6 +254,19 @@ def test_server_ack_and_error_bounds() -> None:
     _, server = handshake(ack_seq=2)
     with pytest.raises(LocalProtocolError):
         server.send(Error("forbidden", "x", seq=2))  # already acked: not pending
+
+
+def test_a_server_closed_on_a_bad_frame_still_acks_what_it_received_before() -> None:
+    client, server = handshake()
+    server.receive_data(client.send(event(1)))
+    with pytest.raises(ProtocolError):
+        server.receive_data(b'{"type":"nope"}')
+    assert server.state is State.CLOSED
+    assert decode_server_message(server.ack(1)) == [Ack(1)]  # stored meanwhile: say so
+    with pytest.raises(LocalProtocolError):
+        server.ack(2)  # never received
+    with pytest.raises(LocalProtocolError):
+        server.send(Pong(1))  # nothing else once closed
 
 
 # --- upstream, client side -----------------------------------------------------------------------

@@ -136,9 +136,13 @@ class Backlog(Sequence[Append]):
         """The part holding ``seq`` (which must lie in ``[low, end)``)."""
         return self._parts[bisect.bisect_right(self._starts, seq) - 1]
 
+    def is_loaded(self, seq: int) -> bool:
+        """Whether the frame of ``seq`` (in ``[low, end)``) is in memory."""
+        return self.part(seq).frames is not None
+
     def get(self, seq: int) -> bytes | None:
         """The frame of ``seq`` (in ``[low, end)``), or ``None`` if its part is not in memory."""
-        part = self._parts[bisect.bisect_right(self._starts, seq) - 1]
+        part = self.part(seq)
         if part.frames is None:
             return None
         return part.frames.frame(seq - part.first)

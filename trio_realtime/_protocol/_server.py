@@ -7,7 +7,7 @@ from collections.abc import Set
 from .._errors import LocalProtocolError, ProtocolError
 from ._base import ProtocolBase
 from ._close import CloseCode
-from ._codec import decode_client_message, encode_frame
+from ._codec import decode_client_message
 from ._events import DuplicateEvent, OutOfOrderEvent
 from ._frames import (
     PROTOCOL_VERSION,
@@ -26,7 +26,7 @@ from ._frames import (
     Unsubscribed,
     UpstreamEvent,
 )
-from ._state import Role, State
+from ._state import Role
 
 __all__ = ["ServerProtocol"]
 
@@ -115,13 +115,7 @@ class ServerProtocol(ProtocolBase[ServerFrame, ClientFrame]):
         """The cumulative ack for everything up to ``ack_seq`` (default: all received), listing the
         duplicates received since the last ack. Call it only after the store has committed."""
         seq = self.received_seq if ack_seq is None else ack_seq
-        frame = Ack(seq, tuple(d for d in self._duplicates if d <= seq))
-        if self._state is State.CLOSED and self.ack_seq <= seq <= self.received_seq:
-            # Closed on a bad frame from the client while earlier events were being committed:
-            # those are stored, and saying so spares the client a retransmission.
-            self._on_ack(frame)
-            return encode_frame(frame)
-        return self.send(frame)
+        return self.send(Ack(seq, tuple(d for d in self._duplicates if d <= seq)))
 
     def _on_send(self, frame: ServerFrame) -> None:
         if isinstance(frame, Ack):

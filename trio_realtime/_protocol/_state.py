@@ -97,7 +97,10 @@ TABLE: dict[tuple[Role, State], dict[type, State]] = {
     (Role.CLIENT, State.OPEN): _CLIENT_OPEN,
     (Role.SERVER, State.OPEN): _SERVER_OPEN,
     (Role.CLIENT, State.CLOSED): {},
-    (Role.SERVER, State.CLOSED): {},
+    # A server closed on a bad frame may still ack the events it received before that frame and
+    # has since stored: that spares the client their retransmission. (ServerProtocol checks that
+    # an ack covers only what was received.)
+    (Role.SERVER, State.CLOSED): {Ack: State.CLOSED},
 }
 
 

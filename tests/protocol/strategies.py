@@ -66,6 +66,16 @@ members = st.builds(
     PresenceMember, status=st.sampled_from(PresenceStatus), metadata=json_object, since=uint
 )
 
+upstream_events = _client(
+    UpstreamEvent,
+    seq=pos,
+    channel=name,
+    event=name,
+    payload=json_value,
+    timestamp=uint,
+    idempotency_key=name,
+)
+
 client_frames = st.one_of(
     _client(
         Resume,
@@ -75,15 +85,7 @@ client_frames = st.one_of(
         channels=st.dictionaries(name, positions, max_size=3),
         protocol=uint,
     ),
-    _client(
-        UpstreamEvent,
-        seq=pos,
-        channel=name,
-        event=name,
-        payload=json_value,
-        timestamp=uint,
-        idempotency_key=name,
-    ),
+    upstream_events,
     _client(Subscribe, rid=uint, channel=name, offset=st.none() | uint, epoch=st.none() | name),
     _client(Unsubscribe, rid=uint, channel=name),
     _client(Ping, t=uint),

@@ -34,6 +34,7 @@ from .strategies import (
     pos,
     server_frames,
     uint,
+    upstream_events,
 )
 
 
@@ -215,20 +216,13 @@ def test_resume_repr_hides_the_token() -> None:
     assert "s3cret" not in str(frame)
 
 
-@given(
-    seq=pos,
-    channel=name,
-    event=name,
-    payload=json_value,
-    timestamp=uint,
-    key=name,
-)
-def test_encode_upstream_is_encode_frame_without_the_frame_object(
-    seq: int, channel: str, event: str, payload: Any, timestamp: int, key: str
-) -> None:
+@given(upstream_events)
+def test_encode_upstream_is_encode_frame_without_the_frame_object(frame: UpstreamEvent) -> None:
     """The send path's encoder gives exactly the bytes of the general one, trimmed to size."""
-    data = encode_upstream(seq, channel, event, payload, timestamp, key)
-    assert data == encode_frame(UpstreamEvent(seq, channel, event, payload, timestamp, key))
+    data = encode_upstream(
+        frame.seq, frame.channel, frame.event, frame.payload, frame.timestamp, frame.idempotency_key
+    )
+    assert data == encode_frame(frame)
     assert type(data) is bytes
 
 

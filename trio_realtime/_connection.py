@@ -1032,7 +1032,7 @@ class Connection:
             await outbox.ack(event.ack_seq, event.duplicates)
         elif isinstance(event, ResumeResponse):
             link.max_frame_bytes = event.max_frame_bytes
-            await outbox.rewind(min(event.ack_seq, journal.last_seq))
+            await outbox.resume(event.ack_seq)
             for channel, position in link.proto.cursors.items():
                 if channel in self._subscriptions:
                     self._subscriptions[channel] = position

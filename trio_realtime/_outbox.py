@@ -12,6 +12,7 @@ resume the writer must go back to the first event the server lacks, and a channe
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -23,9 +24,11 @@ import trio
 from ._config import OutboxFullPolicy
 from ._errors import JournalError, OutboxFull, RealtimeClosedError
 from ._journal import Journal
-from ._protocol import encode_upstream, encode_upstreams
+from ._protocol import encode_upstream, encode_upstreams, renumber_upstream
 
 __all__ = ["Acked", "Outbox", "Outcome", "Receipt", "Rejected"]
+
+logger = logging.getLogger("trio_realtime")
 
 
 @attrs.frozen
@@ -54,7 +57,12 @@ _ACKED_DUPLICATE = object()
 
 
 class Receipt:
-    """The handle ``send`` returns: the event's seq and key, and its outcome once known."""
+    """The handle ``send`` returns: the event's seq and key, and its outcome once known.
+
+    ``seq`` (and a default ``idempotency_key``, which is made from it) change in one case only: the
+    journal lost records the server had stored (a machine crash before their fsync), and the
+    events journaled since were renumbered after the server's watermark (see the journal docs).
+    """
 
     __slots__ = ("_done", "_outcome", "channel", "event", "idempotency_key", "seq")
 
@@ -106,7 +114,7 @@ class _Entry:
     seq: int
     data: bytes
     receipt: Receipt
-    sent_at: float | None  # trio time when send() returned; None if recovered from the journal
+    sent_at: float | None  # trio time when send() was called; None if recovered from the journal
     transmitted: bool = False  # went out on some link already (so sending it again is a replay)
 
 
@@ -146,6 +154,10 @@ class Outbox:
         self._entries: dict[int, _Entry] = {}
         self._bytes = 0
         self._next_send = journal.ack_seq + 1  # first seq the writer has not sent on this link
+        # The highest seq the server may hold from us: journaled before this process started, or
+        # sent by it. A server ahead of it holds events the journal lost (see resume).
+        self._known = journal.last_seq
+        self._renumbering = False  # sends wait while the outbox renumbers
         self._changed = trio.Event()  # something to send, or room in the outbox
         self._closed = False
         self.sent_total = 0
@@ -153,8 +165,9 @@ class Outbox:
         self.duplicates_total = 0
         self.rejected_total = 0
         self.replayed_total = 0
+        self.renumbered_total = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        """Seconds from ``send`` returning to the ack, for the most recent acks."""
+        """Seconds from ``send`` being called to the ack, for the most recent acks."""
         self.on_outcome: Callable[[Outcome], None] | None = None
         # Events a previous process journaled but never saw acked, kept as the journal recovered
         # them (no object per event: after a long time offline there can be millions), and read
@@ -203,21 +216,19 @@ class Outbox:
         # Encoding can fail on a payload JSON cannot carry: before anything is reserved.
         data = encode_upstream(seq, channel, event, payload, int(time.time() * 1000), key)
         receipt = Receipt(seq, channel, event, key)
-        entry = _Entry(seq, data, receipt, None)
+        entry = _Entry(seq, data, receipt, trio.current_time())
         # No checkpoint between reading next_seq and appending: seqs stay consecutive.
         self._entries[seq] = entry
         self._bytes += len(data) + EVENT_OVERHEAD
         if seq > self._high:
             self._high = seq
+        self.sent_total += 1
+        self.wake()  # the writer sends it while the journal syncs it (see ready)
         try:
             await journal.append(seq, data)
         except BaseException:
-            if self._entries.pop(seq, None) is not None:
-                self._bytes -= len(data) + EVENT_OVERHEAD
+            self._forget([entry])
             raise
-        entry.sent_at = trio.current_time()
-        self.sent_total += 1
-        self.wake()
         return receipt
 
     async def send_many(self, channel: str, event: str, payloads: Sequence[Any]) -> list[Receipt]:
@@ -240,33 +251,37 @@ class Outbox:
         receipts: list[Receipt] = []
         held: list[_Entry] = []
         size = 0
+        now = trio.current_time()
         for seq, data in enumerate(frames, first):
             receipt = Receipt(seq, channel, event, prefix + str(seq))
             receipts.append(receipt)
-            entry = entries[seq] = _Entry(seq, data, receipt, None)
+            entry = entries[seq] = _Entry(seq, data, receipt, now)
             held.append(entry)
             size += len(data)
         self._bytes += size + EVENT_OVERHEAD * len(frames)
         self._high = max(self._high, first + len(frames) - 1)
+        self.sent_total += len(receipts)
+        self.wake()  # the writer sends them while the journal syncs them (see ready)
         try:
             await journal.append_many(list(enumerate(frames, first)))
         except BaseException:
-            for seq, data in enumerate(frames, first):
-                if entries.pop(seq, None) is not None:
-                    self._bytes -= len(data) + EVENT_OVERHEAD
+            self._forget(held)
             raise
-        journaled_at = trio.current_time()
-        for entry in held:
-            entry.sent_at = journaled_at
-        self.sent_total += len(receipts)
-        self.wake()
         return receipts
+
+    def _forget(self, entries: list[_Entry]) -> None:
+        """Drop the entries of a send whose journal append failed (it raises to its caller)."""
+        for entry in entries:
+            if self._entries.get(entry.seq) is entry:
+                del self._entries[entry.seq]
+                self._bytes -= len(entry.data) + EVENT_OVERHEAD
+                self.sent_total -= 1
 
     def _has_room(self, count: int) -> bool:
         """Whether ``count`` more events may be sent now (always, into an empty outbox), and the
         outbox is open."""
         pending = self.pending_count
-        return not self._closed and (
+        return not (self._closed or self._renumbering) and (
             not pending
             or (pending + count <= self._max_messages and self.pending_bytes < self._max_bytes)
         )
@@ -279,7 +294,7 @@ class Outbox:
         while not self._has_room(count):
             if self._closed:
                 break
-            if self._full_policy is OutboxFullPolicy.RAISE:
+            if self._full_policy is OutboxFullPolicy.RAISE and not self._renumbering:
                 raise OutboxFull(self.pending_count, self.pending_bytes)
             await self.wait_changed()
         if self._closed:
@@ -298,17 +313,72 @@ class Outbox:
             self._changed = trio.Event()
         await self._changed.wait()
 
-    async def rewind(self, server_ack_seq: int) -> None:
+    async def resume(self, server_ack_seq: int) -> None:
         """A new link resumed: the server has everything up to ``server_ack_seq``. Resolve those
-        and make the writer start again at the first event the server lacks."""
-        await self.ack(server_ack_seq, ())
+        and make the writer start again at the first event the server lacks.
+
+        A server ahead of every seq it can have from us (journaled before this process started,
+        or sent by it) holds events whose journal records were lost: a machine crash before
+        their fsync (they are sent while it runs), or a crash of this process before they were
+        written. The events journaled since then carry the same seqs, and the server would drop
+        them as retransmissions: they are renumbered after the server's watermark instead.
+        """
+        if server_ack_seq > self._known:
+            await self._renumber(server_ack_seq)
+        else:
+            await self.ack(server_ack_seq, ())
         self._next_send = server_ack_seq + 1
         self.wake()
 
+    async def _renumber(self, server_ack_seq: int) -> None:
+        known = self._known
+        self._renumbering = True
+        try:
+            self._acknowledge(known, ())  # the server has everything we know it may have
+            moved = list(self._entries.values())  # the rest: in seq order, none sent yet
+            prefix = f"{self._journal.client_id}:"
+            keys, frames = [], []
+            for seq, entry in enumerate(moved, server_ack_seq + 1):
+                key = entry.receipt.idempotency_key
+                if key == f"{prefix}{entry.seq}":  # a default key follows its seq
+                    key = f"{prefix}{seq}"
+                keys.append(key)
+                frames.append(renumber_upstream(entry.data, seq, key))
+            await self._journal.rebase(server_ack_seq, frames)
+        finally:
+            self._renumbering = False
+            self.wake()
+        logger.warning(
+            "the server holds seqs %d..%d that this client's journal lost (a crash before they "
+            "were synced); %d unacknowledged events renumbered from %d",
+            known + 1,
+            server_ack_seq,
+            len(moved),
+            server_ack_seq + 1,
+        )
+        entries: dict[int, _Entry] = {}
+        for seq, (entry, key, frame) in enumerate(
+            zip(moved, keys, frames, strict=True), server_ack_seq + 1
+        ):
+            self._bytes += len(frame) - len(entry.data)
+            entry.seq = entry.receipt.seq = seq
+            entry.receipt.idempotency_key = key
+            entry.data = frame
+            entries[seq] = entry
+        self._entries = entries
+        self._low = server_ack_seq + 1
+        self._high = server_ack_seq + len(moved)
+        self._known = server_ack_seq
+        self.renumbered_total += len(moved)
+
     def ready(self, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
         """Take up to ``limit`` events the writer may send now, in seq order, without going past
-        ``max_bytes`` (but always at least one). Only journaled (durable) events are sendable."""
-        durable = self._journal.durable_seq
+        ``max_bytes`` (but always at least one).
+
+        An event is sent as soon as it is handed to the journal, while its write and fsync run:
+        its ``send`` still returns only once it is as durable as the journal's mode promises, and
+        a server that gets events the journal then loses is dealt with at the next resume."""
+        durable = self._journal.last_seq
         batch: list[tuple[int, bytes]] = []
         size = 0
         seq = self._next_send
@@ -343,10 +413,12 @@ class Outbox:
             entry.transmitted = True
             seq += 1
         self._next_send = seq
+        if seq > self._known + 1:
+            self._known = seq - 1
         return batch
 
     def has_ready(self) -> bool:
-        return self._next_send <= self._journal.durable_seq and not self.needs_load()
+        return self._next_send <= self._journal.last_seq and not self.needs_load()
 
     def needs_load(self) -> bool:
         """Whether the next recovered events to send are still on disk (see :meth:`load_backlog`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import attrs
@@ -20,6 +21,8 @@ from trio_realtime import (
     Rejected,
     open_realtime,
 )
+from trio_realtime._journal import recover
+from trio_realtime._journal._files import SegmentWriter
 from trio_realtime.server import HmacAuthenticator, make_token
 
 from ..helpers import collect
@@ -127,6 +130,85 @@ async def test_a_journal_copy_resumed_later_is_not_stored_twice(data: Path) -> N
                     await conn.drain()
         stored = await server.store.read("room:1", 0, 100)
         assert [e.payload for e in stored] == [1, 2, 3]
+
+
+async def test_a_journal_that_lost_its_tail_renumbers_instead_of_losing_events(
+    data: Path,
+) -> None:
+    """A machine crash can take the last records of a journal the server already stored (sent
+    before their fsync under ``batch``/``os``, or while an ``always`` fsync ran). The events
+    journaled after it reuse those seqs; taken for retransmissions, they were acked as duplicates
+    and lost. They are renumbered instead: every event is stored once, in the order sent."""
+    async with running_server(data) as server:
+        port = server.port
+        for payloads in (["a1", "a2", "a3"], ["b1", "b2"]):
+            async with open_realtime(
+                url(server), journal_dir=data / "a", token="a", config=FAST
+            ) as conn:
+                receipts = await conn.send_many("room:1", "n", payloads)
+                with trio.fail_after(20):
+                    await receipts[-1].wait()
+            if payloads[0] == "a1":  # the journal as the crash will leave it: without b1, b2
+                shutil.copytree(data / "a", data / "before-crash")
+    shutil.rmtree(data / "a")
+    shutil.copytree(data / "before-crash", data / "a")
+    dead = f"ws://127.0.0.1:{port}/realtime"
+    async with open_realtime(dead, journal_dir=data / "a", token="a", config=FAST) as conn:
+        offline = await conn.send_many("room:1", "n", ["c1", "c2", "c3"])
+        assert [r.seq for r in offline] == [4, 5, 6]  # 4 and 5 are b1 and b2 at the server
+        async with running_server(data, port=port) as server:
+            with trio.fail_after(20):
+                outcomes = [await r.wait() for r in offline]
+            assert outcomes == [Acked(seq) for seq in (6, 7, 8)]
+            assert [r.seq for r in offline] == [6, 7, 8]
+            assert [r.idempotency_key for r in offline] == [
+                f"{conn.client_id}:{s}" for s in (6, 7, 8)
+            ]
+            stored = await server.store.read("room:1", 0, 100)
+            assert [e.payload for e in stored] == ["a1", "a2", "a3", "b1", "b2", "c1", "c2", "c3"]
+            assert [e.idempotency_key for e in stored[5:]] == [r.idempotency_key for r in offline]
+            after = await conn.send("room:1", "n", "d1")
+            assert after.seq == 9
+            with trio.fail_after(20):
+                assert await after.wait() == Acked(9)
+
+
+async def test_an_event_is_sent_while_its_fsync_runs(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``always`` the server gets (stores and acks) the event while the client's fsync is
+    still running; ``send`` returns only once that fsync is done."""
+    release = threading.Event()
+    sync = SegmentWriter.sync
+
+    def held_sync(writer: SegmentWriter) -> None:
+        release.wait(30)
+        sync(writer)
+
+    monkeypatch.setattr(SegmentWriter, "sync", held_sync)
+    returned = trio.Event()
+    async with (
+        running_server(data) as server,
+        open_realtime(url(server), journal_dir=data / "a", token="a", config=FAST) as conn,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def send() -> None:
+            await conn.send("room:1", "n", "durable")
+            returned.set()
+
+        async with conn.acks() as acks:
+            nursery.start_soon(send)
+            with trio.fail_after(20):
+                assert await anext(acks) == Acked(1)
+        (stored,) = await server.store.read("room:1", 0, 10)
+        assert stored.payload == "durable"
+        assert not returned.is_set()  # its fsync is still held
+        release.set()
+        with trio.fail_after(20):
+            await returned.wait()
+    state = recover(os.fspath(data / "a"))
+    assert (state.last_seq, state.ack_seq) == (1, 1)  # journaled, and the ack recorded after it
 
 
 async def test_lost_history_is_reported_as_a_gap(data: Path) -> None:

@@ -58,18 +58,18 @@ async def test_unacked_events_come_back_after_restart(tmp_path: Path) -> None:
     async with open_journal(os.fspath(tmp_path)) as journal:
         outbox = make(journal)
         assert outbox.pending_count == 2
-        await outbox.rewind(1)
+        await outbox.resume(1)
         assert outbox.ready(100, 1 << 20) == sent[1:]  # the same bytes, same seqs
         receipt = await outbox.send("c", "e", 4)
         assert receipt.seq == 4
 
 
-async def test_rewind_resends_from_the_first_event_the_server_lacks() -> None:
+async def test_resume_resends_from_the_first_event_the_server_lacks() -> None:
     async with open_journal(None, durability="memory") as journal:
         outbox = make(journal)
         await outbox.send_many("c", "e", list(range(5)))
         assert len(outbox.ready(100, 1 << 20)) == 5
-        await outbox.rewind(3)  # new link: the server has 1..3
+        await outbox.resume(3)  # new link: the server has 1..3
         assert [s for s, _ in outbox.ready(100, 1 << 20)] == [4, 5]
 
 
@@ -187,7 +187,7 @@ async def test_recovered_backlog_is_sent_in_batches_then_new_events(tmp_path: Pa
         ]
         assert outbox.pending_count == 11
         # After a reconnect the writer starts again at the first event the server lacks.
-        await outbox.rewind(12)
+        await outbox.resume(12)
         assert [seq for seq, _ in outbox.ready(100, 1 << 20)] == [*range(13, 22)]
         await outbox.ack(21, [])
         assert outbox.pending_count == 0
@@ -317,3 +317,52 @@ async def test_outcomes_are_made_when_asked_for_and_given_to_a_listener(tmp_path
         await outbox.ack(3, [])
         assert heard == [Acked(3, False)]
         assert loud.outcome is heard[0]
+
+
+async def test_a_server_ahead_of_the_journal_gets_the_new_events_renumbered(
+    tmp_path: Path,
+) -> None:
+    """The journal lost its tail (seqs 4..5, stored by the server): the events journaled since
+    then reused those seqs and would be dropped as retransmissions. They are renumbered after the
+    server's watermark, keys and frames with them, in the order they were sent."""
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        await outbox.send_many("c", "e", [1, 2, 3])
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        outcomes: list[object] = []
+        outbox.on_outcome = outcomes.append
+        first = await outbox.send("c", "e", "first")  # journaled offline: seq 4
+        keyed = await outbox.send("c", "e", "keyed", idempotency_key="mine")
+        assert (first.seq, keyed.seq) == (4, 5)
+        await outbox.resume(5)  # the server has 1..5, of which this journal had 1..3
+        assert outcomes == [Acked(1), Acked(2), Acked(3)]  # only what the server can have
+        assert (first.seq, first.idempotency_key) == (6, f"{journal.client_id}:6")
+        assert (keyed.seq, keyed.idempotency_key) == (7, "mine")
+        sent = outbox.ready(100, 1 << 20)
+        frames = [orjson.loads(data) for _, data in sent]
+        assert [seq for seq, _ in sent] == [f["seq"] for f in frames] == [6, 7]
+        assert [f["payload"] for f in frames] == ["first", "keyed"]
+        assert [f["idempotency_key"] for f in frames] == [first.idempotency_key, "mine"]
+        assert outbox.renumbered_total == 2
+        assert (await outbox.send("c", "e", "after")).seq == 8
+        await outbox.ack(6, [])
+        assert await first.wait() == Acked(6)
+    async with open_journal(os.fspath(tmp_path)) as journal:  # durably so
+        assert [(a.seq, orjson.loads(a.data)["payload"]) for a in journal.recovered] == [
+            (7, "keyed"),
+            (8, "after"),
+        ]
+
+
+async def test_a_resume_within_what_was_sent_renumbers_nothing(tmp_path: Path) -> None:
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        await outbox.send_many("c", "e", [1, 2, 3])
+        assert (
+            len(outbox.ready(100, 1 << 20)) == 3
+        )  # sent by this process: the server may have them
+        await outbox.resume(3)
+        assert outbox.renumbered_total == 0
+        assert outbox.pending_count == 0
+        assert (await outbox.send("c", "e", 4)).seq == 4

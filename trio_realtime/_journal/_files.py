@@ -31,12 +31,14 @@ from ._format import (
     CursorMark,
     Record,
     Seal,
+    encode_append,
     encode_record,
     scan,
     seal_length,
 )
 
 __all__ = [
+    "Rebase",
     "Recovery",
     "SegmentInfo",
     "SegmentWriter",
@@ -50,6 +52,7 @@ __all__ = [
 LOCK_NAME = "LOCK"
 CLIENT_ID_NAME = "client_id"
 _SEGMENT_RE = re.compile(r"^segment-(\d{12})\.log$")
+_STAGED_SUFFIX = ".staged"
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -162,7 +165,9 @@ class JournalState:
             else:
                 self.cursors[record.channel] = (record.offset, record.epoch)
         elif isinstance(record, Checkpoint):
-            self.last_seq = max(self.last_seq, record.last_seq)
+            # A checkpoint's last_seq is the truth from there on: it is lower than the appends
+            # before it only after a rebase (see SegmentWriter.rebase), which voided them.
+            self.last_seq = record.last_seq
             self.ack_seq = max(self.ack_seq, record.ack_seq)
             self.cursors = dict(record.cursors)
 
@@ -183,6 +188,15 @@ class Recovery(JournalState):
     def pending(self) -> list[Append]:
         """Appends the server has not acknowledged, in seq order (reading sealed segments)."""
         return list(self.backlog())
+
+    def apply_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Fold in the checkpoint a segment starts with. One whose ``last_seq`` is below the
+        appends read so far starts a rebased segment: every append before it is either
+        acknowledged or renumbered into that segment, so none of them is pending any more."""
+        if checkpoint.last_seq < self.last_seq:
+            self.sealed.clear()
+            self.records = [record for record in self.records if type(record) is not Append]
+        self.apply(checkpoint)
 
     def backlog(self) -> Backlog:
         """The appends the server has not acknowledged, sealed segments left on disk."""
@@ -237,6 +251,8 @@ def recover(directory: str, *, repair: bool = True, lazy: bool = False) -> Recov
     the next segment's checkpoint says what its records add up to, and which seqs it holds.
     """
     state = Recovery()
+    if repair:
+        _remove_staged(directory)
     segments = list_segments(directory)
     checkpoints = [_read_checkpoint(path) for _, path in segments] if lazy else []
     for position, (index, path) in enumerate(segments):
@@ -244,7 +260,7 @@ def recover(directory: str, *, repair: bool = True, lazy: bool = False) -> Recov
             start, after = checkpoints[position], checkpoints[position + 1]
             size = None if start is None or after is None else _sealed_size(path)
             if start is not None and after is not None and size is not None:
-                state.apply(start)
+                state.apply_checkpoint(start)
                 first, end = start.last_seq + 1, after.last_seq + 1
                 state.segments.append(SegmentInfo(index, path, size, max(end - 1, 0)))
                 if end > first:
@@ -265,7 +281,10 @@ def recover(directory: str, *, repair: bool = True, lazy: bool = False) -> Recov
                     f.flush()
                     os.fsync(f.fileno())
         info = SegmentInfo(index, path, result.end, crc=crc32c(memoryview(data)[: result.end]))
-        for record in result.records:
+        records = result.records
+        if records and type(records[0]) is Checkpoint:  # every segment starts with one
+            state.apply_checkpoint(records[0])
+        for record in records:
             if type(record) is Append:  # the common case, inline
                 state.last_seq = max(state.last_seq, record.seq)
                 info.max_seq = record.seq
@@ -276,7 +295,24 @@ def recover(directory: str, *, repair: bool = True, lazy: bool = False) -> Recov
     return state
 
 
+def _remove_staged(directory: str) -> None:
+    """Delete a rebased segment whose creation a crash interrupted (it never took effect)."""
+    for name in os.listdir(directory):
+        if name.endswith(_STAGED_SUFFIX) and _SEGMENT_RE.match(name[: -len(_STAGED_SUFFIX)]):
+            os.unlink(os.path.join(directory, name))
+
+
 # --- writing -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Rebase:
+    """Not a record but an order to the writer (see :meth:`SegmentWriter.rebase`): the server holds
+    every seq up to ``ack_seq``, and ``appends`` (consecutive seqs from ``ack_seq + 1``) replace
+    every unacknowledged append written so far."""
+
+    ack_seq: int
+    appends: list[tuple[int, bytes]]
 
 
 class SegmentWriter:
@@ -355,9 +391,60 @@ class SegmentWriter:
         self._fd = -1
         self._create_segment(self.segments[-1].index + 1)
 
+    def rebase(self, rebase: Rebase) -> None:
+        """Start a new segment whose checkpoint says the server holds every seq up to
+        ``rebase.ack_seq``, holding ``rebase.appends``, and delete the segments before it.
+
+        This is how a journal that lost its tail (a machine crash under ``batch``, ``os``, or while
+        an ``always`` fsync was in flight) stops reusing seqs the server already has: the appends
+        written since are renumbered past the server's watermark. The segment is written and
+        synced under a staged name and renamed into place: the rename is the commit, so a crash
+        leaves either the journal as it was (recovery deletes the staged file) or the rebase
+        done. A checkpoint whose ``last_seq`` is below the appends before it voids them, which
+        covers a crash before the old segments are deleted.
+        """
+        self._guard(self._rebase, rebase)
+
+    def _rebase(self, rebase: Rebase) -> None:
+        active = self.segments[-1]
+        if active.size > self._start_size:
+            seal = encode_record(Seal(active.crc, active.size))
+            _write_all(self._fd, seal)
+            active.size += len(seal)
+        os.close(self._fd)
+        self._fd = -1
+        state = self.state
+        state.last_seq = rebase.ack_seq
+        state.ack_seq = max(state.ack_seq, rebase.ack_seq)
+        start = HEADER + encode_record(
+            Checkpoint(state.last_seq, state.ack_seq, dict(state.cursors))
+        )
+        data = b"".join([start, *(encode_append(seq, frame) for seq, frame in rebase.appends)])
+        index = active.index + 1
+        path = segment_path(self.directory, index)
+        staged = path + _STAGED_SUFFIX
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, data)
+            if self.sync_enabled:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(staged, path)
+        if self.sync_enabled:
+            fsync_dir(self.directory)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        if rebase.appends:
+            state.last_seq = rebase.appends[-1][0]
+        for old in self.segments:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old.path)
+        self._start_size = len(start)
+        self.segments = [SegmentInfo(index, path, len(data), state.last_seq, crc32c(data))]
+
     # --- operations ------------------------------------------------------------------------------
 
-    def write(self, records: Sequence[tuple[int | Record, bytes]]) -> None:
+    def write(self, records: Sequence[tuple[int | Record | Rebase, bytes]]) -> None:
         """Write encoded records in order (no fsync), rolling to a new segment at the size limit.
 
         Each item is ``(what, encoded bytes)`` where ``what`` is the record, or just the seq of an
@@ -365,10 +452,17 @@ class SegmentWriter:
         """
         self._guard(self._write, records)
 
-    def _write(self, records: Sequence[tuple[int | Record, bytes]]) -> None:
+    def _write(self, records: Sequence[tuple[int | Record | Rebase, bytes]]) -> None:
         chunk: list[bytes] = []
         active = self.segments[-1]
         for record, data in records:
+            if type(record) is Rebase:  # rare: only after the journal lost its tail
+                if chunk:
+                    self._write_chunk(active, chunk)
+                    chunk.clear()
+                self._rebase(record)
+                active = self.segments[-1]
+                continue
             over = active.size + len(data) > self.segment_bytes
             if over and active.size > self._start_size:
                 self._write_chunk(active, chunk)
@@ -380,7 +474,7 @@ class SegmentWriter:
             if type(record) is int:  # the common case: an append, given by its seq
                 self.state.last_seq = active.max_seq = record
             else:
-                assert not isinstance(record, int)
+                assert not isinstance(record, int | Rebase)
                 self.state.apply(record)
                 if isinstance(record, Append):
                     active.max_seq = record.seq

@@ -14,6 +14,7 @@ import trio
 from .._errors import ConfigError, JournalBroken, JournalClosed, JournalError
 from ._backlog import Backlog
 from ._files import (
+    Rebase,
     Recovery,
     SegmentWriter,
     acquire_lock,
@@ -65,11 +66,13 @@ def _refuse_abort(_: object) -> trio.lowlevel.Abort:
 class _Batch:
     """Records handed to one commit, and the tasks waiting for it."""
 
-    __slots__ = ("done", "durable", "error", "max_seq", "records", "waiters")
+    __slots__ = ("done", "durable", "error", "max_seq", "rebase", "records", "waiters")
 
     def __init__(self) -> None:
-        self.records: list[tuple[int | Record, bytes]] = []  # (seq of an append | record, bytes)
+        # (seq of an append | record | rebase order, its encoded bytes)
+        self.records: list[tuple[int | Record | Rebase, bytes]] = []
         self.durable = False  # does a waiter need this batch fsynced?
+        self.rebase = False  # does it hold a rebase (files to create: write it in a thread)?
         self.max_seq = 0  # highest seq appended in this batch
         self.waiters: list[trio.lowlevel.Task] = []
         self.done = False
@@ -239,6 +242,40 @@ class Journal:
             batch.durable = True
         await batch.wait()
 
+    async def rebase(self, ack_seq: int, frames: Sequence[bytes]) -> None:
+        """The server holds every seq up to ``ack_seq``, beyond what this journal acknowledged, and
+        ``frames`` are all the events still unacknowledged here: renumber them from
+        ``ack_seq + 1``, in order, durably (whatever the mode, except memory).
+
+        This is for a journal that lost its tail in a crash after the server stored it: without
+        it the next appends would reuse seqs the server already has, and it would drop them as
+        retransmissions. The caller must append nothing until this returns. The appends written
+        before are voided (see :meth:`SegmentWriter.rebase`); the frames must already carry their
+        new seqs.
+
+        Raises:
+            ValueError: ``ack_seq`` is below the acknowledgement watermark.
+            JournalBroken: a write or fsync failed, now or earlier.
+            JournalClosed: the journal was closed.
+        """
+        await self._check_usable_for_bookkeeping()
+        if ack_seq < self._ack_seq:
+            raise ValueError(f"rebase to {ack_seq}, below the ack watermark {self._ack_seq}")
+        appends = list(enumerate(frames, ack_seq + 1))
+        self._ack_seq = ack_seq
+        self._last_seq = ack_seq + len(appends)
+        if self._writer is None:  # memory mode
+            self._durable_seq = self._last_seq
+            await trio.lowlevel.checkpoint()
+            return
+        self._durable_seq = min(self._durable_seq, ack_seq)  # the renumbered ones: not yet
+        batch = self._open
+        batch.records.append((Rebase(ack_seq, appends), b""))
+        batch.max_seq = self._last_seq
+        batch.durable = batch.rebase = True
+        self._wakeup.set()
+        await batch.wait()
+
     async def _check_usable_for_bookkeeping(self) -> None:
         # Acks and cursors arriving while the journal closes (from tasks being cancelled with it)
         # must not hang or turn a cancellation into an error: checkpoint first, so a cancelled
@@ -350,12 +387,13 @@ class Journal:
             batch.error = self._broken
         elif batch.records or sync:
             try:
-                if writer.fits(sum(len(data) for _, data in batch.records)):
+                if not batch.rebase and writer.fits(sum(len(data) for _, data in batch.records)):
                     # A write only copies into the page cache: cheaper here than a thread hop.
                     self._write(writer, batch.records)
                     await trio.lowlevel.checkpoint()
                 else:
-                    # Rolling to a new segment fsyncs and swaps the file: do it alone, in a thread.
+                    # Rolling to a new segment (or rebasing) fsyncs and swaps the file: do it
+                    # alone, in a thread.
                     await self._wait_for_jobs()
                     await trio.to_thread.run_sync(self._write, writer, batch.records)
             except JournalBroken as exc:
@@ -409,7 +447,9 @@ class Journal:
         while self._jobs:
             await self._jobs[-1].wait()
 
-    def _write(self, writer: SegmentWriter, records: list[tuple[int | Record, bytes]]) -> None:
+    def _write(
+        self, writer: SegmentWriter, records: list[tuple[int | Record | Rebase, bytes]]
+    ) -> None:
         if records:
             writer.write(records)
             self._written += 1

@@ -15,6 +15,7 @@ from ._codec import encode_frame as encode_frame
 from ._codec import encode_upstream as encode_upstream
 from ._codec import encode_upstreams as encode_upstreams
 from ._codec import join_encoded as join_encoded
+from ._codec import renumber_upstream as renumber_upstream
 from ._events import ChannelGap as ChannelGap
 from ._events import DuplicateEvent as DuplicateEvent
 from ._events import OutOfOrderEvent as OutOfOrderEvent

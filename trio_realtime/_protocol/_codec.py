@@ -548,6 +548,15 @@ def encode_upstreams(
     return encoded
 
 
+def renumber_upstream(data: bytes, seq: int, idempotency_key: str) -> bytes:
+    """An upstream event frame made by :func:`encode_upstream`, under another ``seq`` and key;
+    everything else as it was. (Rare: only when a journal that lost its tail renumbers.)"""
+    fields = orjson.loads(data)
+    fields["seq"] = seq
+    fields["idempotency_key"] = idempotency_key
+    return orjson.dumps(fields)
+
+
 def join_encoded(encoded: Sequence[bytes]) -> bytes:
     """Join frames already encoded by :func:`encode_frame` into one batch message.
 

@@ -218,10 +218,12 @@ class Stream(Generic[_T]):
         receive: trio.MemoryReceiveChannel[_T],
         first: list[_T],
         on_next: Callable[[_T], Awaitable[None]] | None = None,
+        on_commit: Callable[[_T], Awaitable[None]] | None = None,
     ) -> None:
         self._receive = receive
         self._first = first
         self._on_next = on_next
+        self._on_commit = on_commit or on_next
         self._taken: _T | None = None
 
     def __aiter__(self) -> Stream[_T]:
@@ -247,9 +249,9 @@ class Stream(Generic[_T]):
         """Say the item taken last is processed now, without asking for the next one (for
         ``messages()`` streams this persists the channel position at once: do it before a
         planned shutdown so the last message is not delivered again by the next process)."""
-        if self._taken is not None and self._on_next is not None:
+        if self._taken is not None and self._on_commit is not None:
             taken, self._taken = self._taken, None
-            await self._on_next(taken)
+            await self._on_commit(taken)
         else:
             await trio.lowlevel.checkpoint()
 
@@ -687,7 +689,7 @@ class Connection:
         self._backlog = [i for i in self._backlog if not (channel is None or i.channel == channel)]
         self._backlog_room.set()
         self._listeners.append(entry)
-        return Stream(receive, kept, self._processed)
+        return Stream(receive, kept, self._processed, self._committed)
 
     async def _starting_point(self, channel: str, position: ChannelPosition) -> None:
         """The server told where a subscription starts. Persist it only for a subscription the
@@ -700,9 +702,15 @@ class Connection:
         else:
             await journal.set_cursor(channel, position.offset, position.epoch)
 
-    async def _processed(self, item: Message | Gap) -> None:
+    async def _committed(self, item: Message | Gap) -> None:
+        """``stream.commit()``: as :meth:`_processed`, and the position is written when it
+        returns."""
+        await self._processed(item, wait=True)
+
+    async def _processed(self, item: Message | Gap, *, wait: bool = False) -> None:
         """The application asked for the next item after ``item``: persist ``item``'s channel
-        position, so after a crash the server replays from the first event not processed."""
+        position, so after a crash the server replays from the first event not processed. (The
+        journal writes it with its next batch; ``wait``: before returning.)"""
         journal = self._journal
         offset = item.offset if isinstance(item, Message) else item.last_missing
         if offset is None or journal is None or item.channel not in self._subscriptions:
@@ -714,7 +722,7 @@ class Connection:
             return
         # If the connection closed meanwhile, the event is simply delivered again next time.
         with contextlib.suppress(JournalClosed):
-            await journal.set_cursor(item.channel, offset, item.epoch)
+            await journal.set_cursor(item.channel, offset, item.epoch, wait=wait)
 
     async def _deliver(self, item: Message | Gap) -> None:
         delivered = False

@@ -22,6 +22,7 @@ from trio_realtime import (
     RealtimeClosedError,
 )
 from trio_realtime._journal import Append, JournalEntry, open_journal, recover
+from trio_realtime._journal._format import CursorMark
 
 from .helpers import append_n, frame, segments
 
@@ -167,8 +168,10 @@ async def test_ack_compacts_fully_acked_segments_and_keeps_seq(jdir: str) -> Non
         initial = len(segments(jdir))
         assert initial >= 5
         await journal.ack(150)
+        await journal.flush()  # an ack is written (and compacts) with the next batch
         assert 1 < len(segments(jdir)) < initial
         await journal.ack(300)
+        await journal.flush()
         assert len(segments(jdir)) == 1
         total = sum(os.path.getsize(os.path.join(jdir, s)) for s in segments(jdir))
         assert total <= 4096
@@ -331,3 +334,50 @@ async def test_invalid_options() -> None:
     with pytest.raises(ConfigError, match="directory"):
         async with open_journal(None):
             pass  # pragma: no cover
+
+
+async def test_acks_and_cursors_do_not_wait_behind_a_running_fsync(
+    jdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer moves its cursor once per message, and the reader records each ack: neither
+    waits for the fsync of a concurrent append (it held a consumer to ~800 messages/s)."""
+    release = threading.Event()
+    real_fsync = os.fsync
+
+    def held_fsync(fd: int) -> None:
+        release.wait(30)
+        real_fsync(fd)
+
+    async with open_journal(jdir) as journal:
+        monkeypatch.setattr(os, "fsync", held_fsync)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(journal.append, 1, frame(1))  # its fsync is held
+            await trio.testing.wait_all_tasks_blocked()
+            done = trio.Event()
+
+            async def move_and_ack() -> None:
+                for offset in range(1, 101):
+                    await journal.set_cursor("room:1", offset, "e1")
+                await journal.ack(1)
+                done.set()
+
+            nursery.start_soon(move_and_ack)
+            try:
+                with trio.fail_after(5):
+                    await done.wait()
+            finally:
+                release.set()
+    state = recover(jdir)
+    assert state.ack_seq == 1
+    assert state.cursors == {"room:1": (100, "e1")}
+
+
+async def test_cursor_moves_are_written_together(jdir: str) -> None:
+    async with open_journal(jdir) as journal:
+        for offset in range(1, 101):
+            await journal.set_cursor("room:1", offset, "e1")
+        await journal.set_cursor("room:2", 1, None, wait=True)
+        written = [r for r in recover(jdir, repair=False).records if isinstance(r, CursorMark)]
+        assert written[-1] == CursorMark("room:2", 1, None)  # wait: written when it returns
+        assert CursorMark("room:1", 100, "e1") in written
+        assert len(written) < 20  # not one write per move

@@ -28,6 +28,9 @@ __all__ = ["Cursor", "Durability", "Journal", "JournalEntry", "open_journal"]
 
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 _MAX_FSYNCS = 2  # fsyncs in flight at once (see Journal._dispatch)
+#: How long ack and cursor records alone may wait for more of them, to be written together. A
+#: consumer moves its cursor once per message; one write each was most of what durability cost it.
+MARK_DELAY = 0.01
 MIN_SEGMENT_BYTES = 4096
 
 
@@ -131,6 +134,11 @@ class Journal:
         self._recovered = recovery.backlog()
         self.truncated_bytes = recovery.truncated_bytes
         self._open = _Batch()
+        # Ack and cursor records not handed to a batch yet: only the latest of each counts, so
+        # the committer writes that one with the next batch (see _take_marks).
+        self._ack_mark: AckMark | None = None
+        self._cursor_marks: dict[str, CursorMark] = {}
+        self._marks_awaited = False  # someone waits for the marks to be written: no delay
         self._wakeup = trio.Event()
         self._fsync_requested = False
         self._written = 0  # count of writes
@@ -286,36 +294,86 @@ class Journal:
 
     async def ack(self, ack_seq: int) -> None:
         """Record that the server stored every seq up to ``ack_seq``. Fully acked segments are then
-        deleted. The ack record is not fsynced on its own: losing it costs a retransmission that the
-        server deduplicates, never data."""
+        deleted.
+
+        It does not wait for the record to be written: the committer writes the latest ack with
+        its next batch, after the appends it covers, and it is not fsynced on its own. Losing it in
+        a crash costs a retransmission that the server deduplicates, never data. (Waiting would
+        hold the connection's reader behind the fsyncs of concurrent sends.)
+        """
         await self._check_usable_for_bookkeeping()
         if ack_seq > self._last_seq:
             raise ValueError(f"ack_seq {ack_seq} beyond the last seq appended ({self._last_seq})")
-        if ack_seq <= self._ack_seq:
-            await trio.lowlevel.checkpoint()
-            return
-        self._ack_seq = ack_seq
-        await self._record(AckMark(ack_seq))
+        if ack_seq > self._ack_seq:
+            self._ack_seq = ack_seq
+            if self._writer is not None:
+                self._wake_for_marks()
+                self._ack_mark = AckMark(ack_seq)
+        await trio.lowlevel.checkpoint()
 
-    async def set_cursor(self, channel: str, offset: int, epoch: str | None) -> None:
-        """Record the last downstream offset processed on ``channel`` (not fsynced on its own)."""
+    async def set_cursor(
+        self, channel: str, offset: int, epoch: str | None, *, wait: bool = False
+    ) -> None:
+        """Record the last downstream offset processed on ``channel``.
+
+        Like :meth:`ack`, it returns without waiting for the record to be written (the latest
+        cursor of each channel goes with the committer's next batch, not fsynced on its own), so
+        an application processing messages is not held behind the fsyncs of concurrent sends. With
+        ``wait``, it returns once the record is written (to the OS: it survives a crash of the
+        process, not of the machine).
+        """
         await self._check_usable_for_bookkeeping()
         self._cursors[channel] = Cursor(offset, epoch)
-        await self._record(CursorMark(channel, offset, epoch))
+        await self._mark_cursor(CursorMark(channel, offset, epoch), wait)
 
     async def remove_cursor(self, channel: str) -> None:
         """Forget ``channel``'s cursor (after an unsubscribe)."""
         await self._check_usable_for_bookkeeping()
         if self._cursors.pop(channel, None) is not None:
-            await self._record(CursorMark(channel, None, None))
+            await self._mark_cursor(CursorMark(channel, None, None), False)
         else:
             await trio.lowlevel.checkpoint()
 
-    async def _record(self, record: Record) -> None:
+    async def _mark_cursor(self, mark: CursorMark, wait: bool) -> None:
         if self._writer is None:
             await trio.lowlevel.checkpoint()
             return
-        await self._enqueue([record]).wait()
+        self._wake_for_marks()
+        self._cursor_marks[mark.channel] = mark
+        if wait:
+            self._marks_awaited = True
+            self._wakeup.set()
+            await self._open.wait()  # the marks go with the batch open now
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def _wake_for_marks(self) -> None:
+        """Wake the committer for the first mark of a batch; it then lets more gather for up to
+        :data:`MARK_DELAY`, unless something else needs writing first."""
+        if not self._has_marks:
+            self._wakeup.set()
+
+    @property
+    def _only_marks(self) -> bool:
+        """Whether marks that nobody waits for are all there is to write."""
+        return not (self._open.records or self._fsync_requested or self._marks_awaited)
+
+    def _take_marks(self, batch: _Batch) -> None:
+        """Hand the latest ack and cursor records to ``batch`` (after its appends, which an ack
+        may cover)."""
+        self._marks_awaited = False
+        if self._ack_mark is not None:
+            batch.records.append((self._ack_mark, encode_record(self._ack_mark)))
+            self._ack_mark = None
+        if self._cursor_marks:
+            batch.records.extend(
+                (mark, encode_record(mark)) for mark in self._cursor_marks.values()
+            )
+            self._cursor_marks.clear()
+
+    @property
+    def _has_marks(self) -> bool:
+        return self._ack_mark is not None or bool(self._cursor_marks)
 
     async def flush(self) -> None:
         """Wait until everything appended so far is fsynced (whatever the mode, except memory)."""
@@ -328,12 +386,6 @@ class Journal:
         self._wakeup.set()
         await batch.wait()
 
-    def _enqueue(self, records: list[Record]) -> _Batch:
-        batch = self._open
-        batch.records.extend((record, encode_record(record)) for record in records)
-        self._wakeup.set()
-        return batch
-
     # --- the committer ---------------------------------------------------------------------------
 
     async def _run_committer(self, *, task_status: trio.TaskStatus[None]) -> None:
@@ -343,6 +395,10 @@ class Journal:
                 while not self._closed:
                     await self._wakeup.wait()
                     self._wakeup = trio.Event()
+                    if self._only_marks and not self._closed:
+                        with trio.move_on_after(MARK_DELAY):
+                            await self._wakeup.wait()  # cut short by anything else to write
+                        self._wakeup = trio.Event()
                     # Shielded: once a batch is taken it is committed and its waiters released,
                     # or they would wait forever. Bounded by one write and one fsync.
                     with trio.CancelScope(shield=True):
@@ -355,7 +411,7 @@ class Journal:
                     await self._wait_for_jobs()
                     # Records handed over while the last commit ran (by tasks being cancelled
                     # along with us) are committed too; then nothing more can be: closed.
-                    while self._open.records:
+                    while self._open.records or self._has_marks:
                         await self._dispatch(jobs, final=True)
                         await self._wait_for_jobs()
                     self._closed = True
@@ -375,6 +431,7 @@ class Journal:
         durable (a later fsync that succeeds proves nothing about pages an earlier one lost).
         """
         batch, self._open = self._open, _Batch()
+        self._take_marks(batch)
         sync = (
             batch.durable
             or self._fsync_requested

@@ -10,7 +10,8 @@ Run with `nox -s bench`, or `python benchmarks/realtime.py [--only NAME ...] [--
 3. latency: send->ack p50/p99 at a fixed rate vs a WebSocket ping-pong plus one fsync;
 4. recovery: open a journal holding 1,000,000 pending events and replay them to the server;
 5. fanout: one publisher, 1,000 subscribers in several processes, vs python-socketio broadcast;
-6. memory: RSS with 1,000,000 sends against a stalled server.
+6. memory: RSS with 1,000,000 sends against a stalled server;
+7. consumer: a subscriber that also sends (a chat client), with its journal vs without one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import attrs
 import trio
 from trio_websocket import open_websocket_url
 
@@ -706,6 +708,78 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --- 7: a consumer that also sends -----------------------------------------------------------------
+
+
+async def _consume(durability: str, count: int, chat_rate: float) -> float:
+    """Messages per second a subscriber processes (``messages()``, each one moving its cursor)
+    while it also sends ``chat_rate`` events per second, as a chat client does; a publisher
+    without journal sends ``count`` events to its channel in batches."""
+    config = attrs.evolve(CONFIG, durability=durability)
+    publisher_config = attrs.evolve(CONFIG, durability="memory")
+    async with open_server_process(extra_args=SERVER_ARGS) as server:
+        with tempfile.TemporaryDirectory() as journal:
+            async with (
+                open_realtime(
+                    server.url, token=server.token("reader"), journal_dir=journal, config=config
+                ) as reader,
+                open_realtime(
+                    server.url, token=server.token("publisher"), config=publisher_config
+                ) as publisher,
+                trio.open_nursery() as nursery,
+            ):
+                await reader.subscribe("bench")
+
+                async def chat() -> None:
+                    while True:
+                        await reader.send("chat", "m", PAYLOAD)
+                        await trio.sleep(1 / chat_rate)
+
+                async def publish() -> None:
+                    for _ in range(0, count, 500):
+                        await publisher.send_many("bench", "m", [PAYLOAD] * 500)
+
+                nursery.start_soon(chat)
+                start = time.perf_counter()
+                nursery.start_soon(publish)
+                processed = 0
+                async with reader.messages("bench") as stream:
+                    async for _ in stream:
+                        processed += 1
+                        if processed == count:
+                            break
+                elapsed = time.perf_counter() - start
+                nursery.cancel_scope.cancel()
+    return count / elapsed
+
+
+def bench_consumer(args: argparse.Namespace) -> dict[str, Any]:
+    count, rate = args.consumer_messages, args.rate
+    print(
+        f"7. a subscriber processing {count:,} messages while it sends {rate:g}/s, msg/s "
+        f"(median of {args.repeats})"
+    )
+    runs = _rounds(
+        args.repeats,
+        {
+            "no journal (durability=memory)": lambda: trio.run(_consume, "memory", count, rate),
+            "journal (durability=always)": lambda: trio.run(_consume, "always", count, rate),
+        },
+    )
+    memory, always = runs.values()
+    ratio = _ratio(always, memory)
+    print(f"  => {ratio:.2f}x the reader without journal (goal >= 0.8x)")
+    return {
+        "messages": count,
+        "chat_rate_per_second": rate,
+        "memory": statistics.median(memory),
+        "always": statistics.median(always),
+        "runs": {"memory": memory, "always": always},
+        "vs_memory": ratio,
+        "goals": {"vs_memory": 0.8},
+    }
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "throughput": bench_throughput,
     "send_many": bench_send_many,
@@ -713,6 +787,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "recovery": bench_recovery,
     "fanout": bench_fanout,
     "memory": bench_memory,
+    "consumer": bench_consumer,
 }
 
 
@@ -732,6 +807,7 @@ def main() -> None:
     parser.add_argument("--outbox-bytes", type=int, default=64 * 2**20, help="max_outbox_bytes")
     parser.add_argument("--rate", type=float, default=200.0, help="sends per second (latency)")
     parser.add_argument("--latency-count", type=int, default=1000, help="sends per latency run")
+    parser.add_argument("--consumer-messages", type=int, default=20_000)
     args = parser.parse_args()
     if args.worker:
         kind, target, count, expect = args.worker

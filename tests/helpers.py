@@ -1,14 +1,18 @@
 """Shared test helpers: a list test doubles append to that can be waited on without polling,
-and collecting a channel's messages."""
+collecting a channel's messages, and holding the journal's fsyncs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
+import pytest
 import trio
 
 from trio_realtime import Message
+from trio_realtime._journal._files import SegmentWriter
 
 _T = TypeVar("_T")
 
@@ -52,3 +56,21 @@ async def collect(conn: object, channel: str, count: int, within: float = 20) ->
                 await stream.commit()  # processed: not to be delivered again after a restart
                 break
     return got
+
+
+@contextmanager
+def held_fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Inside the block, every journal fsync (group commit) waits in its worker thread until the
+    block ends (at most 30 s), however it ends."""
+    release = threading.Event()
+    sync = SegmentWriter.sync
+
+    def held_sync(writer: SegmentWriter) -> None:
+        release.wait(30)
+        sync(writer)
+
+    monkeypatch.setattr(SegmentWriter, "sync", held_sync)
+    try:
+        yield
+    finally:
+        release.set()

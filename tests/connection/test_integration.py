@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import attrs
@@ -22,10 +21,9 @@ from trio_realtime import (
     open_realtime,
 )
 from trio_realtime._journal import recover
-from trio_realtime._journal._files import SegmentWriter
 from trio_realtime.server import HmacAuthenticator, make_token
 
-from ..helpers import collect
+from ..helpers import collect, held_fsyncs
 from .conftest import FAST, running_server, url
 
 
@@ -178,14 +176,6 @@ async def test_an_event_is_sent_while_its_fsync_runs(
 ) -> None:
     """Under ``always`` the server gets (stores and acks) the event while the client's fsync is
     still running; ``send`` returns only once that fsync is done."""
-    release = threading.Event()
-    sync = SegmentWriter.sync
-
-    def held_sync(writer: SegmentWriter) -> None:
-        release.wait(30)
-        sync(writer)
-
-    monkeypatch.setattr(SegmentWriter, "sync", held_sync)
     returned = trio.Event()
     async with (
         running_server(data) as server,
@@ -197,14 +187,14 @@ async def test_an_event_is_sent_while_its_fsync_runs(
             await conn.send("room:1", "n", "durable")
             returned.set()
 
-        async with conn.acks() as acks:
-            nursery.start_soon(send)
-            with trio.fail_after(20):
-                assert await anext(acks) == Acked(1)
-        (stored,) = await server.store.read("room:1", 0, 10)
-        assert stored.payload == "durable"
-        assert not returned.is_set()  # its fsync is still held
-        release.set()
+        with held_fsyncs(monkeypatch):
+            async with conn.acks() as acks:
+                nursery.start_soon(send)
+                with trio.fail_after(20):
+                    assert await anext(acks) == Acked(1)
+            (stored,) = await server.store.read("room:1", 0, 10)
+            assert stored.payload == "durable"
+            assert not returned.is_set()  # its fsync is still held
         with trio.fail_after(20):
             await returned.wait()
     state = recover(os.fspath(data / "a"))
@@ -217,13 +207,6 @@ async def test_a_consumer_is_not_held_behind_the_fsync_of_its_own_send(
     """Processing a message moves the journal's cursor. That move used to wait for the journal's
     batch, and so behind the fsync of any send in flight: a client that sends and reads (a chat)
     read at the pace of its fsyncs (~800 messages/s in benchmarks)."""
-    release = threading.Event()
-    sync = SegmentWriter.sync
-
-    def held_sync(writer: SegmentWriter) -> None:
-        release.wait(30)
-        sync(writer)
-
     memory = attrs.evolve(FAST, durability="memory")
     async with (
         running_server(data) as server,
@@ -232,9 +215,6 @@ async def test_a_consumer_is_not_held_behind_the_fsync_of_its_own_send(
         trio.open_nursery() as nursery,
     ):
         await alice.subscribe("room:1")
-        monkeypatch.setattr(SegmentWriter, "sync", held_sync)
-        nursery.start_soon(alice.send, "room:2", "n", "held")  # its fsync waits for release
-        await bob.send_many("room:1", "n", list(range(50)))
         done = trio.Event()
 
         async def read() -> None:
@@ -244,12 +224,12 @@ async def test_a_consumer_is_not_held_behind_the_fsync_of_its_own_send(
                         break
             done.set()
 
-        nursery.start_soon(read)
-        try:
+        with held_fsyncs(monkeypatch):
+            nursery.start_soon(alice.send, "room:2", "n", "held")  # its fsync is held
+            await bob.send_many("room:1", "n", list(range(50)))
+            nursery.start_soon(read)
             with trio.fail_after(10):
                 await done.wait()
-        finally:
-            release.set()
 
 
 async def test_lost_history_is_reported_as_a_gap(data: Path) -> None:

@@ -24,6 +24,7 @@ from trio_realtime import (
 from trio_realtime._journal import Append, JournalEntry, open_journal, recover
 from trio_realtime._journal._format import CursorMark
 
+from ..helpers import held_fsyncs
 from .helpers import append_n, frame, segments
 
 
@@ -341,32 +342,21 @@ async def test_acks_and_cursors_do_not_wait_behind_a_running_fsync(
 ) -> None:
     """A consumer moves its cursor once per message, and the reader records each ack: neither
     waits for the fsync of a concurrent append (it held a consumer to ~800 messages/s)."""
-    release = threading.Event()
-    real_fsync = os.fsync
+    async with open_journal(jdir) as journal, trio.open_nursery() as nursery:
+        done = trio.Event()
 
-    def held_fsync(fd: int) -> None:
-        release.wait(30)
-        real_fsync(fd)
+        async def move_and_ack() -> None:
+            for offset in range(1, 101):
+                await journal.set_cursor("room:1", offset, "e1")
+            await journal.ack(1)
+            done.set()
 
-    async with open_journal(jdir) as journal:
-        monkeypatch.setattr(os, "fsync", held_fsync)
-        async with trio.open_nursery() as nursery:
+        with held_fsyncs(monkeypatch):
             nursery.start_soon(journal.append, 1, frame(1))  # its fsync is held
             await trio.testing.wait_all_tasks_blocked()
-            done = trio.Event()
-
-            async def move_and_ack() -> None:
-                for offset in range(1, 101):
-                    await journal.set_cursor("room:1", offset, "e1")
-                await journal.ack(1)
-                done.set()
-
             nursery.start_soon(move_and_ack)
-            try:
-                with trio.fail_after(5):
-                    await done.wait()
-            finally:
-                release.set()
+            with trio.fail_after(5):
+                await done.wait()
     state = recover(jdir)
     assert state.ack_seq == 1
     assert state.cursors == {"room:1": (100, "e1")}

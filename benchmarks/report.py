@@ -93,7 +93,8 @@ def main() -> None:
             "",
             f"{r['messages']:,} events of {r['payload_bytes']} bytes from one client. Ours: "
             "`at_least_once`, `durability=always` (every event fsynced in the client's journal "
-            "before it is sent, and committed to the server's SQLite with `synchronous=FULL` "
+            "before its `send` returns, while it is sent, and committed to the server's SQLite "
+            "with `synchronous=FULL` "
             "before it is acked); timed from the first send to the last ack. Raw trio-websocket: "
             "one message per event, no acks, no disk, timed until the server has read them all. "
             "python-socketio: every emit asks for an ack, all in flight at once, timed until the "

@@ -371,3 +371,19 @@ async def test_cursor_moves_are_written_together(jdir: str) -> None:
         assert written[-1] == CursorMark("room:2", 1, None)  # wait: written when it returns
         assert CursorMark("room:1", 100, "e1") in written
         assert len(written) < 20  # not one write per move
+
+
+@pytest.mark.parametrize("durability", ["memory", "always"])
+async def test_an_append_in_a_cancelled_scope_completes_in_every_mode(
+    tmp_path: Any, durability: str
+) -> None:
+    """Cancellation waits until an append is done, whatever the mode: in memory the seq used to be
+    taken and Cancelled raised, so the next append skipped it."""
+    directory = None if durability == "memory" else os.fspath(tmp_path)
+    async with open_journal(directory, durability=durability) as journal:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await journal.append(1, frame(1))
+            await journal.append_many([(2, frame(2))])
+        assert not scope.cancelled_caught
+        assert journal.last_seq == journal.durable_seq == 2

@@ -206,7 +206,7 @@ class Journal:
         self._last_seq = seq
         if self._writer is None:  # memory mode
             self._durable_seq = seq
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()  # appended: never report otherwise
             return
         batch = self._open
         batch.records.append((seq, encode_append(seq, data)))
@@ -240,7 +240,7 @@ class Journal:
         self._last_seq = entries[-1][0]
         if self._writer is None:  # memory mode
             self._durable_seq = self._last_seq
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()  # appended: never report otherwise
             return
         batch = self._open
         batch.records.extend([(seq, encode_append(seq, data)) for seq, data in entries])
@@ -274,7 +274,7 @@ class Journal:
         self._last_seq = ack_seq + len(appends)
         if self._writer is None:  # memory mode
             self._durable_seq = self._last_seq
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()  # done: the caller must see it done
             return
         self._durable_seq = min(self._durable_seq, ack_seq)  # the renumbered ones: not yet
         batch = self._open

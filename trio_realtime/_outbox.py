@@ -2,9 +2,11 @@
 
 ``send`` assigns the next seq, encodes the frame once (the same bytes go to the journal and to the
 wire), appends it to the journal and returns a :class:`Receipt` once the append is as durable as the
-journal's mode promises. The connection's writer then takes the events in seq order; the reader
-resolves receipts when acks (or rejections) arrive. After a reconnect, the resume handshake tells
-the outbox what the server already has, and transmission restarts from the first event it lacks.
+journal's mode promises. The connection's writer takes the events in seq order as soon as they are
+handed to the journal (while it writes and syncs them); the reader resolves receipts when acks (or
+rejections) arrive. After a reconnect, the resume handshake tells the outbox what the server
+already has, and transmission restarts from the first event it lacks; a server ahead of what it
+can have from us means the journal lost its tail, and the events since are renumbered (resume).
 
 Unacknowledged events are kept in a seq-ordered dict rather than only a memory channel: after a
 resume the writer must go back to the first event the server lacks, and a channel cannot be rewound.
@@ -378,7 +380,7 @@ class Outbox:
         An event is sent as soon as it is handed to the journal, while its write and fsync run:
         its ``send`` still returns only once it is as durable as the journal's mode promises, and
         a server that gets events the journal then loses is dealt with at the next resume."""
-        durable = self._journal.last_seq
+        last = self._journal.last_seq  # handed to the journal, durable or not yet
         batch: list[tuple[int, bytes]] = []
         size = 0
         seq = self._next_send
@@ -399,7 +401,7 @@ class Outbox:
             if seq < backlog_end:  # the batch is full
                 self._next_send = seq
                 return batch
-        while seq <= durable and len(batch) < limit:
+        while seq <= last and len(batch) < limit:
             entry = self._entries.get(seq)
             if entry is None:  # acknowledged meanwhile
                 seq += 1

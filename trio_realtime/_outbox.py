@@ -2,8 +2,8 @@
 
 ``send`` assigns the next seq, encodes the frame once (the same bytes go to the journal and to the
 wire), appends it to the journal and returns a :class:`Receipt` once the append is as durable as the
-journal's mode promises. The connection's writer takes the events in seq order as soon as they are
-handed to the journal (while it writes and syncs them); the reader resolves receipts when acks (or
+journal's mode promises. The connection's writer takes the events in seq order as soon as the
+journal has written them (while it syncs them); the reader resolves receipts when acks (or
 rejections) arrive. After a reconnect, the resume handshake tells the outbox what the server
 already has, and transmission restarts from the first event it lacks; a server ahead of what it
 can have from us means the journal lost its tail, and the events since are renumbered (resume).
@@ -160,6 +160,7 @@ class Outbox:
         # sent by it. A server ahead of it holds events the journal lost (see resume).
         self._known = journal.last_seq
         self._renumbering = False  # sends wait while the outbox renumbers
+        journal.on_written = self.wake  # the writer sends what the journal has written
         self._changed = trio.Event()  # something to send, or room in the outbox
         self._closed = False
         self.sent_total = 0
@@ -225,7 +226,6 @@ class Outbox:
         if seq > self._high:
             self._high = seq
         self.sent_total += 1
-        self.wake()  # the writer sends it while the journal syncs it (see ready)
         try:
             await journal.append(seq, data)
         except BaseException:
@@ -263,7 +263,6 @@ class Outbox:
         self._bytes += size + EVENT_OVERHEAD * len(frames)
         self._high = max(self._high, first + len(frames) - 1)
         self.sent_total += len(receipts)
-        self.wake()  # the writer sends them while the journal syncs them (see ready)
         try:
             await journal.append_many(list(enumerate(frames, first)))
         except BaseException:
@@ -321,9 +320,9 @@ class Outbox:
 
         A server ahead of every seq it can have from us (journaled before this process started,
         or sent by it) holds events whose journal records were lost: a machine crash before
-        their fsync (they are sent while it runs), or a crash of this process before they were
-        written. The events journaled since then carry the same seqs, and the server would drop
-        them as retransmissions: they are renumbered after the server's watermark instead.
+        their fsync (they are sent while it runs), or a journal restored from an older copy.
+        The events journaled since then carry the same seqs, and the server would drop them as
+        retransmissions: they are renumbered after the server's watermark instead.
         """
         if server_ack_seq > self._known:
             await self._renumber(server_ack_seq)
@@ -377,10 +376,11 @@ class Outbox:
         """Take up to ``limit`` events the writer may send now, in seq order, without going past
         ``max_bytes`` (but always at least one).
 
-        An event is sent as soon as it is handed to the journal, while its write and fsync run:
-        its ``send`` still returns only once it is as durable as the journal's mode promises, and
-        a server that gets events the journal then loses is dealt with at the next resume."""
-        last = self._journal.last_seq  # handed to the journal, durable or not yet
+        An event is sent as soon as its journal record is written, while its fsync runs: its
+        ``send`` still returns only once it is as durable as the journal's mode promises. So a
+        crash of this process never leaves the server with an event the journal lacks; a crash
+        of the machine can, and that is dealt with at the next resume."""
+        last = self._journal.written_seq  # survives this process, durable or not yet
         batch: list[tuple[int, bytes]] = []
         size = 0
         seq = self._next_send
@@ -420,7 +420,7 @@ class Outbox:
         return batch
 
     def has_ready(self) -> bool:
-        return self._next_send <= self._journal.last_seq and not self.needs_load()
+        return self._next_send <= self._journal.written_seq and not self.needs_load()
 
     def needs_load(self) -> bool:
         """Whether the next recovered events to send are still on disk (see :meth:`load_backlog`)."""

@@ -21,6 +21,7 @@ from trio_realtime import (
     open_realtime,
 )
 from trio_realtime._journal import recover
+from trio_realtime._outbox import Outbox
 from trio_realtime.server import HmacAuthenticator, make_token
 
 from ..helpers import collect, held_fsyncs
@@ -199,6 +200,39 @@ async def test_an_event_is_sent_while_its_fsync_runs(
             await returned.wait()
     state = recover(os.fspath(data / "a"))
     assert (state.last_seq, state.ack_seq) == (1, 1)  # journaled, and the ack recorded after it
+
+
+async def test_the_writer_sends_only_what_the_journal_has_written(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events go out while their fsync runs, but never before their record is written: a crash
+    of the process must not leave the server with an event the journal lacks (an application
+    that continues from ``last_seq`` after a restart would send it again)."""
+    ready = Outbox.ready
+    taken: list[int] = []
+    early: list[tuple[int, int]] = []  # (seq taken, last seq in the file) when it was not there
+
+    def checked_ready(outbox: Outbox, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        batch = ready(outbox, limit, max_bytes)
+        if batch:
+            on_disk = recover(os.fspath(data / "a"), repair=False).last_seq
+            if batch[-1][0] > on_disk:
+                early.append((batch[-1][0], on_disk))
+            taken.extend(seq for seq, _ in batch)
+        return batch
+
+    monkeypatch.setattr(Outbox, "ready", checked_ready)
+    async with (
+        running_server(data) as server,
+        open_realtime(url(server), journal_dir=data / "a", token="a", config=FAST) as conn,
+    ):
+        for _ in range(8):  # bursts: in each, the writer and the committer wake together
+            async with trio.open_nursery() as nursery:
+                for sender in range(50):
+                    nursery.start_soon(conn.send_many, "room:1", "n", [sender] * 3)
+                    nursery.start_soon(conn.send, "room:1", "n", sender)
+    assert sorted(taken) == list(range(1, 1601))
+    assert early == []
 
 
 async def test_a_consumer_is_not_held_behind_the_fsync_of_its_own_send(

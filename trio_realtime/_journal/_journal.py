@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
@@ -127,6 +127,9 @@ class Journal:
         self._batch_interval = batch_interval
         self._last_seq = recovery.last_seq
         self._durable_seq = recovery.last_seq
+        self._written_seq = recovery.last_seq
+        self.on_written: Callable[[], None] | None = None
+        """Called when :attr:`written_seq` moves (the outbox wakes its writer)."""
         self._ack_seq = recovery.ack_seq
         self._cursors = {
             name: Cursor(offset, epoch) for name, (offset, epoch) in recovery.cursors.items()
@@ -160,6 +163,13 @@ class Journal:
         """The highest seq whose append has completed: as durable as the mode promises. Appends
         complete in seq order, so every seq up to it is durable too."""
         return self._durable_seq
+
+    @property
+    def written_seq(self) -> int:
+        """The highest seq whose append record is written to the OS (or, in memory mode,
+        appended): it survives a crash of this process, if not yet of the machine. Records are
+        written in seq order, so every seq up to it is written too."""
+        return self._written_seq
 
     @property
     def next_seq(self) -> int:
@@ -206,6 +216,7 @@ class Journal:
         self._last_seq = seq
         if self._writer is None:  # memory mode
             self._durable_seq = seq
+            self._set_written(seq)
             await trio.lowlevel.cancel_shielded_checkpoint()  # appended: never report otherwise
             return
         batch = self._open
@@ -240,6 +251,7 @@ class Journal:
         self._last_seq = entries[-1][0]
         if self._writer is None:  # memory mode
             self._durable_seq = self._last_seq
+            self._set_written(self._last_seq)
             await trio.lowlevel.cancel_shielded_checkpoint()  # appended: never report otherwise
             return
         batch = self._open
@@ -274,9 +286,12 @@ class Journal:
         self._last_seq = ack_seq + len(appends)
         if self._writer is None:  # memory mode
             self._durable_seq = self._last_seq
+            self._set_written(self._last_seq)
             await trio.lowlevel.cancel_shielded_checkpoint()  # done: the caller must see it done
             return
-        self._durable_seq = min(self._durable_seq, ack_seq)  # the renumbered ones: not yet
+        # The renumbered ones are neither written nor durable yet.
+        self._durable_seq = min(self._durable_seq, ack_seq)
+        self._written_seq = min(self._written_seq, ack_seq)
         batch = self._open
         batch.records.append((Rebase(ack_seq, appends), b""))
         batch.max_seq = self._last_seq
@@ -447,12 +462,14 @@ class Journal:
                 if not batch.rebase and writer.fits(sum(len(data) for _, data in batch.records)):
                     # A write only copies into the page cache: cheaper here than a thread hop.
                     self._write(writer, batch.records)
+                    self._wrote(batch)
                     await trio.lowlevel.checkpoint()
                 else:
                     # Rolling to a new segment (or rebasing) fsyncs and swaps the file: do it
                     # alone, in a thread.
                     await self._wait_for_jobs()
                     await trio.to_thread.run_sync(self._write, writer, batch.records)
+                    self._wrote(batch)
             except JournalBroken as exc:
                 self._broken = batch.error = exc
             else:
@@ -467,6 +484,15 @@ class Journal:
         if self._jobs:  # release in order: after the batches before it
             await self._jobs[-1].wait()
         self._finish(batch)
+
+    def _set_written(self, seq: int) -> None:
+        if seq > self._written_seq:
+            self._written_seq = seq
+            if self.on_written is not None:
+                self.on_written()
+
+    def _wrote(self, batch: _Batch) -> None:
+        self._set_written(batch.max_seq)
 
     def _finish(self, batch: _Batch) -> None:
         if batch.error is None and batch.max_seq > self._durable_seq:

@@ -166,8 +166,12 @@ def chaos_table(figures: dict[str, Any]) -> list[str]:
         ("not delivered to the other client", str(run["not_delivered"])),
         ("delivered twice within one process", str(run["duplicated_within_a_process"])),
         (
-            "redelivered to a restarted receiver (in-flight, same offset)",
+            "redelivered to a restarted receiver that commits (in-flight, same offset)",
             str(run["redelivered_after_receiver_kill"]),
+        ),
+        (
+            "redelivered to a restarted receiver that does not (handled in the last 10 ms)",
+            str(run.get("redelivered_without_commit", "-")),
         ),
         ("gaps", str(run["gaps"])),
         ("time: clean run / chaos run", f"{clean['seconds']} s / {run['seconds']} s"),

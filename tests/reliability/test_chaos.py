@@ -17,7 +17,9 @@ async def test_short_chaos_run_loses_duplicates_and_reorders_nothing() -> None:
     assert run["returned_sends_missing"] == 0
     assert run["not_delivered"] == run["duplicated_within_a_process"] == 0
     assert run["reordered_at_receiver"] == run["gaps"] == 0
-    assert run["redelivered_after_receiver_kill"] <= sum(run["client_kills"].values())
+    # Alice commits each message: a kill repeats at most the one she was handling. (Bob does
+    # not: what he handled in the last MARK_DELAY may come again, which the run only counts.)
+    assert run["redelivered_after_receiver_kill"] <= run["client_kills"]["alice"]
     assert sum(run["client_kills"].values()) == 4
     assert run["server_kills"] == 1
     assert run["connection_resets"] > 0

@@ -67,6 +67,13 @@ def _rounds(repeats: int, measures: dict[str, Callable[[], float]]) -> dict[str,
     return runs
 
 
+def _medians(runs: dict[str, list[float]], names: tuple[str, ...]) -> dict[str, Any]:
+    """What :func:`_rounds` measured, for results.json: under ``names`` (in the order of the
+    measures), each one's median, and all the runs."""
+    named = dict(zip(names, runs.values(), strict=True))
+    return {**{name: statistics.median(values) for name, values in named.items()}, "runs": named}
+
+
 def _ratio(ours: list[float], baseline: list[float]) -> float:
     """The median of the per-round ratios of ours to the baseline."""
     return statistics.median(o / b for o, b in zip(ours, baseline, strict=True))
@@ -193,10 +200,7 @@ def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
         "messages": n,
         "payload_bytes": len(PAYLOAD),
         "senders": args.senders,
-        "raw_trio_websocket": statistics.median(raw),
-        "python_socketio": statistics.median(sio),
-        "trio_realtime": statistics.median(ours),
-        "runs": {"raw_trio_websocket": raw, "python_socketio": sio, "trio_realtime": ours},
+        **_medians(runs, ("raw_trio_websocket", "python_socketio", "trio_realtime")),
         "vs_raw": vs_raw,
         "vs_socketio": vs_sio,
         "goals": {"vs_raw": 1.0, "vs_socketio": 4.0},
@@ -221,9 +225,7 @@ def bench_send_many(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "messages": n,
         "batch": args.batch,
-        "raw_trio_websocket": statistics.median(raw),
-        "trio_realtime": statistics.median(ours),
-        "runs": {"raw_trio_websocket": raw, "trio_realtime": ours},
+        **_medians(runs, ("raw_trio_websocket", "trio_realtime")),
         "vs_raw": vs_raw,
         "goals": {"vs_raw": 4.0},
     }
@@ -625,9 +627,7 @@ def bench_fanout(args: argparse.Namespace) -> dict[str, Any]:
         "subscribers": subs,
         "processes": procs,
         "messages": n,
-        "python_socketio": statistics.median(sio),
-        "trio_realtime": statistics.median(ours),
-        "runs": {"python_socketio": sio, "trio_realtime": ours},
+        **_medians(runs, ("python_socketio", "trio_realtime")),
         "vs_socketio": vs_sio,
         "goals": {"vs_socketio": 2.0},
     }
@@ -772,9 +772,7 @@ def bench_consumer(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "messages": count,
         "chat_rate_per_second": rate,
-        "memory": statistics.median(memory),
-        "always": statistics.median(always),
-        "runs": {"memory": memory, "always": always},
+        **_medians(runs, ("memory", "always")),
         "vs_memory": ratio,
         "goals": {"vs_memory": 0.8},
     }

@@ -336,16 +336,14 @@ class Outbox:
         self._renumbering = True
         try:
             self._acknowledge(known, ())  # the server has everything we know it may have
-            moved = list(self._entries.values())  # the rest: in seq order, none sent yet
             prefix = f"{self._journal.client_id}:"
-            keys, frames = [], []
-            for seq, entry in enumerate(moved, server_ack_seq + 1):
+            moved: list[tuple[_Entry, int, str, bytes]] = []  # the rest, in seq order, none sent
+            for seq, entry in enumerate(self._entries.values(), server_ack_seq + 1):
                 key = entry.receipt.idempotency_key
                 if key == f"{prefix}{entry.seq}":  # a default key follows its seq
                     key = f"{prefix}{seq}"
-                keys.append(key)
-                frames.append(renumber_upstream(entry.data, seq, key))
-            await self._journal.rebase(server_ack_seq, frames)
+                moved.append((entry, seq, key, renumber_upstream(entry.data, seq, key)))
+            await self._journal.rebase(server_ack_seq, [frame for *_, frame in moved])
         finally:
             self._renumbering = False
             self.wake()
@@ -357,16 +355,13 @@ class Outbox:
             len(moved),
             server_ack_seq + 1,
         )
-        entries: dict[int, _Entry] = {}
-        for seq, (entry, key, frame) in enumerate(
-            zip(moved, keys, frames, strict=True), server_ack_seq + 1
-        ):
+        # Only now that the journal has them: a failed rebase leaves the entries as they were.
+        for entry, seq, key, frame in moved:
             self._bytes += len(frame) - len(entry.data)
             entry.seq = entry.receipt.seq = seq
             entry.receipt.idempotency_key = key
             entry.data = frame
-            entries[seq] = entry
-        self._entries = entries
+        self._entries = {entry.seq: entry for entry, *_ in moved}
         self._low = server_ack_seq + 1
         self._high = server_ack_seq + len(moved)
         self._known = server_ack_seq

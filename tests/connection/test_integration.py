@@ -266,6 +266,27 @@ async def test_a_consumer_is_not_held_behind_the_fsync_of_its_own_send(
                 await done.wait()
 
 
+async def test_stream_commit_returns_once_the_position_is_written(data: Path) -> None:
+    """Moving to the next message writes the position within MARK_DELAY; ``commit()`` returns
+    only once it is written (before a planned shutdown, the docs say)."""
+
+    def written() -> int:
+        """The offset of room:1 in the journal's files (0: none yet)."""
+        return recover(os.fspath(data / "a"), repair=False).cursors.get("room:1", (0, None))[0]
+
+    async with (
+        running_server(data) as server,
+        open_realtime(url(server), journal_dir=data / "a", token="a", config=FAST) as conn,
+    ):
+        await conn.subscribe("room:1")
+        await conn.send_many("room:1", "n", [1, 2])
+        async with conn.messages("room:1") as stream:
+            first = await anext(stream)
+            assert written() < first.offset
+            await stream.commit()
+            assert written() == first.offset
+
+
 async def test_lost_history_is_reported_as_a_gap(data: Path) -> None:
     async with running_server(data, retention_count=5) as server:
         async with open_realtime(

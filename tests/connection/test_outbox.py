@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import orjson
 import pytest
 import trio
+import trio.testing
 
 from trio_realtime import JournalCorrupt, LocalProtocolError, OutboxFull, RealtimeClosedError
 from trio_realtime._config import OutboxFullPolicy
 from trio_realtime._journal import open_journal
-from trio_realtime._outbox import EVENT_OVERHEAD, Acked, Outbox, Rejected
+from trio_realtime._outbox import EVENT_OVERHEAD, Acked, Outbox, Receipt, Rejected
+
+from ..helpers import held_fsyncs
 
 
 def make(journal: object, **kw: object) -> Outbox:
@@ -320,7 +324,7 @@ async def test_outcomes_are_made_when_asked_for_and_given_to_a_listener(tmp_path
 
 
 async def test_a_server_ahead_of_the_journal_gets_the_new_events_renumbered(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The journal lost its tail (seqs 4..5, stored by the server): the events journaled since
     then reused those seqs and would be dropped as retransmissions. They are renumbered after the
@@ -335,7 +339,10 @@ async def test_a_server_ahead_of_the_journal_gets_the_new_events_renumbered(
         first = await outbox.send("c", "e", "first")  # journaled offline: seq 4
         keyed = await outbox.send("c", "e", "keyed", idempotency_key="mine")
         assert (first.seq, keyed.seq) == (4, 5)
-        await outbox.resume(5)  # the server has 1..5, of which this journal had 1..3
+        with caplog.at_level(logging.WARNING, logger="trio_realtime"):
+            await outbox.resume(5)  # the server has 1..5, of which this journal had 1..3
+        assert "holds seqs 4..5" in caplog.text
+        assert "2 unacknowledged events renumbered from 6" in caplog.text
         assert outcomes == [Acked(1), Acked(2), Acked(3)]  # only what the server can have
         assert (first.seq, first.idempotency_key) == (6, f"{journal.client_id}:6")
         assert (keyed.seq, keyed.idempotency_key) == (7, "mine")
@@ -366,3 +373,25 @@ async def test_a_resume_within_what_was_sent_renumbers_nothing(tmp_path: Path) -
         assert outbox.renumbered_total == 0
         assert outbox.pending_count == 0
         assert (await outbox.send("c", "e", 4)).seq == 4
+
+
+async def test_sends_wait_while_the_outbox_renumbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        await make(journal).send_many("c", "e", [1, 2])
+    during: list[Receipt] = []
+    async with open_journal(os.fspath(tmp_path)) as journal, trio.open_nursery() as nursery:
+        outbox = make(journal)
+        offline = await outbox.send("c", "e", "offline")  # seq 3, which the server has already
+
+        async def send() -> None:
+            during.append(await outbox.send("c", "e", "during"))
+
+        with held_fsyncs(monkeypatch):
+            nursery.start_soon(outbox.resume, 3)  # the rebase waits for its held fsync
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (journal.last_seq, during) == (4, [])  # no seq taken while renumbering
+    assert (offline.seq, during[0].seq) == (4, 5)

@@ -23,6 +23,7 @@ from trio_realtime import (
 )
 from trio_realtime._journal import Append, JournalEntry, open_journal, recover
 from trio_realtime._journal._format import CursorMark
+from trio_realtime._journal._journal import MARK_DELAY
 
 from ..helpers import held_fsyncs
 from .helpers import append_n, frame, segments
@@ -387,3 +388,20 @@ async def test_an_append_in_a_cancelled_scope_completes_in_every_mode(
             await journal.append_many([(2, frame(2))])
         assert not scope.cancelled_caught
         assert journal.last_seq == journal.durable_seq == 2
+
+
+async def test_a_lone_cursor_move_is_written_within_mark_delay(
+    jdir: str, mock_clock: trio.testing.MockClock
+) -> None:
+    """With nothing else to write, a cursor move waits MARK_DELAY for others, then is written."""
+
+    def written() -> list[CursorMark]:
+        return [r for r in recover(jdir, repair=False).records if isinstance(r, CursorMark)]
+
+    async with open_journal(jdir) as journal:
+        await journal.set_cursor("room:1", 5, "e1")
+        await trio.testing.wait_all_tasks_blocked()
+        assert written() == []  # gathering more
+        mock_clock.jump(MARK_DELAY)
+        await trio.testing.wait_all_tasks_blocked()
+        assert written() == [CursorMark("room:1", 5, "e1")]

@@ -281,13 +281,12 @@ def recover(directory: str, *, repair: bool = True, lazy: bool = False) -> Recov
                     f.flush()
                     os.fsync(f.fileno())
         info = SegmentInfo(index, path, result.end, crc=crc32c(memoryview(data)[: result.end]))
-        records = result.records
-        if records and type(records[0]) is Checkpoint:  # every segment starts with one
-            state.apply_checkpoint(records[0])
-        for record in records:
+        for record in result.records:
             if type(record) is Append:  # the common case, inline
                 state.last_seq = max(state.last_seq, record.seq)
                 info.max_seq = record.seq
+            elif type(record) is Checkpoint:  # the first record of a segment
+                state.apply_checkpoint(record)
             else:
                 state.apply(record)
         state.records.extend(result.records)
@@ -369,16 +368,20 @@ class SegmentWriter:
         path = segment_path(self.directory, index)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._fd = fd
-        state = self.state
-        start = HEADER + encode_record(
-            Checkpoint(state.last_seq, state.ack_seq, dict(state.cursors))
-        )
+        start = self._segment_start()
         _write_all(fd, start)
         if self.sync_enabled:
             os.fsync(fd)
             fsync_dir(self.directory)
         self._start_size = len(start)
         self.segments.append(SegmentInfo(index, path, len(start), crc=crc32c(start)))
+
+    def _segment_start(self) -> bytes:
+        """A new segment's first bytes: the header, and a checkpoint of the state so far."""
+        state = self.state
+        return HEADER + encode_record(
+            Checkpoint(state.last_seq, state.ack_seq, dict(state.cursors))
+        )
 
     def _roll(self) -> None:
         active = self.segments[-1]
@@ -406,21 +409,15 @@ class SegmentWriter:
         self._guard(self._rebase, rebase)
 
     def _rebase(self, rebase: Rebase) -> None:
-        active = self.segments[-1]
-        if active.size > self._start_size:
-            seal = encode_record(Seal(active.crc, active.size))
-            _write_all(self._fd, seal)
-            active.size += len(seal)
+        # The active segment is not sealed: it is deleted below, or void if a crash comes first.
         os.close(self._fd)
         self._fd = -1
         state = self.state
         state.last_seq = rebase.ack_seq
         state.ack_seq = max(state.ack_seq, rebase.ack_seq)
-        start = HEADER + encode_record(
-            Checkpoint(state.last_seq, state.ack_seq, dict(state.cursors))
-        )
+        start = self._segment_start()
         data = b"".join([start, *(encode_append(seq, frame) for seq, frame in rebase.appends)])
-        index = active.index + 1
+        index = self.segments[-1].index + 1
         path = segment_path(self.directory, index)
         staged = path + _STAGED_SUFFIX
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)

@@ -69,13 +69,14 @@ def _refuse_abort(_: object) -> trio.lowlevel.Abort:
 class _Batch:
     """Records handed to one commit, and the tasks waiting for it."""
 
-    __slots__ = ("done", "durable", "error", "max_seq", "rebase", "records", "waiters")
+    __slots__ = ("acked", "done", "durable", "error", "max_seq", "rebase", "records", "waiters")
 
     def __init__(self) -> None:
         # (seq of an append | record | rebase order, its encoded bytes)
         self.records: list[tuple[int | Record | Rebase, bytes]] = []
         self.durable = False  # does a waiter need this batch fsynced?
         self.rebase = False  # does it hold a rebase (files to create: write it in a thread)?
+        self.acked = False  # does it hold an ack record (then acknowledged segments can go)?
         self.max_seq = 0  # highest seq appended in this batch
         self.waiters: list[trio.lowlevel.Task] = []
         self.done = False
@@ -379,6 +380,7 @@ class Journal:
         self._marks_awaited = False
         if self._ack_mark is not None:
             batch.records.append((self._ack_mark, encode_record(self._ack_mark)))
+            batch.acked = True
             self._ack_mark = None
         if self._cursor_marks:
             batch.records.extend(
@@ -461,15 +463,15 @@ class Journal:
             try:
                 if not batch.rebase and writer.fits(sum(len(data) for _, data in batch.records)):
                     # A write only copies into the page cache: cheaper here than a thread hop.
-                    self._write(writer, batch.records)
-                    self._wrote(batch)
+                    self._write(writer, batch)
+                    self._set_written(batch.max_seq)
                     await trio.lowlevel.checkpoint()
                 else:
                     # Rolling to a new segment (or rebasing) fsyncs and swaps the file: do it
                     # alone, in a thread.
                     await self._wait_for_jobs()
-                    await trio.to_thread.run_sync(self._write, writer, batch.records)
-                    self._wrote(batch)
+                    await trio.to_thread.run_sync(self._write, writer, batch)
+                    self._set_written(batch.max_seq)
             except JournalBroken as exc:
                 self._broken = batch.error = exc
             else:
@@ -490,9 +492,6 @@ class Journal:
             self._written_seq = seq
             if self.on_written is not None:
                 self.on_written()
-
-    def _wrote(self, batch: _Batch) -> None:
-        self._set_written(batch.max_seq)
 
     def _finish(self, batch: _Batch) -> None:
         if batch.error is None and batch.max_seq > self._durable_seq:
@@ -530,13 +529,11 @@ class Journal:
         while self._jobs:
             await self._jobs[-1].wait()
 
-    def _write(
-        self, writer: SegmentWriter, records: list[tuple[int | Record | Rebase, bytes]]
-    ) -> None:
-        if records:
-            writer.write(records)
+    def _write(self, writer: SegmentWriter, batch: _Batch) -> None:
+        if batch.records:
+            writer.write(batch.records)
             self._written += 1
-        if any(isinstance(record, AckMark) for record, _ in records):
+        if batch.acked:
             writer.compact()
 
     async def _run_batch_flusher(self) -> None:

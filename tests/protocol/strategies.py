@@ -49,16 +49,21 @@ json_object = st.dictionaries(text, json_value, max_size=4)
 
 CLIENT_CLASSES: set[type] = set()
 SERVER_CLASSES: set[type] = set()
+#: The strategy of each frame class, per direction (ping and pong are in both).
+CLIENT_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {}
+SERVER_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {}
 
 
 def _client(cls: type, **fields: Any) -> st.SearchStrategy[Any]:
     CLIENT_CLASSES.add(cls)
-    return st.builds(cls, **fields)
+    CLIENT_STRATEGIES[cls] = st.builds(cls, **fields)
+    return CLIENT_STRATEGIES[cls]
 
 
 def _server(cls: type, **fields: Any) -> st.SearchStrategy[Any]:
     SERVER_CLASSES.add(cls)
-    return st.builds(cls, **fields)
+    SERVER_STRATEGIES[cls] = st.builds(cls, **fields)
+    return SERVER_STRATEGIES[cls]
 
 
 positions = st.builds(ChannelPosition, offset=uint, epoch=st.none() | name)

@@ -8,6 +8,8 @@ from ._client import ClientProtocol as ClientProtocol
 from ._close import CloseAction as CloseAction
 from ._close import CloseCode as CloseCode
 from ._close import close_action as close_action
+from ._codec import TooBigInteger as TooBigInteger
+from ._codec import check_payload as check_payload
 from ._codec import decode_client_message as decode_client_message
 from ._codec import decode_server_message as decode_server_message
 from ._codec import encode_batch as encode_batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Set
 
 from .._errors import LocalProtocolError, ProtocolError
@@ -108,6 +109,15 @@ class ServerProtocol(ProtocolBase[ServerFrame, ClientFrame]):
         else:
             self._out_of_order = True
             self._events.append(OutOfOrderEvent(frame.seq, self.received_seq + 1))
+
+    def mark_duplicate(self, seq: int) -> None:
+        """The event ``seq``, received in order, was not stored because the store already had it
+        (stored through another connection of the client, or its caller key already used): the
+        next ack lists it in ``duplicates``, as a retransmission would be."""
+        if not self.ack_seq < seq <= self.received_seq:
+            raise LocalProtocolError(f"seq {seq} is not pending", field="seq")
+        if seq not in self._duplicates:
+            bisect.insort(self._duplicates, seq)
 
     # --- sending ---------------------------------------------------------------------------------
 

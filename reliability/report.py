@@ -80,10 +80,11 @@ CHECKS += [
         "slow_consumer",
         "Slow consumer",
         "A subscriber stops reading while 30 MB are published to its channel. The server queues "
-        "at most `send_queue_size` messages for it, then closes it with 4029; what the subscriber "
-        "can still read afterwards is what the socket buffers held, far less than was published. "
-        "A companion test checks that a writer cut in the middle of a message aborts the link "
-        "rather than sending a close frame the peer would read as payload.",
+        "at most `send_queue_bytes` for it (the rest stays in the store, to catch up from), and "
+        "closes it with 4029 once it has accepted nothing for `max_lag`; what the subscriber can "
+        "still read afterwards is what the socket buffers held, far less than was published. Its "
+        "writer was cut in the middle of a message, so the link is aborted rather than sent a "
+        "close frame the peer would read as payload.",
         "`tests/reliability/test_abuse.py`",
     ),
 ]

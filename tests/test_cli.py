@@ -66,8 +66,70 @@ def test_token_is_accepted_by_a_server_with_the_same_data(tmp_path: Path) -> Non
     out = run("token", "--user", "alice", "--data", data)
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
-    assert HmacAuthenticator(load_or_create_secret(data)).verify(token) == "alice"
+    identity = HmacAuthenticator(load_or_create_secret(data)).verify(token)
+    assert identity is not None
+    assert (identity.user, identity.subscribe, identity.publish) == ("alice", None, None)
+    assert identity.expires_at == pytest.approx(time.time() + 30 * 24 * 3600, abs=60)
     assert HmacAuthenticator(b"another secret").verify(token) is None
+
+
+def test_token_carries_channel_claims_and_a_ttl(tmp_path: Path) -> None:
+    from trio_realtime.server import Action, HmacAuthenticator, load_or_create_secret
+
+    data = os.fspath(tmp_path / "server")
+    out = run("token", "--user", "alice", "--data", data, "--channels", "room:*", "--ttl", "1h")
+    assert out.returncode == 0, out.stderr
+    identity = HmacAuthenticator(load_or_create_secret(data)).verify(out.stdout.strip())
+    assert identity is not None
+    assert identity.user == "alice"
+    assert identity.subscribe == identity.publish == ("room:*",)
+    assert identity.expires_at == pytest.approx(time.time() + 3600, abs=60)
+    assert identity.allows(Action.PUBLISH, "room:1")
+    assert not identity.allows(Action.SUBSCRIBE, "lobby")
+
+
+def test_token_subscribe_and_publish_patterns_add_to_channels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trio_realtime.server import HmacAuthenticator, load_or_create_secret
+
+    data = os.fspath(tmp_path / "server")
+    args = ["token", "--user", "bob", "--data", data, "--channels", "room:*"]
+    assert main([*args, "--subscribe", "lobby", "--publish", "bob:*", "--ttl", "90"]) == 0
+    auth = HmacAuthenticator(load_or_create_secret(data))
+    identity = auth.verify(capsys.readouterr().out.strip())
+    assert identity is not None
+    assert identity.subscribe == ("room:*", "lobby")
+    assert identity.publish == ("room:*", "bob:*")
+    assert identity.expires_at == pytest.approx(time.time() + 90, abs=30)
+    # Only --subscribe: publishing is allowed nowhere.
+    assert main(["token", "--user", "eve", "--data", data, "--subscribe", "news:*"]) == 0
+    identity = auth.verify(capsys.readouterr().out.strip())
+    assert identity is not None
+    assert (identity.subscribe, identity.publish) == (("news:*",), ())
+
+
+@pytest.mark.parametrize(
+    ("ttl", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800)]
+)
+def test_token_ttl_units(ttl: str, seconds: int) -> None:
+    from trio_realtime._cli import build_parser
+
+    args = build_parser().parse_args(["token", "--user", "a", "--ttl", ttl])
+    assert args.ttl == seconds
+
+
+@pytest.mark.parametrize(
+    "ttl", ["1x", "h", "1.5h", "-1h", "0", "0d", "3651d", " 1h", "1H", "\u0661h"]
+)
+def test_token_bad_ttl_exits_2_with_one_error_line(tmp_path: Path, ttl: str) -> None:
+    out = run("token", "--user", "alice", "--data", os.fspath(tmp_path), "--ttl", ttl)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, out.stderr
+    assert errors[0].startswith("trio-realtime token: error: argument --ttl:")
+    assert "Traceback" not in out.stderr
 
 
 def test_demo_proves_nothing_lost_or_duplicated() -> None:
@@ -201,10 +263,10 @@ def test_serve_refuses_a_bad_option_with_a_clear_message() -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_serve_rate_limit_and_send_queue_size_are_checked() -> None:
+def test_serve_rate_limit_and_send_queue_bytes_are_checked() -> None:
     out = run("serve", "--port", "0", "--rate-limit", "0")
     assert out.returncode == 2
     assert "rate_limit: must be a positive number" in out.stderr
-    out = run("serve", "--port", "0", "--send-queue-size", "0")
+    out = run("serve", "--port", "0", "--send-queue-bytes", "0")
     assert out.returncode == 2
-    assert "send_queue_size: must be a positive integer" in out.stderr
+    assert "send_queue_bytes: must be a positive integer" in out.stderr

@@ -77,7 +77,8 @@ def _serve(args: argparse.Namespace) -> int:
         heartbeat_timeout=args.heartbeat_timeout,
         presence_timeout=args.presence_timeout,
         rate_limit=args.rate_limit,
-        send_queue_size=args.send_queue_size,
+        send_queue_bytes=args.send_queue_bytes,
+        max_lag=args.max_lag,
     )
 
     async def main() -> None:
@@ -97,11 +98,43 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAX_TTL = 3650 * 86400
+
+
+def _duration(text: str) -> int:
+    """``90``, ``90s``, ``15m``, ``1h``, ``7d`` as seconds (for ``--ttl``)."""
+    import re
+
+    match = re.fullmatch(r"([0-9]{1,9})([smhd]?)", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use seconds or a number with s, m, h or d (90, 15m, 1h, 7d)"
+        )
+    seconds = int(match[1]) * _TTL_UNITS[match[2]]
+    if not 0 < seconds <= _MAX_TTL:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 and at most 3650d")
+    return seconds
+
+
 def _token(args: argparse.Namespace) -> int:
     from .server import load_or_create_secret, make_token
 
-    secret = load_or_create_secret(args.data)
-    print(make_token(secret, args.user, ttl=args.ttl))
+    subscribe: tuple[str, ...] | None = None
+    publish: tuple[str, ...] | None = None
+    if args.channels or args.subscribe or args.publish:
+        # Once any channel is named, an action not named is allowed nowhere.
+        subscribe = tuple(dict.fromkeys([*args.channels, *args.subscribe]))
+        publish = tuple(dict.fromkeys([*args.channels, *args.publish]))
+    try:
+        secret = load_or_create_secret(args.data)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("data", str(exc)) from None
+    try:
+        token = make_token(secret, args.user, ttl=args.ttl, subscribe=subscribe, publish=publish)
+    except ValueError as exc:
+        raise ConfigError("token", str(exc)) from None
+    print(token)
     return 0
 
 
@@ -193,19 +226,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="WebSocket messages per second per connection, bursts twice that (beyond: 4029)",
     )
     serve.add_argument(
-        "--send-queue-size",
+        "--send-queue-bytes",
         type=int,
-        default=10_000,
-        help="messages queued for one connection before a slow subscriber is closed (4029)",
+        default=4 * 1024 * 1024,
+        help="bytes queued for one connection; past it a slow subscriber catches up from the store",
+    )
+    serve.add_argument(
+        "--max-lag",
+        type=float,
+        default=60.0,
+        help="seconds a connection may accept none of the data waiting for it (beyond: 4029)",
     )
     serve.set_defaults(handler=_serve)
 
     token = commands.add_parser(
-        "token", help="print a token the server with the same --data accepts"
+        "token",
+        help="print a token the server with the same --data accepts",
+        description=(
+            "Print a token signed with the secret in --data (created if missing), which a server "
+            "started with the same --data accepts. Without --channels, --subscribe or --publish "
+            "the token allows every channel; with any of them it allows only the channels named, "
+            "and an action given no pattern is allowed on no channel. Patterns are globs (*, ?, "
+            "[seq]), matched case-sensitively against the whole channel name."
+        ),
     )
-    token.add_argument("--user", required=True)
-    token.add_argument("--data", default=os.path.join(data, "server"))
-    token.add_argument("--ttl", type=float, default=30 * 24 * 3600, help="validity in seconds")
+    token.add_argument("--user", required=True, help="the user the token stands for")
+    token.add_argument(
+        "--data",
+        default=os.path.join(data, "server"),
+        help="the server's data directory, holding its token secret (default: %(default)s)",
+    )
+    token.add_argument(
+        "--channels",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="channels the user may subscribe and publish to (repeatable)",
+    )
+    token.add_argument(
+        "--subscribe",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="channels the user may subscribe to, including presence, typing and receipts "
+        "(repeatable)",
+    )
+    token.add_argument(
+        "--publish",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="channels the user may publish to (repeatable)",
+    )
+    token.add_argument(
+        "--ttl",
+        type=_duration,
+        default=30 * 24 * 3600,
+        metavar="DURATION",
+        help="validity: seconds, or a number with s, m, h or d, e.g. 90, 15m, 1h, 7d; "
+        "at most 3650d (default: 30d)",
+    )
     token.set_defaults(handler=_token)
 
     chat = commands.add_parser("chat", help="line-based chat (starts an embedded server if needed)")

@@ -170,14 +170,17 @@ async def test_retransmission_is_acked_as_duplicate_and_not_stored_twice(
     assert [e.offset for e in stored] == [1, 2, 3]
 
 
-async def test_caller_idempotency_key_is_deduplicated_across_clients(
+async def test_caller_idempotency_key_is_deduplicated_across_clients_of_one_user(
     server: RealtimeServer, tmp_path: Path
 ) -> None:
+    """Two journals (two client_ids) of user "a" send key K: stored once, the second acked as a
+    duplicate. User "b" sending K is another event: keys are scoped per user."""
     url = f"ws://127.0.0.1:{server.port}/realtime"
-    for name in ("a", "b"):
-        async with open_realtime(url, journal_dir=tmp_path / name, token=name) as conn:
+    outcomes = []
+    for journal, user in (("a1", "a"), ("a2", "a"), ("b1", "b")):
+        async with open_realtime(url, journal_dir=tmp_path / journal, token=user) as conn:
             receipt = await conn.send("orders", "order", {"id": 42}, idempotency_key="order-42")
-            assert isinstance(await receipt.wait(), Acked)
+            outcomes.append(await receipt.wait())
+    assert outcomes == [Acked(seq=1), Acked(seq=1, duplicate=True), Acked(seq=1)]
     stored = await server.store.read("orders", 0, 10)
-    assert len(stored) == 1
-    assert stored[0].sender == "a"
+    assert [e.sender for e in stored] == ["a", "b"]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import trio
 import trio_websocket
 
-from trio_realtime.server import AllowAll, MemoryStore, ServerConfig, open_server
+from trio_realtime.server import Action, AllowAll, Identity, MemoryStore, ServerConfig, open_server
 from trio_realtime.server._store import NewEvent, StoredEvent
 
 from .test_bad_input import RESUME, event, receive_frames
@@ -97,9 +97,11 @@ class CountingAuth(AllowAll):
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def can_publish(self, user: str, channel: str) -> bool:
-        self.asked.append(channel)
+    async def authorize(self, identity: Identity, action: Action, channel: str) -> bool:
         await trio.lowlevel.checkpoint()
+        if action is not Action.PUBLISH:
+            return True
+        self.asked.append(channel)
         return channel != "secret"
 
 

@@ -12,7 +12,14 @@ import pytest
 import trio
 
 from trio_realtime import ReceiptUpdate, RequestRefused, open_realtime
-from trio_realtime.server import AllowAll, RealtimeServer, SqliteStore, open_server
+from trio_realtime.server import (
+    Action,
+    AllowAll,
+    Identity,
+    RealtimeServer,
+    SqliteStore,
+    open_server,
+)
 
 from .conftest import MEMORY, next_item
 
@@ -20,9 +27,9 @@ from .conftest import MEMORY, next_item
 class NoSecrets(AllowAll):
     """Everyone may use every channel but "secret"."""
 
-    async def can_subscribe(self, user: str, channel: str) -> bool:
+    async def authorize(self, identity: Identity, action: Action, channel: str) -> bool:
         await trio.lowlevel.checkpoint()
-        return channel != "secret"
+        return action is not Action.SUBSCRIBE or channel != "secret"
 
 
 @asynccontextmanager

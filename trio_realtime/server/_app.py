@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import attrs
+import orjson
 import trio
 import trio_websocket
 
@@ -24,6 +25,7 @@ from .._protocol import (
     DownstreamEvent,
     DuplicateEvent,
     Error,
+    Frame,
     OutOfOrderEvent,
     Ping,
     PresenceUpdate,
@@ -39,11 +41,12 @@ from .._protocol import (
     Unsubscribe,
     Unsubscribed,
     UpstreamEvent,
+    check_payload,
     encode_frame,
 )
 from .._transports import Transport, TransportClosed
 from .._transports._websocket import RECEIVE_BUFFER_BYTES, SUBPROTOCOL, WebSocketTransport
-from ._auth import Authenticator
+from ._auth import Action, Authenticator, Identity
 from ._meta import PresenceRegistry, TypingRegistry
 from ._store import NewEvent, Store, StoredEvent
 
@@ -62,7 +65,8 @@ _BATCH_BYTES = 256 * 1024
 
 @attrs.frozen(kw_only=True)
 class ServerConfig:
-    """Server limits and timings (seconds)."""
+    """Server limits and timings (seconds). Every resource a remote user controls is bounded here,
+    in bytes or entries, and checked when the frame arrives (docs/security.md lists them)."""
 
     heartbeat_interval: float = 25.0
     """Announced to clients in ``resume_response``."""
@@ -71,11 +75,30 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     """Time a new connection has to send ``resume`` (slowloris protection)."""
     max_frame_bytes: int = 1024 * 1024
+    """Largest WebSocket message, in UTF-8 bytes; a lone event over it is refused (``too_large``),
+    a batch over it closes the connection with 1009."""
     rate_limit: float = 2000.0
     """Messages per second per connection (bursts up to twice that); beyond: close 4029."""
-    send_queue_size: int = 10_000
-    """Messages queued for one connection; a subscriber that falls further behind is closed 4029."""
+    send_queue_bytes: int = 4 * 1024 * 1024
+    """Bytes queued for one connection. Past it, a channel's events are no longer queued from
+    memory: that channel catches up from the store (paged, in order, once) when the queue has
+    drained. Answers and acks are always queued; if they alone pass twice this limit the client
+    is not reading what it asks for and is closed with 4029."""
+    max_lag: float = 60.0
+    """A connection that accepts none of the data waiting for it for this long is closed 4029."""
     replay_page: int = 1000
+    """Events read from the store at a time when a subscriber replays or catches up."""
+    max_payload_depth: int = 32
+    """Nesting of arrays and objects in an event's payload or presence metadata."""
+    max_name_bytes: int = 256
+    """UTF-8 bytes of a channel name, an event name, an idempotency key or a client_id."""
+    max_subscriptions: int = 1000
+    """Channels one connection may be subscribed to (and may be typing in)."""
+    max_presence_bytes: int = 4096
+    """Size of one presence metadata object, encoded as JSON."""
+    max_presence_entries: int = 100
+    """Presence entries (a channel, through a connection) one user may hold at once, those of
+    connections in their grace period included."""
     allowed_origins: frozenset[str] | None = None
     """If set, WebSocket handshakes with an ``Origin`` not listed are closed with 1008."""
     presence_timeout: float = 10.0
@@ -88,15 +111,45 @@ class ServerConfig:
             "heartbeat_timeout",
             "handshake_timeout",
             "rate_limit",
+            "max_lag",
             "presence_timeout",
         ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
                 raise ConfigError(name, f"must be a positive number, got {value!r}")
-        for name in ("max_frame_bytes", "send_queue_size", "replay_page"):
+        for name in (
+            "max_frame_bytes",
+            "send_queue_bytes",
+            "replay_page",
+            "max_payload_depth",
+            "max_name_bytes",
+            "max_subscriptions",
+            "max_presence_bytes",
+            "max_presence_entries",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        if self.max_payload_depth > _MAX_DEPTH:
+            # The stores encode a payload inside a few levels of their own (orjson stops at 254).
+            raise ConfigError(
+                "max_payload_depth", f"must be at most {_MAX_DEPTH}, got {self.max_payload_depth}"
+            )
+
+
+#: The deepest payload any store or encoder of ours accepts, with room for their own nesting.
+_MAX_DEPTH = 200
+
+
+def _utf8_len(text: str | bytes) -> int:
+    """Length in UTF-8 bytes (``len`` of a str counts characters: up to 4 bytes each)."""
+    if isinstance(text, bytes):
+        return len(text)
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _name_too_long(name: str, limit: int) -> bool:
+    return len(name) * 4 > limit and _utf8_len(name) > limit
 
 
 class _Closing(Exception):
@@ -110,19 +163,43 @@ class _Closing(Exception):
         self.error = error
 
 
+def _fatal(code: str, message: str, close_code: int, reason: str) -> _Closing:
+    return _Closing(close_code, reason, encode_frame(Error(code, message, fatal=True)))
+
+
 class _Session:
-    """One client connection on the server."""
+    """One client connection on the server.
+
+    What the server sends it waits in one queue, bounded in bytes, that one writer task drains.
+    A channel's events are queued live while the queue has room; past ``send_queue_bytes`` the
+    channel is *lagging*: its live events are skipped, and the catch-up task reads them from the
+    store once the queue has drained, page by page, then makes the channel live again under the
+    server's fan-out lock (so no event falls between the store and the live stream).
+    """
 
     def __init__(self, server: RealtimeServer, transport: Transport) -> None:
         self.server = server
         self.transport = transport
         self.proto = ServerProtocol()
-        self.user: str | None = None
+        self.identity: Identity | None = None
         self.client_id: str | None = None
         self.channels: set[str] = set()
-        self._send, self._receive = trio.open_memory_channel[bytes](server.config.send_queue_size)
+        self._out: deque[bytes] = deque()
+        self.out_bytes = 0
+        self._limit = server.config.send_queue_bytes
+        self._more = trio.Event()
+        """Set when something is queued (or the queue closes): wakes the writer."""
+        self._changed = trio.Event()
+        """Set when the queue drained some or a channel started lagging: wakes the catch-up."""
+        self.positions: dict[str, int] = {}
+        """Per attached channel, the offset of the last event queued (or the attach point)."""
+        self.lagging: dict[str, int] = {}
+        """Channels fed from the store, not from memory, with the offset to read after."""
         self.close_code: int | None = None
         self.close_reason = ""
+        self.ending: _Closing | None = None
+        """Set (with the scope cancelled) by a task other than the reader that ends the
+        connection (token expiry)."""
         self.scope = trio.CancelScope()
         self.finished = trio.Event()
         """Set once the server is done with this connection (it has left ``server.sessions``)."""
@@ -131,18 +208,38 @@ class _Session:
         self.inflight: deque[_CommitRequest] = deque()
         """Commits asked for by this connection and not yet seen done, oldest first."""
         self.store_failed = False
+        self._writer_done = trio.Event()
+        self._event_bytes = 1024.0
+        """A moving average of the size of the events sent or skipped: how many a catch-up
+        page holds without passing the queue's limit."""
+
+    @property
+    def user(self) -> str | None:
+        return self.identity.user if self.identity is not None else None
+
+    def _wake(self) -> None:
+        self._more.set()
+
+    def _lag_changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     def queue(self, data: bytes) -> None:
-        """Queue a message for the writer; a subscriber too far behind is closed (4029)."""
+        """Queue a message that must not be skipped (an answer, an ack, an error). A client
+        that lets these pile up past twice ``send_queue_bytes`` is not reading: closed 4029."""
         if self.close_code is not None:
             return
-        try:
-            self._send.send_nowait(data)
-        except trio.WouldBlock:
-            self.close(CloseCode.RATE_LIMITED, "too slow: send queue full")
-            self.scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        self._out.append(data)
+        self.out_bytes += len(data)
+        self._wake()
+        if self.out_bytes > 2 * self._limit:
+            self.too_slow("send queue full")
+
+    def too_slow(self, reason: str) -> None:
+        self._out.clear()
+        self.out_bytes = 0
+        self.close(CloseCode.RATE_LIMITED, f"too slow: {reason}")
+        self.scope.cancel()
 
     def send(self, frame: object) -> None:
         self.queue(self.proto.send(frame))  # type: ignore[arg-type]
@@ -151,11 +248,7 @@ class _Session:
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
-            self._send.close()
-
-    def deliver(self, event: StoredEvent) -> None:
-        with contextlib.suppress(LocalProtocolError):  # unsubscribed meanwhile
-            self.send(_downstream(event))
+            self._wake()
 
     def take_token(self) -> bool:
         rate = self.server.config.rate_limit
@@ -167,30 +260,145 @@ class _Session:
         self._tokens -= 1
         return True
 
-    def deliver_encoded(self, channel: str, data: bytes) -> None:
-        """Queue an event already encoded (once, for every subscriber) if still subscribed."""
-        if channel in self.proto.subscriptions:
-            self.queue(data)
+    def deliver_live(self, channel: str, offset: int, data: bytes) -> None:
+        """Queue an event already encoded (once, for every subscriber), or, if the queue is full,
+        leave it to the store: the channel lags from here."""
+        if channel in self.lagging or channel not in self.positions:
+            return
+        if self.close_code is not None:
+            return
+        self._event_bytes += (len(data) - self._event_bytes) / 16
+        if self.out_bytes + len(data) > self._limit:
+            self.start_lagging(channel)
+            return
+        self._out.append(data)
+        self.out_bytes += len(data)
+        self.positions[channel] = offset
+        self._wake()
+
+    def deliver_meta(self, channel: str, data: bytes) -> None:
+        """Queue a presence, typing or receipt frame about ``channel``. A lagging channel skips
+        them: it gets the full presence state when it is live again."""
+        if channel in self.lagging or channel not in self.positions or self.close_code is not None:
+            return
+        if self.out_bytes + len(data) > self._limit:
+            self.start_lagging(channel)
+            return
+        self._out.append(data)
+        self.out_bytes += len(data)
+        self._wake()
+
+    def start_lagging(self, channel: str) -> None:
+        self.lagging[channel] = self.positions[channel]
+        self._lag_changed()
+
+    def attach(self, channel: str, after: int, head: int) -> None:
+        """Start feeding ``channel`` after offset ``after`` (the head is ``head``); called under
+        the server's fan-out lock."""
+        self.channels.add(channel)
+        self.positions[channel] = after
+        if after < head:
+            self.lagging[channel] = after  # the catch-up task replays it from the store
+            self._lag_changed()
+        else:
+            self.lagging.pop(channel, None)
+            self.send(self.server.presence.state(channel))  # full state once, then diffs
+
+    def detach(self, channel: str) -> None:
+        self.channels.discard(channel)
+        self.positions.pop(channel, None)
+        self.lagging.pop(channel, None)
 
     async def writer(self) -> None:
         """Send what is queued, in order; what queued up while a send ran goes out as one batch
         message (a subscriber of a busy channel gets one WebSocket message per batch, not one
-        per event)."""
-        receive = self._receive
+        per event). A send that does not complete within ``max_lag`` ends the connection."""
+        out = self._out
+        max_lag = self.server.config.max_lag
         try:
-            async for data in receive:
-                parts = [data]
-                size = len(data)
-                while size < _BATCH_BYTES and len(parts) < _BATCH_FRAMES:
-                    try:
-                        data = receive.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+            while True:
+                while not out:
+                    if self.close_code is not None:
+                        return
+                    await self._more.wait()
+                    self._more = trio.Event()
+                parts = [out.popleft()]
+                size = len(parts[0])
+                while out and size < _BATCH_BYTES and len(parts) < _BATCH_FRAMES:
+                    data = out.popleft()
                     parts.append(data)
                     size += len(data)
-                await self.transport.send(parts[0] if len(parts) == 1 else _join(parts))
+                self.out_bytes -= size
+                with trio.move_on_after(max_lag) as waited:
+                    await self.transport.send(parts[0] if len(parts) == 1 else _join(parts))
+                if waited.cancelled_caught:
+                    self.too_slow(f"nothing accepted for {max_lag:g} s")
+                    return
+                self._lag_changed()
         except TransportClosed:
             self.scope.cancel()
+        finally:
+            self._writer_done.set()
+
+    async def finished_writing(self) -> None:
+        await self._writer_done.wait()
+
+    async def catch_up(self) -> None:
+        """Feed lagging channels from the store, a page at a time, whenever the queue is at
+        most half full; a channel that reached the head goes live again."""
+        server = self.server
+        store = server.store
+        while True:
+            while not self.lagging or self.out_bytes > self._limit // 2:
+                if self.close_code is not None:
+                    return
+                await self._changed.wait()
+            if self.close_code is not None:
+                return
+            # A page fills at most half the queue (events may be up to max_frame_bytes each).
+            page = max(1, min(server.config.replay_page, int(self._limit / 2 / self._event_bytes)))
+            channel, after = next(iter(self.lagging.items()))
+            events = await store.read(channel, after, page)
+            if self.lagging.get(channel) != after:
+                continue  # unsubscribed (or resubscribed) meanwhile
+            if events:
+                self._queue_replay(channel, events)
+                if len(events) == page:
+                    continue
+            # As far as the store had: go live under the fan-out lock (no commit can land
+            # between the last read and the switch).
+            async with server._fanout:
+                position = self.lagging.get(channel)
+                if position is None:
+                    continue
+                events = await store.read(channel, position, page)
+                if self.lagging.get(channel) != position:
+                    continue
+                if events and not self._queue_replay(channel, events):
+                    continue  # the queue filled before the end: the rest after it drains
+                if len(events) < page and self.close_code is None:
+                    del self.lagging[channel]
+                    with contextlib.suppress(LocalProtocolError):
+                        self.send(server.presence.state(channel))
+
+    def _queue_replay(self, channel: str, events: list[StoredEvent]) -> bool:
+        """Queue ``events`` of a lagging channel while the queue has room (one at least);
+        returns whether all of them were queued."""
+        if self.close_code is not None:
+            self.lagging.clear()
+            return False
+        queued = 0
+        for event in events:
+            data = encode_frame(_downstream(event))
+            if queued and self.out_bytes + len(data) > self._limit:
+                break
+            self._event_bytes += (len(data) - self._event_bytes) / 16
+            self._out.append(data)
+            self.out_bytes += len(data)
+            queued += 1
+        self.positions[channel] = self.lagging[channel] = events[queued - 1].offset
+        self._wake()
+        return queued == len(events)
 
 
 def _join(messages: list[bytes]) -> bytes:
@@ -237,7 +445,9 @@ class RealtimeServer:
         self._commit_queue: list[_CommitRequest] = []
         self._commit_wakeup = trio.Event()
         self._committer_running = False
-        self.presence = PresenceRegistry(self.config.presence_timeout)
+        self.presence = PresenceRegistry(
+            self.config.presence_timeout, self.config.max_presence_entries
+        )
         self._presence_changed = trio.Event()
         self.typing = TypingRegistry()
         self.port: int | None = None
@@ -260,12 +470,15 @@ class RealtimeServer:
             for diff in self.presence.expire(trio.current_time()):
                 self._broadcast(diff.channel, diff)
 
-    def _broadcast(self, channel: str, frame: object, *, skip_user: str | None = None) -> None:
+    def _broadcast(self, channel: str, frame: Frame, *, skip_user: str | None = None) -> None:
         """Send ``frame`` to every subscriber of ``channel`` (but not to ``skip_user``'s)."""
-        for subscriber in list(self._subscribers.get(channel, ())):
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return
+        data = encode_frame(frame)  # once, for all of them
+        for subscriber in list(subscribers):
             if skip_user is None or subscriber.user != skip_user:
-                with contextlib.suppress(LocalProtocolError):  # unsubscribed meanwhile
-                    subscriber.send(frame)
+                subscriber.deliver_meta(channel, data)
 
     async def handle(self, transport: Transport) -> None:
         """Serve one connection until it closes."""
@@ -274,33 +487,47 @@ class RealtimeServer:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(session.writer)
+                nursery.start_soon(session.catch_up)
+                closing: _Closing | None = None
                 with session.scope:
                     try:
-                        await self._serve(session)
-                    except _Closing as closing:
-                        with trio.move_on_after(5):  # bounded by one store transaction
-                            for request in session.inflight:
-                                await request.done.wait()
-                        if closing.error is not None:
-                            session.queue(closing.error)
-                        session.close(closing.code, closing.reason)
+                        await self._serve(session, nursery)
+                    except _Closing as exc:
+                        closing = exc
                     except TransportClosed:
                         session.close(1000, "")
+                closing = closing or session.ending
+                if closing is not None:
+                    with trio.move_on_after(5):  # bounded by one store transaction
+                        for request in session.inflight:
+                            await request.done.wait()
+                    if closing.error is not None:
+                        session.queue(closing.error)
+                    session.close(closing.code, closing.reason)
                 # Closing the queue lets the writer send what is queued (an error frame before the
                 # close), but a peer that does not read gets two seconds, not forever.
                 session.close(session.close_code or 1000, session.close_reason)
                 nursery.cancel_scope.deadline = trio.current_time() + 2
+                await session.finished_writing()
+                nursery.cancel_scope.cancel()
         finally:
             self.sessions.discard(session)
             session.finished.set()
             for channel in session.channels:
-                self._subscribers.get(channel, set()).discard(session)
+                self._unsubscribe(session, channel)
             self.presence.disconnected(session, trio.current_time())
             self._presence_changed.set()
             for channel, user in self.typing.disconnected(session):
                 self._broadcast(channel, Typing(channel, False, user), skip_user=user)
             with trio.CancelScope(shield=True):
                 await transport.aclose(session.close_code or 1000, session.close_reason)
+
+    def _unsubscribe(self, session: _Session, channel: str) -> None:
+        subscribers = self._subscribers.get(channel)
+        if subscribers is not None:
+            subscribers.discard(session)
+            if not subscribers:
+                del self._subscribers[channel]
 
     async def _receive(self, session: _Session, within: float, code: int) -> bool:
         """Read and decode one message; returns whether it was over ``max_frame_bytes``."""
@@ -311,37 +538,67 @@ class RealtimeServer:
         if not session.take_token():
             error = session.proto.send(Error("rate_limited", "too many messages", fatal=True))
             raise _Closing(CloseCode.RATE_LIMITED, "rate limited", error)
+        limit = self.config.max_frame_bytes
+        # A message of fewer characters than a quarter of the limit is within it in any encoding.
+        oversized = len(data) * 4 > limit and _utf8_len(data) > limit
         try:
             session.proto.receive_data(data)
         except ProtocolError as exc:
             logger.info("protocol error from %s: %s", session.client_id, exc)
             error = encode_frame(Error("protocol_error", str(exc)[:500], fatal=True))
             raise _Closing(exc.close_code, str(exc)[:120], error) from None
-        return len(data) > self.config.max_frame_bytes
+        return oversized
 
-    async def _serve(self, session: _Session) -> None:
+    async def _serve(self, session: _Session, nursery: trio.Nursery) -> None:
         config = self.config
         await self._receive(session, config.handshake_timeout, CloseCode.PROTOCOL_ERROR)
         events = list(session.proto.events())
         resume = events[0]
         assert isinstance(resume, Resume)
-        user = await self.authenticator.authenticate(resume.token)
-        if user is None:
-            error = session.proto.send(
-                Error("unauthorized", "missing or invalid token", fatal=True)
+        identity = await self.authenticator.authenticate(resume.token)
+        if identity is None:
+            logger.info("refused a token (client %.40r)", resume.client_id)
+            raise _fatal("unauthorized", "missing or invalid token", 4001, "unauthorized")
+        limit = config.max_name_bytes
+        too_long = [name for name in resume.channels if _name_too_long(name, limit)]
+        if _name_too_long(resume.client_id, limit) or too_long:
+            raise _fatal(
+                "protocol_error",
+                f"a client_id or channel name is over {limit} bytes",
+                CloseCode.PROTOCOL_ERROR,
+                "name too long",
             )
-            raise _Closing(CloseCode.UNAUTHORIZED, "unauthorized", error)
-        session.user = user
+        if len(resume.channels) > config.max_subscriptions:
+            raise _fatal(
+                "too_many_subscriptions",
+                f"at most {config.max_subscriptions} channels per connection",
+                CloseCode.FORBIDDEN,
+                "too many subscriptions",
+            )
+        if not await self.store.bind_client(resume.client_id, identity.user):
+            logger.warning(
+                "user %.40r resumed client_id %.40r of another user",
+                identity.user,
+                resume.client_id,
+            )
+            raise _fatal(
+                "client_id_taken",
+                "this client_id belongs to another user",
+                CloseCode.FORBIDDEN,
+                "client_id taken",
+            )
+        session.identity = identity
         session.client_id = resume.client_id
+        if identity.expires_at is not None:
+            nursery.start_soon(self._expire, session, identity.expires_at)
         ack_seq = await self.store.client_ack(resume.client_id)
         answers: dict[str, ChannelResume] = {}
         wanted: dict[str, ChannelPosition] = {}
         for channel, position in resume.channels.items():
-            if not await self.authenticator.can_subscribe(user, channel):
-                info = await self.store.channel(channel)
+            info = await self.store.channel(channel)
+            if not await self.authenticator.authorize(identity, Action.SUBSCRIBE, channel):
                 answers[channel] = ChannelResume(info.epoch, info.head, False)
                 continue
-            info = await self.store.channel(channel)
             recovered = (
                 position.epoch in (None, info.epoch)
                 and info.first - 1 <= position.offset <= info.head
@@ -366,27 +623,49 @@ class RealtimeServer:
             )
             await self._process(session, oversized)
 
+    async def _expire(self, session: _Session, expires_at: float) -> None:
+        """At the token's expiry, end the connection with 4001: the client refreshes its token
+        and resumes (nothing is lost: what it sent is acked or sent again)."""
+        await trio.sleep(max(0.0, expires_at - time.time()))
+        session.ending = _fatal("token_expired", "the token expired", 4001, "token expired")
+        session.scope.cancel()
+
     async def _attach(self, session: _Session, channel: str, after: int) -> None:
-        """Replay ``channel`` after offset ``after`` to ``session`` and subscribe it, atomically
-        with respect to publishing (so no event falls between the replay and the live stream)."""
+        """Subscribe ``session`` to ``channel`` from offset ``after``: what it missed is replayed
+        from the store by its catch-up task, then it is fed live, atomically with respect to
+        publishing (so no event falls between the replay and the live stream)."""
         async with self._fanout:
-            while True:
-                events = await self.store.read(channel, after, self.config.replay_page)
-                for event in events:
-                    session.deliver(event)
-                if len(events) < self.config.replay_page:
-                    break
-                after = events[-1].offset
-            session.channels.add(channel)
+            info = await self.store.channel(channel)
+            session.attach(channel, after, info.head)
             self._subscribers.setdefault(channel, set()).add(session)
-            session.send(self.presence.state(channel))  # full state once, then diffs
+
+    def _refuse(self, seq: int, code: str, message: str) -> Error:
+        return Error(code, message, seq=seq)
+
+    def _check_event(self, event: UpstreamEvent) -> Error | None:
+        """Refuse an event no store or encoder could take (checked here, at the edge, so that it
+        never fails a commit shared with others)."""
+        limit = self.config.max_name_bytes
+        for field, name in (
+            ("channel", event.channel),
+            ("event", event.event),
+            ("idempotency_key", event.idempotency_key),
+        ):
+            if _name_too_long(name, limit):
+                return self._refuse(event.seq, "invalid_name", f"{field} is over {limit} bytes")
+        reason = check_payload(event.payload, max_depth=self.config.max_payload_depth)
+        if reason is not None:
+            return self._refuse(event.seq, "invalid_payload", reason)
+        return None
 
     async def _process(self, session: _Session, oversized: bool) -> None:
         proto = session.proto
         accepted: list[NewEvent] = []
         refusals: list[Error] = []  # sent just before the ack, so outcomes arrive in seq order
         pending_ack = False
-        assert session.user is not None
+        identity = session.identity
+        assert identity is not None
+        user = identity.user
         events = list(proto.events())
         if oversized:
             # A single event too large for max_frame_bytes is rejected on its own (its seq is
@@ -405,23 +684,29 @@ class RealtimeServer:
         for event in events:
             if isinstance(event, UpstreamEvent):
                 pending_ack = True
+                refusal = self._check_event(event)
+                if refusal is not None:
+                    refusals.append(refusal)
+                    continue
                 may = allowed.get(event.channel)
                 if may is None:
-                    may = await self.authenticator.can_publish(session.user, event.channel)
+                    may = await self.authenticator.authorize(
+                        identity, Action.PUBLISH, event.channel
+                    )
                     allowed[event.channel] = may
                 if not may:
                     refusals.append(
                         Error("forbidden", f"may not publish to {event.channel!r}", seq=event.seq)
                     )
                     continue
-                self.typing.stopped(session.user, event.channel)
+                self.typing.stopped(user, event.channel)
                 accepted.append(
                     NewEvent(
                         event.channel,
                         event.event,
                         event.payload,
                         event.timestamp,
-                        session.user,
+                        user,
                         event.idempotency_key,
                         event.seq,
                     )
@@ -440,8 +725,8 @@ class RealtimeServer:
             elif isinstance(event, Subscribe):
                 await self._subscribe(session, event)
             elif isinstance(event, Unsubscribe):
-                session.channels.discard(event.channel)
-                self._subscribers.get(event.channel, set()).discard(session)
+                session.detach(event.channel)
+                self._unsubscribe(session, event.channel)
                 session.send(Unsubscribed(event.rid, event.channel))
             elif isinstance(event, Ping):
                 session.send(event.response())
@@ -484,6 +769,38 @@ class RealtimeServer:
                 request.failed = True
                 request.done.set()
 
+    async def _store_batch(
+        self, batch: list[_CommitRequest]
+    ) -> list[tuple[_CommitRequest, list[StoredEvent | None]]]:
+        """Commit ``batch`` in one transaction; if that fails, each connection's requests on
+        their own, so that a failure stays with the connection that caused it."""
+        try:
+            results = await self.store.commit_many(
+                [(r.session.client_id or "", r.ack_seq, r.events) for r in batch]
+            )
+            return list(zip(batch, results, strict=True))
+        except Exception:
+            if len(batch) == 1:
+                logger.exception("store commit failed")
+                self._fail_commit(batch[0])
+                return []
+            logger.warning("a shared store commit failed: committing connection by connection")
+        done = []
+        for request in batch:
+            if request.session.store_failed:
+                self._fail_commit(request)
+                continue
+            try:
+                (stored,) = await self.store.commit_many(
+                    [(request.session.client_id or "", request.ack_seq, request.events)]
+                )
+            except Exception:
+                logger.exception("store commit failed")
+                self._fail_commit(request)
+                continue
+            done.append((request, stored))
+        return done
+
     async def _commit(self, batch: list[_CommitRequest]) -> None:
         # A connection whose earlier commit failed gets nothing more stored: its later events
         # committed without the failed ones would move its watermark past them, and the client's
@@ -496,20 +813,17 @@ class RealtimeServer:
             await trio.lowlevel.checkpoint()
             return
         async with self._fanout:
-            try:
-                results = await self.store.commit_many(
-                    [(r.session.client_id or "", r.ack_seq, r.events) for r in batch]
-                )
-            except Exception:
-                logger.exception("store commit failed")
-                for request in batch:
-                    self._fail_commit(request)
-                return
-            for request, stored in zip(batch, results, strict=True):
+            for request, stored in await self._store_batch(batch):
                 session = request.session
                 for refusal in request.refusals:
                     with contextlib.suppress(LocalProtocolError):  # the session closed meanwhile
                         session.send(refusal)
+                for new, event in zip(request.events, stored, strict=True):
+                    if event is None and new.seq is not None:
+                        # Stored already (by another connection of the client, or under the
+                        # same caller key): the ack says so.
+                        with contextlib.suppress(LocalProtocolError):
+                            session.proto.mark_duplicate(new.seq)
                 with contextlib.suppress(LocalProtocolError):
                     session.queue(session.proto.ack(request.ack_seq))
                 for event in stored:
@@ -519,7 +833,7 @@ class RealtimeServer:
                     if subscribers:
                         data = encode_frame(_downstream(event))  # once, for all of them
                         for subscriber in list(subscribers):
-                            subscriber.deliver_encoded(event.channel, data)
+                            subscriber.deliver_live(event.channel, event.offset, data)
                 request.done.set()
 
     def _fail_commit(self, request: _CommitRequest) -> None:
@@ -535,24 +849,55 @@ class RealtimeServer:
             session.close(1011, "store failure")
             session.scope.cancel()
 
+    def _check_presence(self, session: _Session, frame: PresenceUpdate) -> str | None:
+        """Why a presence update is refused, or ``None``: its metadata is bounded in depth and
+        bytes, and its user in entries, so that the presence state always encodes."""
+        config = self.config
+        reason = check_payload(frame.metadata, max_depth=config.max_payload_depth)
+        if reason is not None:
+            return f"metadata: {reason}"
+        if len(orjson.dumps(frame.metadata)) > config.max_presence_bytes:
+            return f"metadata is over {config.max_presence_bytes} bytes"
+        assert session.user is not None
+        if not self.presence.allows(session, session.user, frame.channel):
+            return f"at most {config.max_presence_entries} presence entries per user"
+        return None
+
     async def _meta(
         self, session: _Session, frame: PresenceUpdate | Typing | ReadReceipt | ReceiptsQuery
     ) -> None:
         """Presence, typing and read receipts (PROTOCOL.md section 5): allowed to whoever may
         subscribe to the channel."""
-        user = session.user
-        assert user is not None
+        identity = session.identity
+        assert identity is not None
+        user = identity.user
         channel = frame.channel
-        if not await self.authenticator.can_subscribe(user, channel):
-            rid = frame.rid if isinstance(frame, ReceiptsQuery) else None
+        rid = frame.rid if isinstance(frame, ReceiptsQuery) else None
+        limit = self.config.max_name_bytes
+        if _name_too_long(channel, limit):
+            session.send(Error("invalid_name", f"channel name is over {limit} bytes", rid=rid))
+            return
+        if not await self.authenticator.authorize(identity, Action.SUBSCRIBE, channel):
             session.send(Error("forbidden", f"may not use {channel!r}", rid=rid))
             return
         if isinstance(frame, PresenceUpdate):
+            reason = self._check_presence(session, frame)
+            if reason is not None:
+                session.send(Error("presence_limit", reason))
+                return
             diff = self.presence.update(session, user, channel, frame.status, frame.metadata)
             if diff is not None:
                 self._broadcast(channel, diff)
         elif isinstance(frame, Typing):
-            if self.typing.set(session, user, channel, frame.typing):
+            if (
+                frame.typing
+                and self.typing.count(session) >= self.config.max_subscriptions
+                and not self.typing.holds(session, user, channel)
+            ):
+                session.send(
+                    Error("typing_limit", f"typing in at most {self.config.max_subscriptions}")
+                )
+            elif self.typing.set(session, user, channel, frame.typing):
                 self._broadcast(channel, Typing(channel, frame.typing, user), skip_user=user)
         elif isinstance(frame, ReadReceipt):
             info = await self.store.channel(channel)
@@ -567,8 +912,21 @@ class RealtimeServer:
             session.send(Receipts(frame.rid, channel, readers))
 
     async def _subscribe(self, session: _Session, request: Subscribe) -> None:
-        assert session.user is not None
-        if not await self.authenticator.can_subscribe(session.user, request.channel):
+        identity = session.identity
+        assert identity is not None
+        config = self.config
+        if _name_too_long(request.channel, config.max_name_bytes):
+            message = f"channel name is over {config.max_name_bytes} bytes"
+            session.send(Error("invalid_name", message, rid=request.rid))
+            return
+        if (
+            request.channel not in session.channels
+            and len(session.channels) >= config.max_subscriptions
+        ):
+            message = f"at most {config.max_subscriptions} subscriptions per connection"
+            session.send(Error("too_many_subscriptions", message, rid=request.rid))
+            return
+        if not await self.authenticator.authorize(identity, Action.SUBSCRIBE, request.channel):
             session.send(
                 Error("forbidden", f"may not subscribe to {request.channel!r}", rid=request.rid)
             )

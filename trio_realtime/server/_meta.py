@@ -43,11 +43,31 @@ class _Member:
 class PresenceRegistry:
     """Who is present in which channel, through which connections."""
 
-    def __init__(self, presence_timeout: float) -> None:
+    def __init__(self, presence_timeout: float, max_entries: int | None = None) -> None:
         self.presence_timeout = presence_timeout
+        self.max_entries = max_entries
+        """Entries (channel x connection, those in their grace period included) one user may
+        hold; :meth:`update` refuses a new one past it."""
         self._channels: dict[str, dict[str, _Member]] = {}
         self._by_connection: dict[Hashable, set[tuple[str, str]]] = {}
+        self._per_user: dict[str, int] = {}
         self._counter = 0
+
+    def _added(self, user: str, count: int) -> None:
+        left = self._per_user.get(user, 0) + count
+        if left:
+            self._per_user[user] = left
+        else:
+            self._per_user.pop(user, None)
+
+    def allows(self, connection: Hashable, user: str, channel: str) -> bool:
+        """Whether an update from ``connection`` in ``channel`` stays within ``max_entries``."""
+        if self.max_entries is None:
+            return True
+        member = self._channels.get(channel, {}).get(user)
+        if member is not None and connection in member.entries:
+            return True  # replaces an entry it holds
+        return self._per_user.get(user, 0) < self.max_entries
 
     def state(self, channel: str) -> PresenceState:
         members = self._channels.get(channel, {})
@@ -69,6 +89,7 @@ class PresenceRegistry:
                 return None
             before: PresenceMember | None = member.view()
             del member.entries[connection]
+            self._added(user, -1)
             self._by_connection.get(connection, set()).discard((channel, user))
         else:
             members = self._channels.setdefault(channel, {})
@@ -77,6 +98,8 @@ class PresenceRegistry:
             if member is None:
                 member = members[user] = _Member(int(time.time() * 1000))
             self._counter += 1
+            if connection not in member.entries:
+                self._added(user, 1)
             member.entries[connection] = _Entry(status, dict(metadata), self._counter)
             self._by_connection.setdefault(connection, set()).add((channel, user))
         return self._diff(channel, user, before)
@@ -112,6 +135,7 @@ class PresenceRegistry:
                 before = member.view()
                 for key in gone:
                     del member.entries[key]
+                self._added(user, -len(gone))
                 diff = self._diff(channel, user, before)
                 if diff is not None:
                     yield diff
@@ -137,6 +161,15 @@ class TypingRegistry:
 
     def __init__(self) -> None:
         self._typing: dict[tuple[str, str], set[Hashable]] = {}
+        self._per_connection: dict[Hashable, int] = {}
+
+    def holds(self, connection: Hashable, user: str, channel: str) -> bool:
+        """Whether ``connection`` says ``user`` is typing in ``channel``."""
+        return connection in self._typing.get((channel, user), ())
+
+    def count(self, connection: Hashable) -> int:
+        """Channels in which ``connection`` says its user is typing."""
+        return self._per_connection.get(connection, 0)
 
     def set(self, connection: Hashable, user: str, channel: str, typing: bool) -> bool:
         """Record it; returns whether the user's typing flag in the channel changed or was refreshed
@@ -144,23 +177,35 @@ class TypingRegistry:
         key = (channel, user)
         connections = self._typing.get(key, set())
         if typing:
+            if connection not in connections:
+                self._per_connection[connection] = self.count(connection) + 1
             self._typing[key] = connections | {connection}
             return True
         if connection not in connections:
             return False
         connections.discard(connection)
+        self._uncount(connection)
         if connections:
             return False  # another connection of the user is still typing
         del self._typing[key]
         return True
 
+    def _uncount(self, connection: Hashable) -> None:
+        left = self.count(connection) - 1
+        if left > 0:
+            self._per_connection[connection] = left
+        else:
+            self._per_connection.pop(connection, None)
+
     def stopped(self, user: str, channel: str) -> None:
         """The user published to the channel: receivers clear the flag when the event arrives."""
-        self._typing.pop((channel, user), None)
+        for connection in self._typing.pop((channel, user), ()):
+            self._uncount(connection)
 
     def disconnected(self, connection: Hashable) -> list[tuple[str, str]]:
         """``connection`` went away; the ``(channel, user)`` flags to relay as stopped."""
         cleared = []
+        self._per_connection.pop(connection, None)
         for key, connections in list(self._typing.items()):
             if connection in connections:
                 connections.discard(connection)

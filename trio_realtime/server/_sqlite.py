@@ -27,13 +27,18 @@ __all__ = ["SqliteStore"]
 _T = TypeVar("_T")
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, ack_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clients (
+    client_id TEXT PRIMARY KEY, ack_seq INTEGER NOT NULL, user TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS channels (name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS blocks (
     channel TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, stored_at REAL NOT NULL,
     events BLOB NOT NULL, PRIMARY KEY (channel, first)
 );
-CREATE TABLE IF NOT EXISTS ikeys (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_keys (
+    user TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (user, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipts (
     channel TEXT NOT NULL, user TEXT NOT NULL, offset INTEGER NOT NULL, PRIMARY KEY (channel, user)
 ) WITHOUT ROWID;
@@ -41,6 +46,29 @@ CREATE TABLE IF NOT EXISTS receipts (
 
 # A block's events: [event, payload, timestamp, sender, idempotency_key] each, offsets first..last.
 _Row = tuple[str, Any, int, "str | None", "str | None"]
+
+
+def _migrate_identity(db: sqlite3.Connection) -> None:
+    """Earlier versions kept caller keys for all users in one table (``ikeys``), client_ids bound
+    to no user, and a ``channels`` row for every name ever subscribed to. Keys are now scoped per
+    user (the old ones, of unknown users, are dropped: they only shortened the dedup window), a
+    client_id is bound to the next user that resumes it, and channels that never held an event
+    are forgotten."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(clients)")}
+    if "user" not in columns:
+        db.execute("ALTER TABLE clients ADD COLUMN user TEXT")
+    db.execute("DROP TABLE IF EXISTS ikeys")
+    db.execute("DELETE FROM channels WHERE head = 0")
+
+
+def _store_epoch(db: sqlite3.Connection) -> str:
+    """The store's epoch: the epoch of channels created from now on (made once per database)."""
+    row = db.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()
+    if row is not None:
+        return str(row[0])
+    epoch = new_epoch()
+    db.execute("INSERT INTO meta (name, value) VALUES ('epoch', ?)", (epoch,))
+    return epoch
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -90,6 +118,7 @@ class SqliteStore(StoreBase):
         self._limiter = trio.CapacityLimiter(1)
         self._db: sqlite3.Connection | None = None
         self._next_ikey_purge = 0.0
+        self._epoch = ""
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -103,11 +132,28 @@ class SqliteStore(StoreBase):
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
             _migrate(db)
+            _migrate_identity(db)
+            self._epoch = _store_epoch(db)
             self._db = db
         return self._db
 
     async def open(self) -> None:
         await self._run(self._connect)
+
+    async def bind_client(self, client_id: str, user: str) -> bool:
+        def bind() -> bool:
+            db = self._connect()
+            db.execute(
+                "INSERT INTO clients (client_id, ack_seq, user) VALUES (?, 0, ?) "
+                "ON CONFLICT(client_id) DO UPDATE SET user = excluded.user WHERE user IS NULL",
+                (client_id, user),
+            )
+            row = db.execute(
+                "SELECT user FROM clients WHERE client_id = ?", (client_id,)
+            ).fetchone()
+            return bool(row is not None and row[0] == user)
+
+        return await self._run(bind)
 
     async def client_ack(self, client_id: str) -> int:
         def query() -> int:
@@ -120,12 +166,18 @@ class SqliteStore(StoreBase):
 
         return await self._run(query)
 
-    def _channel(self, db: sqlite3.Connection, name: str) -> tuple[str, int]:
+    def _channel(
+        self, db: sqlite3.Connection, name: str, *, create: bool = False
+    ) -> tuple[str, int]:
+        """The channel's epoch and head; a channel without a row reads as empty, under the
+        store's epoch, and gets its row (``create``) only when its first event is stored."""
         row = db.execute("SELECT epoch, head FROM channels WHERE name = ?", (name,)).fetchone()
         if row is None:
-            epoch = new_epoch()
-            db.execute("INSERT INTO channels (name, epoch, head) VALUES (?, ?, 0)", (name, epoch))
-            return epoch, 0
+            if create:
+                db.execute(
+                    "INSERT INTO channels (name, epoch, head) VALUES (?, ?, 0)", (name, self._epoch)
+                )
+            return self._epoch, 0
         return str(row[0]), int(row[1])
 
     async def commit_many(
@@ -165,7 +217,7 @@ class SqliteStore(StoreBase):
                         (name, name, now - self.retention_age, head + 1),
                     )
                 if now >= self._next_ikey_purge:  # a scan of the table: once a minute is enough
-                    db.execute("DELETE FROM ikeys WHERE at < ?", (now - self.dedup_window,))
+                    db.execute("DELETE FROM user_keys WHERE at < ?", (now - self.dedup_window,))
                     self._next_ikey_purge = now + 60
                 db.execute("COMMIT")
             except BaseException:
@@ -195,13 +247,19 @@ class SqliteStore(StoreBase):
                 continue
             key = new.idempotency_key
             if key is not None and not key.startswith(own_keys):
-                row = db.execute("SELECT at FROM ikeys WHERE key = ?", (key,)).fetchone()
+                user = new.sender or ""  # keys are the user's own: never another's
+                row = db.execute(
+                    "SELECT at FROM user_keys WHERE user = ? AND key = ?", (user, key)
+                ).fetchone()
                 if row is not None and now - row[0] < self.dedup_window:
                     stored.append(None)
                     continue
-                db.execute("INSERT OR REPLACE INTO ikeys (key, at) VALUES (?, ?)", (key, now))
+                db.execute(
+                    "INSERT OR REPLACE INTO user_keys (user, key, at) VALUES (?, ?, ?)",
+                    (user, key, now),
+                )
             channel = new.channel
-            epoch, head = heads.get(channel) or self._channel(db, channel)
+            epoch, head = heads.get(channel) or self._channel(db, channel, create=True)
             head += 1
             heads[channel] = (epoch, head)
             rows = blocks.get(channel)

@@ -65,6 +65,10 @@ class ChannelInfo:
 class Store(Protocol):
     """What the server needs from storage. Every method is atomic."""
 
+    async def bind_client(self, client_id: str, user: str) -> bool:
+        """Bind ``client_id`` to ``user`` if it is bound to no one yet; returns whether it is
+        (now) bound to ``user``. A client_id belongs to the user that first resumed it."""
+
     async def client_ack(self, client_id: str) -> int:
         """The highest seq stored (or consumed) for ``client_id``; 0 for a new client."""
 
@@ -73,8 +77,9 @@ class Store(Protocol):
     ) -> list[StoredEvent | None]:
         """In one transaction: append ``events`` to their channels and set the client's ack
         watermark to ``ack_seq``. An event whose seq is at or below the client's watermark, or
-        whose idempotency key was already stored within the dedup window, is not appended again
-        (``None`` in the result)."""
+        whose caller-chosen idempotency key its sender (the user) already used within the dedup
+        window, is not appended again (``None`` in the result). Keys of different users never
+        collide."""
 
     async def commit_many(
         self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
@@ -82,7 +87,8 @@ class Store(Protocol):
         """:meth:`commit` for several ``(client_id, ack_seq, events)`` in one transaction."""
 
     async def channel(self, channel: str) -> ChannelInfo:
-        """The channel's epoch and retained range (creating the channel if new)."""
+        """The channel's epoch and retained range. A channel that never held an event keeps no
+        row: it reads as empty, under the store's own epoch (which its first event keeps)."""
 
     async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         """Retained events with offset > ``after``, oldest first, at most ``limit``."""
@@ -130,9 +136,12 @@ class MemoryStore(StoreBase):
         retention_age: float = 7 * 24 * 3600,
         dedup_window: float = 24 * 3600,
     ) -> None:
+        self.epoch = new_epoch()
+        """Every channel's epoch: a new store (a restarted memory server) has another."""
         self._acks: dict[str, int] = {}
+        self._owners: dict[str, str] = {}
         self._logs: dict[str, _Log] = {}
-        self._keys: dict[str, float] = {}
+        self._keys: dict[tuple[str | None, str], float] = {}
         self._receipts: dict[str, dict[str, int]] = {}
         self.retention_count = retention_count
         self.retention_age = retention_age
@@ -141,8 +150,12 @@ class MemoryStore(StoreBase):
     def _log(self, channel: str) -> _Log:
         log = self._logs.get(channel)
         if log is None:
-            log = self._logs[channel] = _Log(new_epoch())
+            log = self._logs[channel] = _Log(self.epoch)
         return log
+
+    async def bind_client(self, client_id: str, user: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return self._owners.setdefault(client_id, user) == user
 
     async def client_ack(self, client_id: str) -> int:
         await trio.lowlevel.checkpoint()
@@ -168,11 +181,12 @@ class MemoryStore(StoreBase):
                 continue
             key = new.idempotency_key
             if key is not None and not key.startswith(own_keys):
-                seen = self._keys.get(key)
+                scoped = (new.sender, key)  # keys are the user's own: never another's
+                seen = self._keys.get(scoped)
                 if seen is not None and now - seen < self.dedup_window:
                     stored.append(None)
                     continue
-                self._keys[key] = now
+                self._keys[scoped] = now
             log = self._log(new.channel)
             log.head += 1
             event = StoredEvent(
@@ -198,14 +212,21 @@ class MemoryStore(StoreBase):
 
     async def channel(self, channel: str) -> ChannelInfo:
         await trio.lowlevel.checkpoint()
-        log = self._log(channel)
+        log = self._logs.get(channel)
+        if log is None:
+            return ChannelInfo(self.epoch, 0, 1)
         first = log.events[0].offset if log.events else log.head + 1
         return ChannelInfo(log.epoch, log.head, first)
 
     async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         await trio.lowlevel.checkpoint()
-        log = self._log(channel)
-        return [e for e in log.events if e.offset > after][:limit]
+        log = self._logs.get(channel)
+        if log is None:
+            return []
+        events = log.events
+        # Offsets are contiguous within the retained list: index straight to the first wanted.
+        start = 0 if not events else max(0, after + 1 - events[0].offset)
+        return events[start : start + limit]
 
     async def mark_read(self, channel: str, user: str, offset: int) -> bool:
         await trio.lowlevel.checkpoint()

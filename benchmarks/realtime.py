@@ -46,7 +46,7 @@ _T = TypeVar("_T")
 
 PAYLOAD = "x" * 200
 #: Our server's per-connection limits are for abuse, not for a benchmark driving it flat out.
-SERVER_ARGS = ("--rate-limit", "1000000", "--send-queue-size", "1000000")
+SERVER_ARGS = ("--rate-limit", "1000000", "--send-queue-bytes", str(256 * 1024 * 1024))
 CONFIG = RealtimeConfig(network_monitor=False)
 
 

@@ -266,9 +266,25 @@ def test_a_run_of_digits_in_a_string_is_left_as_it_is() -> None:
 
 def test_a_deep_message_read_again_is_a_protocol_error() -> None:
     # orjson accepts 1,000 levels; the standard library's reader may not: a ProtocolError all the same
-    deep = "[" * 1000 + "12345678901234567890" + "]" * 1000
+    deep = "[" * 1000 + "123456789012345678901234567890" + "]" * 1000
     with pytest.raises(ProtocolError):
         decode_client_message(_event(deep))
+
+
+def test_a_digit_run_in_a_string_costs_no_exact_re_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slow exact re-read runs only when orjson made a float beyond 64 bits of something:
+    digits in strings (or big integers within 64 bits) never cost it."""
+    from trio_realtime._protocol import _codec
+
+    def refuse(data: object) -> object:
+        raise AssertionError("re-read")
+
+    monkeypatch.setattr(_codec, "_loads_exact", refuse)
+    frames = decode_client_message(_event('{"id": "123456789012345678901234567890", "n": 1.5}'))
+    assert frames[0].payload == {"id": "123456789012345678901234567890", "n": 1.5}  # type: ignore[union-attr]
+    decode_client_message(_event("[12345678901234567890, -9223372036854775808]"))
+    with pytest.raises(AssertionError, match="re-read"):
+        decode_client_message(_event("123456789012345678901234567890"))
 
 
 def test_what_orjson_refuses_is_still_refused() -> None:
@@ -299,7 +315,9 @@ def _expected(value: Any) -> Any:
         return {key: _expected(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_expected(item) for item in value]
-    if type(value) is int and not MIN <= value <= MAX:
+    if type(value) is int and not MIN <= value < 2**64:
+        # orjson reads up to 2**64 - 1 as an int (check_payload refuses those over MAX); beyond,
+        # it made a float, and the message is read again exactly.
         return TooBigInteger(str(value))
     return value
 

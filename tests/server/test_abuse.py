@@ -31,10 +31,15 @@ MB = 1_000_000
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RealtimeServer]:
-    async with open_server(MemoryStore(), AllowAll()) as running:
-        yield running
+@pytest.fixture(params=["memory", "sqlite"])
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RealtimeServer]:
+    """The server on each store: the rules are the server's and the stores', for both."""
+    if request.param == "memory":
+        async with open_server(MemoryStore(), AllowAll()) as running:
+            yield running
+    else:
+        async with sqlite_server(tmp_path / "server.db") as running:
+            yield running
 
 
 @contextlib.asynccontextmanager
@@ -101,6 +106,30 @@ async def test_p1_another_user_cannot_resume_a_client_id(server: RealtimeServer)
     # Her own reconnect with it still resumes.
     async with connect(server, "alice", "cid-a") as alice_again:
         assert alice_again.seq == 4
+
+
+async def test_p1_two_users_resuming_an_unbound_client_id_cannot_share_it(
+    server: RealtimeServer,
+) -> None:
+    """A client_id is bound by its first commit. Two users who both resumed it before that (it
+    was known ahead of its first event: say, read from an old database) cannot both store
+    under it: the second one's commit is refused and its connection closed; on its next resume
+    it gets 4003. The owner's watermark is never moved by the other."""
+    async with (
+        connect(server, "alice", "cid-x") as alice,
+        connect(server, "mallory", "cid-x") as mallory,
+    ):
+        assert (await alice.publish(alice.event(payload="alice-1")))["ack_seq"] == 1
+        await mallory.send(mallory.event(payload="mallory-1"))
+        assert await mallory.closed() == 1011
+        assert is_error("internal", fatal=True)(mallory.errors()[-1])
+        ack = await alice.publish(alice.event(payload="alice-2"))
+        assert (ack["ack_seq"], ack["duplicates"]) == (2, [])
+    async with connect(server, "mallory", "cid-x", resume=False) as again:
+        await again.resume("mallory")
+        assert await again.closed() == 4003
+    events = await history(server, "room")
+    assert [e["payload"] for e in events] == ["alice-1", "alice-2"]
 
 
 # --- 2. caller idempotency keys are per user -----------------------------------------------------
@@ -544,22 +573,24 @@ async def test_names_are_limited_in_utf8_bytes(server: RealtimeServer) -> None:
 
 
 async def test_presence_entries_per_user_are_limited() -> None:
-    config = ServerConfig(max_presence_entries=3)
+    """``max_presence_entries`` counts the channels a user is present in, through any of its
+    connections: a second connection (a reconnect re-announcing) in the same channel is free."""
+    config = ServerConfig(max_presence_entries=2)
     async with (
         open_server(MemoryStore(), AllowAll(), config=config) as server,
         connect(server, "alice") as first,
         connect(server, "alice") as second,
     ):
-        await first.send(presence("p1"), presence("p2"))  # entries: (p1, first), (p2, first)
-        await second.send(presence("p1"))  # (p1, second)
+        await first.send(presence("p1"), presence("p2"))  # channels: p1, p2
+        await second.send(presence("p1"))  # p1 again, through another connection
         await first.send(presence("p1", status="away"))  # an update, not a new entry
         await first.ping()
         await second.ping()
-        await second.send(presence("p3"))  # a fourth entry
+        await second.send(presence("p3"))  # a third channel
         await second.ping()
         assert first.errors() == []
         assert [f["code"] for f in second.errors()] == ["presence_limit"]
-        await first.send(presence("p1", status="offline"))  # frees one
+        await first.send(presence("p2", status="offline"))  # alice leaves p2: frees one
         await first.ping()
         await second.send(presence("p3"))
         await second.ping()

@@ -170,3 +170,103 @@ async def test_a_database_of_the_one_row_per_event_layout_is_moved_into_blocks(
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     db.close()
     assert "events" not in tables
+
+
+async def test_a_client_id_is_bound_to_the_sender_of_its_first_commit(make: Any) -> None:
+    store = make()
+    assert await store.bind_client("c1", "bob")  # unknown: nobody owns it yet, nothing written
+    await store.commit("c1", 1, [NewEvent("ch", "e", 1, 1, "alice", "c1:1", 1)])
+    assert await store.bind_client("c1", "alice")
+    assert not await store.bind_client("c1", "bob")
+    if isinstance(store, SqliteStore):
+        import sqlite3
+
+        db = sqlite3.connect(store.path)
+        rows = db.execute("SELECT client_id, user FROM clients").fetchall()
+        db.close()
+        assert rows == [("c1", "alice")]  # the resume of "c1" by bob left no row
+    await store.aclose()
+
+
+async def test_caller_keys_are_scoped_per_user(make: Any) -> None:
+    store = make()
+    (alice,) = await store.commit("a", 1, [NewEvent("ch", "e", 1, 1, "alice", "order-1", 1)])
+    (bob,) = await store.commit("b", 1, [NewEvent("ch", "e", 2, 2, "bob", "order-1", 1)])
+    (again,) = await store.commit("a2", 1, [NewEvent("ch", "e", 3, 3, "alice", "order-1", 1)])
+    assert alice is not None  # the same key from two users: two events
+    assert bob is not None
+    assert again is None  # alice's key again, from another of her clients: a duplicate
+    await store.aclose()
+
+
+async def test_an_earlier_database_binds_client_ids_to_the_senders_of_their_events(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    import orjson
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE clients (client_id TEXT PRIMARY KEY, ack_seq INTEGER NOT NULL);
+        CREATE TABLE channels (name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL);
+        CREATE TABLE blocks (
+            channel TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
+            stored_at REAL NOT NULL, events BLOB NOT NULL, PRIMARY KEY (channel, first)
+        );
+        CREATE TABLE ikeys (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+        INSERT INTO clients VALUES ('cid-a', 1), ('cid-b', 1), ('cid-quiet', 3);
+        INSERT INTO channels VALUES ('ch', 'e0', 2), ('!', 'e2', 1), ('never-used', 'e1', 0);
+        INSERT INTO ikeys VALUES ('order-1', 1e12);
+        """
+    )
+    block = orjson.dumps([["e", {"n": 1}, 1, "alice", "cid-a:1"], ["e", 2, 2, "bob", "cid-b:1"]])
+    db.execute("INSERT INTO blocks VALUES ('ch', 1, 2, 1e12, ?)", (block,))
+    # Caller keys were free-form: mallory published under bob's default key, in a channel that
+    # sorts first. A client_id with events of two senders belongs to no one who can resume it.
+    forged = orjson.dumps([["e", 0, 1, "mallory", "cid-b:2"]])
+    db.execute("INSERT INTO blocks VALUES ('!', 1, 1, 1e12, ?)", (forged,))
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    assert not await store.bind_client("cid-a", "bob")  # seen in alice's default keys: hers
+    assert await store.bind_client("cid-a", "alice")
+    assert await store.client_ack("cid-a") == 1
+    assert not await store.bind_client("cid-b", "mallory")  # contested: refused (4003) to all
+    assert not await store.bind_client("cid-b", "bob")
+    await store.aclose()
+    db = sqlite3.connect(path)
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    channels = db.execute("SELECT name FROM channels").fetchall()
+    db.close()
+    assert "ikeys" not in tables
+    assert sorted(channels) == [("!",), ("ch",)]  # the one that never held an event is forgotten
+
+
+async def test_what_one_commit_appends_is_kept_in_bounded_blocks(tmp_path: Path) -> None:
+    """A read decodes the blocks it touches whole: one commit of 3 MB is kept in blocks of at
+    most BLOCK_BYTES (or one larger event), and reads anywhere in it come back right."""
+    import sqlite3
+
+    from trio_realtime.server._sqlite import BLOCK_BYTES
+
+    store = SqliteStore(tmp_path / "s.db")
+    blob = "x" * 30_000
+    events = [NewEvent("ch", "e", {"n": n, "blob": blob}, n, "u", None) for n in range(100)]
+    events.append(NewEvent("ch", "e", {"n": 100, "blob": "y" * (BLOCK_BYTES * 2)}, 100, "u", None))
+    await store.commit("c1", 101, events)
+    for after in (0, 7, 8, 9, 55, 99):
+        got = await store.read("ch", after, 3)
+        assert [e.offset for e in got] == list(range(after + 1, min(after + 4, 102)))
+        assert [e.payload["n"] for e in got] == [e.offset - 1 for e in got]
+    await store.aclose()
+    db = sqlite3.connect(tmp_path / "s.db")
+    blocks = db.execute("SELECT first, last, length(events) FROM blocks ORDER BY first").fetchall()
+    db.close()
+    assert len(blocks) > 10
+    assert [b[0] for b in blocks[1:]] == [b[1] + 1 for b in blocks[:-1]]  # contiguous
+    assert (blocks[0][0], blocks[-1][1]) == (1, 101)
+    assert all(size <= BLOCK_BYTES for _, _, size in blocks[:-1])
+    assert blocks[-1][:2] == (101, 101)  # the lone large event: a block of its own

@@ -507,6 +507,30 @@ def _exact_int(literal: str) -> int | TooBigInteger:
     return TooBigInteger(literal)
 
 
+def _has_huge_float(obj: Any) -> bool:
+    """Whether ``obj`` holds a float of integral value beyond 64 bits: what orjson makes of an
+    integer literal too big for 64 bits (and of a float such as ``1e300``). Only then is the
+    message read again, exactly: a run of digits inside a string costs this walk, not a
+    re-read (the re-read reads ~10x slower than orjson, which a client could otherwise make
+    the server pay on every message)."""
+    stack = [obj]
+    pop = stack.pop
+    extend = stack.extend
+    while stack:
+        value = pop()
+        kind = type(value)
+        if kind is dict:
+            extend(value.values())
+        elif kind is list:
+            extend(value)
+        elif kind is float and (value >= _TWO_63 or value <= -_TWO_63) and value.is_integer():
+            return True
+    return False
+
+
+_TWO_63 = float(2**63)
+
+
 def _loads_exact(data: bytes | bytearray | memoryview | str) -> Any:
     """``data``, which orjson has read already (so it is valid JSON, without NaN, Infinity or lone
     surrogates), read again by the standard library, with :class:`TooBigInteger` for each integer
@@ -532,7 +556,7 @@ def _decode_message(
         raise ProtocolError(f"message is not valid JSON: {exc}") from None
     except TypeError:
         raise ProtocolError(f"message must be bytes or str, not {type(data).__name__}") from None
-    if types is _CLIENT_TYPES and _may_hold_big_integer(data):
+    if types is _CLIENT_TYPES and _may_hold_big_integer(data) and _has_huge_float(obj):
         obj = _loads_exact(data)
     if type(obj) is list:
         if not obj:

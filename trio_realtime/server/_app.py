@@ -48,7 +48,7 @@ from .._transports import Transport, TransportClosed
 from .._transports._websocket import RECEIVE_BUFFER_BYTES, SUBPROTOCOL, WebSocketTransport
 from ._auth import Action, Authenticator, Identity
 from ._meta import PresenceRegistry, TypingRegistry
-from ._store import NewEvent, Store, StoredEvent
+from ._store import ClientIdTaken, NewEvent, Store, StoredEvent
 
 __all__ = ["RealtimeServer", "ServerConfig", "open_server", "serve"]
 
@@ -61,6 +61,8 @@ _MAX_INFLIGHT = 16
 #: by one frame at most (trio-websocket clients refuse messages over 1 MiB by default).
 _BATCH_FRAMES = 500
 _BATCH_BYTES = 256 * 1024
+#: Events the first catch-up read of a connection asks for (before it knows their size).
+_FIRST_PAGE = 8
 
 
 @attrs.frozen(kw_only=True)
@@ -209,9 +211,9 @@ class _Session:
         """Commits asked for by this connection and not yet seen done, oldest first."""
         self.store_failed = False
         self._writer_done = trio.Event()
-        self._event_bytes = 1024.0
-        """A moving average of the size of the events sent or skipped: how many a catch-up
-        page holds without passing the queue's limit."""
+        self._page = min(_FIRST_PAGE, server.config.replay_page)
+        """Events the next catch-up read asks for: few at first, then as many as fill half
+        the queue at the size of the last page's events."""
 
     @property
     def user(self) -> str | None:
@@ -224,15 +226,17 @@ class _Session:
         self._changed.set()
         self._changed = trio.Event()
 
-    def queue(self, data: bytes) -> None:
+    def queue(self, data: bytes, *, answer: bool = True) -> None:
         """Queue a message that must not be skipped (an answer, an ack, an error). A client
-        that lets these pile up past twice ``send_queue_bytes`` is not reading: closed 4029."""
+        that lets answers pile up past twice ``send_queue_bytes`` is not reading what it asks
+        for: closed 4029. (``answer=False``: a presence state sent on going live, which a
+        reader that keeps reading may find behind a full queue.)"""
         if self.close_code is not None:
             return
         self._out.append(data)
         self.out_bytes += len(data)
         self._wake()
-        if self.out_bytes > 2 * self._limit:
+        if answer and self.out_bytes > 2 * self._limit:
             self.too_slow("send queue full")
 
     def too_slow(self, reason: str) -> None:
@@ -267,7 +271,6 @@ class _Session:
             return
         if self.close_code is not None:
             return
-        self._event_bytes += (len(data) - self._event_bytes) / 16
         if self.out_bytes + len(data) > self._limit:
             self.start_lagging(channel)
             return
@@ -302,7 +305,8 @@ class _Session:
             self._lag_changed()
         else:
             self.lagging.pop(channel, None)
-            self.send(self.server.presence.state(channel))  # full state once, then diffs
+            state = self.proto.send(self.server.presence.state(channel))
+            self.queue(state, answer=False)  # full state once, then diffs
 
     def detach(self, channel: str) -> None:
         self.channels.discard(channel)
@@ -344,58 +348,73 @@ class _Session:
         await self._writer_done.wait()
 
     async def catch_up(self) -> None:
-        """Feed lagging channels from the store, a page at a time, whenever the queue is at
-        most half full; a channel that reached the head goes live again."""
-        server = self.server
-        store = server.store
-        while True:
-            while not self.lagging or self.out_bytes > self._limit // 2:
+        """Feed lagging channels from the store, a page at a time and in turn, whenever the queue
+        is at most half full; a channel that reached the head goes live again."""
+        try:
+            while True:
+                while not self.lagging or self.out_bytes > self._limit // 2:
+                    if self.close_code is not None:
+                        return
+                    await self._changed.wait()
                 if self.close_code is not None:
                     return
-                await self._changed.wait()
-            if self.close_code is not None:
+                await self._catch_up_page()
+        except Exception:
+            # A store that fails to read: this connection cannot be fed; the client resumes.
+            logger.exception("reading the store for a subscriber failed")
+            with contextlib.suppress(LocalProtocolError):
+                self.send(Error("internal", "the server could not read the channel", fatal=True))
+            self.close(1011, "store failure")
+            self.scope.cancel()
+
+    async def _catch_up_page(self) -> None:
+        """One page of the first lagging channel (what it read is dropped on return, so no page
+        is held while the queue drains)."""
+        server = self.server
+        store = server.store
+        channel, after = next(iter(self.lagging.items()))
+        events = await store.read(channel, after, self._page)
+        if self.lagging.get(channel) != after:
+            return  # unsubscribed (or resubscribed) meanwhile
+        if events and (not self._queue_replay(channel, events) or len(events) == self._page):
+            return  # more to read, after the queue drained
+        # As far as the store had: go live under the fan-out lock (no commit can land between
+        # the last read and the switch).
+        async with server._fanout:
+            position = self.lagging.get(channel)
+            if position is None:
                 return
-            # A page fills at most half the queue (events may be up to max_frame_bytes each).
-            page = max(1, min(server.config.replay_page, int(self._limit / 2 / self._event_bytes)))
-            channel, after = next(iter(self.lagging.items()))
-            events = await store.read(channel, after, page)
-            if self.lagging.get(channel) != after:
-                continue  # unsubscribed (or resubscribed) meanwhile
-            if events:
-                self._queue_replay(channel, events)
-                if len(events) == page:
-                    continue
-            # As far as the store had: go live under the fan-out lock (no commit can land
-            # between the last read and the switch).
-            async with server._fanout:
-                position = self.lagging.get(channel)
-                if position is None:
-                    continue
-                events = await store.read(channel, position, page)
-                if self.lagging.get(channel) != position:
-                    continue
-                if events and not self._queue_replay(channel, events):
-                    continue  # the queue filled before the end: the rest after it drains
-                if len(events) < page and self.close_code is None:
-                    del self.lagging[channel]
-                    with contextlib.suppress(LocalProtocolError):
-                        self.send(server.presence.state(channel))
+            events = await store.read(channel, position, self._page)
+            if self.lagging.get(channel) != position:
+                return
+            if events and (not self._queue_replay(channel, events) or len(events) == self._page):
+                return
+            if self.close_code is None:
+                del self.lagging[channel]
+                with contextlib.suppress(LocalProtocolError):
+                    self.queue(self.proto.send(server.presence.state(channel)), answer=False)
 
     def _queue_replay(self, channel: str, events: list[StoredEvent]) -> bool:
-        """Queue ``events`` of a lagging channel while the queue has room (one at least);
-        returns whether all of them were queued."""
+        """Queue ``events`` of a lagging channel while the queue has room (one at least), and
+        size the next page by them; returns whether all of them were queued. The channel goes
+        to the back of the line, so that lagging channels are served in turn."""
         if self.close_code is not None:
             self.lagging.clear()
             return False
         queued = 0
+        size = 0
         for event in events:
             data = encode_frame(_downstream(event))
+            size += len(data)
             if queued and self.out_bytes + len(data) > self._limit:
                 break
-            self._event_bytes += (len(data) - self._event_bytes) / 16
             self._out.append(data)
             self.out_bytes += len(data)
             queued += 1
+        # A page fills at most half the queue: events may be up to max_frame_bytes each.
+        average = size / (queued + (queued < len(events)))
+        self._page = max(1, min(self.server.config.replay_page, int(self._limit / 2 / average)))
+        del self.lagging[channel]
         self.positions[channel] = self.lagging[channel] = events[queued - 1].offset
         self._wake()
         return queued == len(events)
@@ -496,6 +515,10 @@ class RealtimeServer:
                         closing = exc
                     except TransportClosed:
                         session.close(1000, "")
+                    except Exception:
+                        # A store (or authenticator) that failed: this connection only.
+                        logger.exception("serving a connection failed")
+                        closing = _fatal("internal", "the server failed", 1011, "internal error")
                 closing = closing or session.ending
                 if closing is not None:
                     with trio.move_on_after(5):  # bounded by one store transaction
@@ -771,35 +794,43 @@ class RealtimeServer:
 
     async def _store_batch(
         self, batch: list[_CommitRequest]
-    ) -> list[tuple[_CommitRequest, list[StoredEvent | None]]]:
-        """Commit ``batch`` in one transaction; if that fails, each connection's requests on
-        their own, so that a failure stays with the connection that caused it."""
+    ) -> tuple[list[tuple[_CommitRequest, list[StoredEvent | None]]], list[_CommitRequest]]:
+        """Commit ``batch`` in one transaction; if that fails, request by request, so that a
+        failure stays with the connection that caused it. Returns what was stored, and the
+        requests that failed (with every later one of their connections)."""
         try:
             results = await self.store.commit_many(
                 [(r.session.client_id or "", r.ack_seq, r.events) for r in batch]
             )
-            return list(zip(batch, results, strict=True))
+            return list(zip(batch, results, strict=True)), []
         except Exception:
             if len(batch) == 1:
                 logger.exception("store commit failed")
-                self._fail_commit(batch[0])
-                return []
-            logger.warning("a shared store commit failed: committing connection by connection")
+                return [], batch
+            logger.warning("a shared store commit failed: committing request by request")
         done = []
+        failed: list[_CommitRequest] = []
+        failing: set[_Session] = set()
         for request in batch:
-            if request.session.store_failed:
-                self._fail_commit(request)
+            if request.session in failing:
+                failed.append(request)
                 continue
             try:
                 (stored,) = await self.store.commit_many(
                     [(request.session.client_id or "", request.ack_seq, request.events)]
                 )
+            except ClientIdTaken:
+                logger.warning("a commit for a client_id of another user was refused")
+                failing.add(request.session)
+                failed.append(request)
+                continue
             except Exception:
                 logger.exception("store commit failed")
-                self._fail_commit(request)
+                failing.add(request.session)
+                failed.append(request)
                 continue
             done.append((request, stored))
-        return done
+        return done, failed
 
     async def _commit(self, batch: list[_CommitRequest]) -> None:
         # A connection whose earlier commit failed gets nothing more stored: its later events
@@ -813,7 +844,8 @@ class RealtimeServer:
             await trio.lowlevel.checkpoint()
             return
         async with self._fanout:
-            for request, stored in await self._store_batch(batch):
+            done, failed = await self._store_batch(batch)
+            for request, stored in done:
                 session = request.session
                 for refusal in request.refusals:
                     with contextlib.suppress(LocalProtocolError):  # the session closed meanwhile
@@ -835,6 +867,9 @@ class RealtimeServer:
                         for subscriber in list(subscribers):
                             subscriber.deliver_live(event.channel, event.offset, data)
                 request.done.set()
+            # After the outcomes of what was stored, so that those reach their clients first.
+            for request in failed:
+                self._fail_commit(request)
 
     def _fail_commit(self, request: _CommitRequest) -> None:
         """The events of ``request`` were not stored: close its connection with 1011 (the client
@@ -901,10 +936,8 @@ class RealtimeServer:
                 self._broadcast(channel, Typing(channel, frame.typing, user), skip_user=user)
         elif isinstance(frame, ReadReceipt):
             info = await self.store.channel(channel)
-            if frame.offset > info.head:
-                session.send(
-                    Error("invalid_receipt", f"{channel!r} has no offset {frame.offset} yet")
-                )
+            if not 1 <= frame.offset <= info.head:  # so no row is kept for a name never used
+                session.send(Error("invalid_receipt", f"{channel!r} has no offset {frame.offset}"))
             elif await self.store.mark_read(channel, user, frame.offset):
                 self._broadcast(channel, ReadReceipt(channel, frame.offset, user))
         else:
@@ -919,10 +952,8 @@ class RealtimeServer:
             message = f"channel name is over {config.max_name_bytes} bytes"
             session.send(Error("invalid_name", message, rid=request.rid))
             return
-        if (
-            request.channel not in session.channels
-            and len(session.channels) >= config.max_subscriptions
-        ):
+        resubscribe = request.channel in session.channels
+        if not resubscribe and len(session.channels) >= config.max_subscriptions:
             message = f"at most {config.max_subscriptions} subscriptions per connection"
             session.send(Error("too_many_subscriptions", message, rid=request.rid))
             return
@@ -940,6 +971,11 @@ class RealtimeServer:
                 and info.first - 1 <= request.offset <= info.head
             )
             after = request.offset if recovered else info.head
+        if resubscribe:
+            # Stop the live feed first: an event fanned out after ``subscribed`` and before
+            # the replay would arrive ahead of older ones.
+            session.detach(request.channel)
+            self._unsubscribe(session, request.channel)
         session.send(Subscribed(request.rid, request.channel, info.epoch, info.head, recovered))
         await self._attach(session, request.channel, after)
 
@@ -993,13 +1029,16 @@ async def open_server(
                     host,
                     port,
                     ssl_context,
-                    # Up to 4x is read, so a lone oversized event is rejected by itself (see
-                    # _process); beyond that, trio-websocket closes with 1009.
-                    max_message_size=4 * server.config.max_frame_bytes,
+                    # Up to 2x is read, so a lone oversized event is rejected by itself (see
+                    # _process); beyond that, trio-websocket closes with 1009. It counts text
+                    # in characters (up to 4 bytes each, and 4 bytes each in a Python str), so
+                    # a connection holds at most (2 queued + 1 being read) x 2 x 4 x
+                    # max_frame_bytes of messages not yet processed: 24 MiB by default.
+                    max_message_size=2 * server.config.max_frame_bytes,
                     receive_buffer_size=RECEIVE_BUFFER_BYTES,
                     connect_timeout=server.config.handshake_timeout,
                     disconnect_timeout=2,
-                    message_queue_size=64,
+                    message_queue_size=2,
                     task_status=task_status,
                 )
             )

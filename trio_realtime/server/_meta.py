@@ -46,8 +46,9 @@ class PresenceRegistry:
     def __init__(self, presence_timeout: float, max_entries: int | None = None) -> None:
         self.presence_timeout = presence_timeout
         self.max_entries = max_entries
-        """Entries (channel x connection, those in their grace period included) one user may
-        hold; :meth:`update` refuses a new one past it."""
+        """Channels one user may be present in at once (through any of its connections, those
+        in their grace period included); :meth:`update` refuses a new channel past it. A
+        reconnect that re-announces a channel the user is still present in is no new entry."""
         self._channels: dict[str, dict[str, _Member]] = {}
         self._by_connection: dict[Hashable, set[tuple[str, str]]] = {}
         self._per_user: dict[str, int] = {}
@@ -62,11 +63,8 @@ class PresenceRegistry:
 
     def allows(self, connection: Hashable, user: str, channel: str) -> bool:
         """Whether an update from ``connection`` in ``channel`` stays within ``max_entries``."""
-        if self.max_entries is None:
-            return True
-        member = self._channels.get(channel, {}).get(user)
-        if member is not None and connection in member.entries:
-            return True  # replaces an entry it holds
+        if self.max_entries is None or user in self._channels.get(channel, {}):
+            return True  # present there already (this connection's entry or another's)
         return self._per_user.get(user, 0) < self.max_entries
 
     def state(self, channel: str) -> PresenceState:
@@ -89,7 +87,6 @@ class PresenceRegistry:
                 return None
             before: PresenceMember | None = member.view()
             del member.entries[connection]
-            self._added(user, -1)
             self._by_connection.get(connection, set()).discard((channel, user))
         else:
             members = self._channels.setdefault(channel, {})
@@ -97,9 +94,8 @@ class PresenceRegistry:
             before = member.view() if member else None
             if member is None:
                 member = members[user] = _Member(int(time.time() * 1000))
-            self._counter += 1
-            if connection not in member.entries:
                 self._added(user, 1)
+            self._counter += 1
             member.entries[connection] = _Entry(status, dict(metadata), self._counter)
             self._by_connection.setdefault(connection, set()).add((channel, user))
         return self._diff(channel, user, before)
@@ -135,19 +131,19 @@ class PresenceRegistry:
                 before = member.view()
                 for key in gone:
                     del member.entries[key]
-                self._added(user, -len(gone))
-                diff = self._diff(channel, user, before)
+                diff = self._diff(channel, user, before)  # drops an empty channel
                 if diff is not None:
                     yield diff
-            if not members:
-                del self._channels[channel]
 
     def _diff(self, channel: str, user: str, before: PresenceMember | None) -> PresenceDiff | None:
         members = self._channels[channel]
         member = members.get(user)
         if member is not None and not member.entries:
             del members[user]
+            self._added(user, -1)
             member = None
+            if not members:
+                del self._channels[channel]  # nothing of an empty channel is kept
         after = member.view() if member else None
         if after is None:
             return PresenceDiff(channel, leaves={user: before}) if before is not None else None

@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
 import trio
 
-from ._store import ChannelInfo, NewEvent, StoreBase, StoredEvent, new_epoch
+from ._store import ChannelInfo, ClientIdTaken, NewEvent, StoreBase, StoredEvent, new_epoch
 
 __all__ = ["SqliteStore"]
 
@@ -47,16 +47,71 @@ CREATE TABLE IF NOT EXISTS receipts (
 # A block's events: [event, payload, timestamp, sender, idempotency_key] each, offsets first..last.
 _Row = tuple[str, Any, int, "str | None", "str | None"]
 
+#: A block holds at most this many bytes of events (or one event, if larger): a read decodes the
+#: blocks it touches whole, so what one transaction wrote (tens of MB under load, with large
+#: events) must not be one block.
+BLOCK_BYTES = 256 * 1024
+
+
+def _split(rows: list[_Row], first: int) -> Iterator[tuple[int, int, bytes]]:
+    """``rows`` (offsets from ``first``) as blocks ``(first, last, encoded)`` of at most
+    :data:`BLOCK_BYTES` each, but for a lone larger event."""
+    whole = orjson.dumps(rows)
+    if len(whole) <= BLOCK_BYTES:  # the common case: one encoding, one block
+        yield first, first + len(rows) - 1, whole
+        return
+    parts: list[bytes] = []
+    size = 0
+    start = first
+    for offset, row in enumerate(rows, first):
+        data = orjson.dumps(row)
+        if parts and size + len(data) > BLOCK_BYTES:
+            yield start, offset - 1, b"[" + b",".join(parts) + b"]"
+            parts, size, start = [], 0, offset
+        parts.append(data)
+        size += len(data) + 1
+    yield start, first + len(rows) - 1, b"[" + b",".join(parts) + b"]"
+
+
+#: The owner of a client_id that an upgraded database cannot attribute to one user.
+CONTESTED = "\x00contested"
+
 
 def _migrate_identity(db: sqlite3.Connection) -> None:
     """Earlier versions kept caller keys for all users in one table (``ikeys``), client_ids bound
-    to no user, and a ``channels`` row for every name ever subscribed to. Keys are now scoped per
-    user (the old ones, of unknown users, are dropped: they only shortened the dedup window), a
-    client_id is bound to the next user that resumes it, and channels that never held an event
-    are forgotten."""
+    to no user, and a ``channels`` row for every name ever subscribed to. Caller keys are now
+    scoped per user: the old ones, of unknown users, are dropped (an event sent again under such
+    a key within the old dedup window is stored again). Each client_id is bound to the sender of
+    the retained events published under its default keys (``{client_id}:{seq}``), or to no one if
+    they have several senders (:data:`CONTESTED`); one with none retained is bound by its next
+    commit. Channels that never held an event are forgotten."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(clients)")}
     if "user" not in columns:
-        db.execute("ALTER TABLE clients ADD COLUMN user TEXT")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("ALTER TABLE clients ADD COLUMN user TEXT")
+            owners: dict[str, str] = {}
+            for (data,) in db.execute("SELECT events FROM blocks ORDER BY channel, first"):
+                for _, _, _, sender, key in orjson.loads(data):
+                    # Caller keys were free-form then: someone may have published under
+                    # another's default key. A client_id with events of several senders is
+                    # bound to no one who can resume it (refused with 4003, never taken).
+                    client_id, _, seq = (key or "").rpartition(":")
+                    if (
+                        client_id
+                        and sender
+                        and seq.isdigit()
+                        and owners.setdefault(client_id, sender) != sender
+                    ):
+                        owners[client_id] = CONTESTED
+            db.executemany(
+                "UPDATE clients SET user = ? WHERE client_id = ? AND user IS NULL",
+                ((user, client_id) for client_id, user in owners.items()),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
     db.execute("DROP TABLE IF EXISTS ikeys")
     db.execute("DELETE FROM channels WHERE head = 0")
 
@@ -142,16 +197,14 @@ class SqliteStore(StoreBase):
 
     async def bind_client(self, client_id: str, user: str) -> bool:
         def bind() -> bool:
-            db = self._connect()
-            db.execute(
-                "INSERT INTO clients (client_id, ack_seq, user) VALUES (?, 0, ?) "
-                "ON CONFLICT(client_id) DO UPDATE SET user = excluded.user WHERE user IS NULL",
-                (client_id, user),
+            # Read only: the binding is written by the client's first commit, so that a resume
+            # that stores nothing leaves no row (a client_id is secret until its first event).
+            row = (
+                self._connect()
+                .execute("SELECT user FROM clients WHERE client_id = ?", (client_id,))
+                .fetchone()
             )
-            row = db.execute(
-                "SELECT user FROM clients WHERE client_id = ?", (client_id,)
-            ).fetchone()
-            return bool(row is not None and row[0] == user)
+            return row is None or row[0] is None or row[0] == user
 
         return await self._run(bind)
 
@@ -196,9 +249,12 @@ class SqliteStore(StoreBase):
                 for name, (_, head) in heads.items():
                     db.execute("UPDATE channels SET head = ? WHERE name = ?", (head, name))
                     rows = blocks[name]
-                    db.execute(
+                    db.executemany(
                         "INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
-                        (name, head - len(rows) + 1, head, now, orjson.dumps(rows)),
+                        (
+                            (name, first, last, now, data)
+                            for first, last, data in _split(rows, head - len(rows) + 1)
+                        ),
                     )
                     # Whole blocks past the count limit go; read() and channel() hide the rest
                     # of a block that straddles it. (first <= cut adds nothing but lets SQLite
@@ -238,8 +294,13 @@ class SqliteStore(StoreBase):
         events: Sequence[NewEvent],
     ) -> list[StoredEvent | None]:
         stored: list[StoredEvent | None] = []
-        row = db.execute("SELECT ack_seq FROM clients WHERE client_id = ?", (client_id,)).fetchone()
+        row = db.execute(
+            "SELECT ack_seq, user FROM clients WHERE client_id = ?", (client_id,)
+        ).fetchone()
         watermark = int(row[0]) if row else 0
+        owner = next((new.sender for new in events if new.sender is not None), None)
+        if row is not None and row[1] is not None and owner not in (None, row[1]):
+            raise ClientIdTaken(client_id)
         own_keys = f"{client_id}:"  # keys the client library made: its seqs dedup those
         for new in events:
             if new.seq is not None and new.seq <= watermark:
@@ -272,9 +333,10 @@ class SqliteStore(StoreBase):
                 )
             )
         db.execute(
-            "INSERT INTO clients (client_id, ack_seq) VALUES (?, ?) "
-            "ON CONFLICT(client_id) DO UPDATE SET ack_seq = max(ack_seq, excluded.ack_seq)",
-            (client_id, ack_seq),
+            "INSERT INTO clients (client_id, ack_seq, user) VALUES (?, ?, ?) "
+            "ON CONFLICT(client_id) DO UPDATE SET ack_seq = max(ack_seq, excluded.ack_seq), "
+            "user = coalesce(user, excluded.user)",
+            (client_id, ack_seq, owner),
         )
         return stored
 

@@ -13,6 +13,7 @@ import trio
 
 __all__ = [
     "ChannelInfo",
+    "ClientIdTaken",
     "MemoryStore",
     "NewEvent",
     "Store",
@@ -24,6 +25,15 @@ __all__ = [
 
 def new_epoch() -> str:
     return secrets.token_hex(6)
+
+
+class ClientIdTaken(Exception):
+    """A commit for a client_id bound to another user (two users resumed a client_id no one
+    owned yet, and the other committed first): nothing of it is stored."""
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"client_id {client_id[:40]!r} belongs to another user")
+        self.client_id = client_id
 
 
 @attrs.frozen
@@ -66,8 +76,9 @@ class Store(Protocol):
     """What the server needs from storage. Every method is atomic."""
 
     async def bind_client(self, client_id: str, user: str) -> bool:
-        """Bind ``client_id`` to ``user`` if it is bound to no one yet; returns whether it is
-        (now) bound to ``user``. A client_id belongs to the user that first resumed it."""
+        """Whether ``user`` may resume ``client_id``: it is bound to no one yet, or to ``user``.
+        A client_id is bound to the sender of its first stored events (by ``commit``), before
+        which no one else can have seen it (it shows only inside default idempotency keys)."""
 
     async def client_ack(self, client_id: str) -> int:
         """The highest seq stored (or consumed) for ``client_id``; 0 for a new client."""
@@ -155,7 +166,7 @@ class MemoryStore(StoreBase):
 
     async def bind_client(self, client_id: str, user: str) -> bool:
         await trio.lowlevel.checkpoint()
-        return self._owners.setdefault(client_id, user) == user
+        return self._owners.get(client_id, user) == user  # bound by its first commit
 
     async def client_ack(self, client_id: str) -> int:
         await trio.lowlevel.checkpoint()
@@ -164,6 +175,14 @@ class MemoryStore(StoreBase):
     async def commit_many(
         self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
     ) -> list[list[StoredEvent | None]]:
+        # All or nothing, as a transaction: the checks that can fail run before any change.
+        owners: dict[str, str] = {}
+        for client_id, _, events in batch:
+            owner = next((new.sender for new in events if new.sender is not None), None)
+            if owner is not None:
+                bound = owners.setdefault(client_id, self._owners.get(client_id, owner))
+                if bound != owner:
+                    raise ClientIdTaken(client_id)
         results = [self._commit(*request) for request in batch]
         await trio.lowlevel.checkpoint()
         return results
@@ -174,6 +193,9 @@ class MemoryStore(StoreBase):
         now = time.time()
         stored: list[StoredEvent | None] = []
         watermark = self._acks.get(client_id, 0)
+        owner = next((new.sender for new in events if new.sender is not None), None)
+        if owner is not None:
+            self._owners.setdefault(client_id, owner)  # checked by commit_many
         own_keys = f"{client_id}:"  # keys the client library made: its seqs dedup those
         for new in events:
             if new.seq is not None and new.seq <= watermark:
@@ -230,10 +252,9 @@ class MemoryStore(StoreBase):
 
     async def mark_read(self, channel: str, user: str, offset: int) -> bool:
         await trio.lowlevel.checkpoint()
-        readers = self._receipts.setdefault(channel, {})
-        if offset <= readers.get(user, 0):
+        if offset <= self._receipts.get(channel, {}).get(user, 0):
             return False
-        readers[user] = offset
+        self._receipts.setdefault(channel, {})[user] = offset
         return True
 
     async def receipts(self, channel: str) -> dict[str, int]:

@@ -1,0 +1,181 @@
+"""Slow readers: lagging channels are fed from the store in turn, in pages sized to the queue, and
+presence bookkeeping keeps nothing of a channel no one is present in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trio_realtime._protocol import PresenceStatus
+from trio_realtime.server import AllowAll, MemoryStore, ServerConfig, SqliteStore, open_server
+from trio_realtime.server._meta import PresenceRegistry
+from trio_realtime.server._store import StoredEvent
+
+from ._raw import connect
+
+MiB = 1024 * 1024
+
+
+async def test_lagging_channels_are_served_in_turn() -> None:
+    """A busy channel that stays behind does not starve another lagging channel of the same
+    subscriber (both are fed from the store, a page each in turn)."""
+    config = ServerConfig(send_queue_bytes=256 * 1024, rate_limit=10_000)
+    store = MemoryStore(retention_count=1_000_000)
+    async with (
+        open_server(store, AllowAll(), config=config) as server,
+        connect(server, "sub") as sub,
+        connect(server, "pub") as pub,
+    ):
+        sub.keep_events = False
+        await sub.subscribe("A")
+        await sub.subscribe("B")
+        got_b = trio.Event()
+        a_behind = trio.Event()
+        got_a = 0
+
+        async def read() -> None:
+            nonlocal got_a
+            while (frame := await sub.next()) is not None:
+                if frame.get("type") == "event":
+                    if frame["channel"] == "B":
+                        got_b.set()
+                    else:
+                        got_a += 1
+                        if got_a == 500:  # A is lagging by now (its flood outgrows the queue)
+                            a_behind.set()
+                await trio.sleep(0.0005)  # pacing: a reader slower than A's flood
+
+        async def flood() -> None:
+            while True:
+                await pub.send(*[pub.event("A", {"p": "x" * 2000}) for _ in range(200)])
+                await trio.sleep(0.02)  # pacing
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            nursery.start_soon(flood)
+            with trio.fail_after(10):
+                await a_behind.wait()
+            await pub.send(pub.event("B", {"hello": "y" * 150_000}))
+            with trio.fail_after(10):
+                await got_b.wait()
+            nursery.cancel_scope.cancel()
+        assert sub.close_code is None
+
+
+class ReadSpy(MemoryStore):
+    """Records the bytes of what each read returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[int] = []
+
+    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+        events = await super().read(channel, after, limit)
+        self.reads.append(sum(len(e.payload["blob"]) for e in events))
+        return events
+
+
+async def test_a_replay_of_large_events_reads_pages_that_fit_the_queue() -> None:
+    """A subscriber replaying 40 events of 700 kB (28 MB) from offset 0 reads a few at first,
+    then pages of at most half its queue (plus one event): never the whole replay at once."""
+    size, count = 700_000, 40
+    config = ServerConfig(send_queue_bytes=4 * MiB, max_frame_bytes=2 * MiB)
+    store = ReadSpy()
+    async with open_server(store, AllowAll(), config=config) as server:
+        async with connect(server, "pub") as pub:
+            for i in range(count):
+                await pub.publish(pub.event("big", {"i": i, "blob": "x" * size}))
+        store.reads.clear()
+        async with connect(server, "sub") as sub:
+            sub.keep_events = False
+            await sub.subscribe("big", offset=0)
+            got: list[Any] = []
+            with trio.fail_after(30):
+                while len(got) < count:
+                    frame = await sub.until(lambda f: f["type"] == "event")
+                    got.append(frame["payload"]["i"])
+        assert got == list(range(count))
+    assert store.reads[0] <= 8 * size  # the first page: 8 events, before their size is known
+    assert max(store.reads[1:]) <= 2 * MiB + size
+    assert len(store.reads) >= count * size // (2 * MiB + size)
+
+
+def test_presence_keeps_nothing_of_a_channel_everyone_left() -> None:
+    registry = PresenceRegistry(presence_timeout=10, max_entries=2)
+    for n in range(1000):
+        registry.update("conn", "alice", f"room-{n}", PresenceStatus.ONLINE, {})
+        registry.update("conn", "alice", f"room-{n}", PresenceStatus.OFFLINE, {})
+    assert registry._channels == {}
+    assert registry.allows("conn", "alice", "room-x")
+
+
+def test_a_reconnect_re_announcing_its_channels_is_within_the_limit() -> None:
+    """Entries of a connection in its grace period do not count again when the user's new
+    connection announces the same channels: the limit is on channels per user."""
+    registry = PresenceRegistry(presence_timeout=10, max_entries=3)
+    for channel in ("a", "b", "c"):
+        registry.update("old", "alice", channel, PresenceStatus.ONLINE, {})
+    registry.disconnected("old", now=0.0)
+    for channel in ("a", "b", "c"):
+        assert registry.allows("new", "alice", channel)
+        registry.update("new", "alice", channel, PresenceStatus.ONLINE, {})
+    assert not registry.allows("new", "alice", "d")
+    assert list(registry.expire(now=20.0)) == []  # the old entries go, no one leaves
+    assert sorted(registry.state(c).members["alice"].status for c in "abc") == ["online"] * 3
+
+
+async def test_resubscribing_while_events_flow_keeps_them_in_order(tmp_path: Path) -> None:
+    """A subscriber that subscribes again to a channel it is subscribed to (with or without an
+    unsubscribe first) from its cursor, while a publisher floods the channel, gets every event
+    after ``subscribed`` from its cursor on, contiguous. (A bare re-subscribe used to let a
+    live event through ahead of the replay.)"""
+    total = 30_000
+    config = ServerConfig(send_queue_bytes=64 * 1024, rate_limit=10_000)
+    async with (
+        # SQLite: its commits hold the fan-out lock long enough for a subscribe to wait on it.
+        open_server(SqliteStore(tmp_path / "s.db"), AllowAll(), config=config) as server,
+        connect(server, "alice") as alice,
+        connect(server, "mallory") as mallory,
+    ):
+        alice.keep_events = False
+        await alice.subscribe("room", offset=0)
+
+        async def publish() -> None:
+            for _ in range(total // 1000):
+                await mallory.send(
+                    *[mallory.event("room", {"pad": "p" * 100}) for _ in range(1000)]
+                )
+                await trio.sleep(0.01)  # pacing
+
+        cursor, live, resubscribes, seen = 0, True, 0, 0
+        pending: dict[int, int] = {}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish)
+            with trio.fail_after(60):
+                while cursor < total:
+                    frame = await alice.next()
+                    assert frame is not None, alice.close_code
+                    if frame["type"] == "subscribed":
+                        cursor, live = pending.pop(frame["rid"]), True
+                        assert frame["recovered"]
+                    elif frame["type"] == "unsubscribed":
+                        live = False
+                    elif frame["type"] == "event" and live:
+                        assert frame["offset"] == cursor + 1
+                        cursor, seen = frame["offset"], seen + 1
+                        if seen % 1500 == 0:
+                            resubscribes += 1
+                            rid = alice.rid()
+                            pending[rid] = cursor
+                            subscribe = {"type": "subscribe", "rid": rid, "channel": "room"}
+                            subscribe["offset"] = cursor
+                            if resubscribes % 3 == 0:
+                                await alice.send(subscribe)  # a bare re-subscribe
+                            else:
+                                unsubscribe = {"type": "unsubscribe", "rid": alice.rid()}
+                                unsubscribe["channel"] = "room"
+                                await alice.send(unsubscribe, subscribe)
+            nursery.cancel_scope.cancel()
+        assert resubscribes >= 10

@@ -98,8 +98,11 @@ def test_subpackage_surfaces() -> None:
     assert set(trio_realtime.queue.__all__) == public(trio_realtime.queue)
     assert public(trio_realtime.testing) == {
         "FaultProxy",
+        "MEMORY_URL",
+        "MemoryServer",
         "ProxyStats",
         "ServerProcess",
         "open_fault_proxy",
+        "open_memory_server",
         "open_server_process",
     }

@@ -102,3 +102,18 @@ def test_the_check_can_fail() -> None:
     ]
     guarded = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .services import X\n"
     assert imports(guarded, Path("_connection.py")) == []
+
+
+def test_the_server_engine_knows_no_websocket() -> None:
+    """The engine drives any transport; only the front (server/_websocket.py) knows WebSocket."""
+    for name in ("_engine.py", "_config.py", "_meta.py", "_store.py", "_sqlite.py", "_auth.py"):
+        tree = ast.parse((ROOT / "server" / name).read_text())
+        modules = [
+            node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+        ] + [
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        ]
+        assert not [m for m in modules if "websocket" in m], (name, modules)

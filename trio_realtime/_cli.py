@@ -70,7 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import trio
 
-    from .server import ServerConfig, serve
+    from .server import ServerConfig, serve, store_from_url
 
     config = ServerConfig(
         allowed_origins=frozenset(args.allow_origin) if args.allow_origin else None,
@@ -80,13 +80,19 @@ def _serve(args: argparse.Namespace) -> int:
         send_queue_bytes=args.send_queue_bytes,
         max_lag=args.max_lag,
     )
+    store = store_from_url(args.store) if args.store else None
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
-                functools.partial(serve, args.data, host=args.host, port=args.port, config=config)
+                functools.partial(
+                    serve, args.data, store=store, host=args.host, port=args.port, config=config
+                )
             )
-            line = f"trio-realtime server on ws://{args.host}:{server.port}/realtime (data: {args.data})"
+            where = args.store or args.data
+            line = (
+                f"trio-realtime server on ws://{args.host}:{server.port}/realtime (data: {where})"
+            )
             # One write (print() writes the end of line separately when stdout is unbuffered), and
             # a reader that closed our stdout after reading it must not end the server.
             with contextlib.suppress(OSError):
@@ -203,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument(
         "--data", default=os.path.join(data, "server"), help="SQLite store and token secret"
+    )
+    serve.add_argument(
+        "--store",
+        default=None,
+        help="where events are kept: sqlite:///path/to/db or memory: (default: SQLite in --data)",
     )
     serve.add_argument(
         "--allow-origin", action="append", help="allowed Origin (repeatable; default: any)"

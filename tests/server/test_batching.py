@@ -8,7 +8,7 @@ import trio
 
 from trio_realtime._transports import TransportClosed
 from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer
-from trio_realtime.server._app import _BATCH_BYTES, _BATCH_FRAMES, _Session
+from trio_realtime.server._engine import _BATCH_BYTES, _BATCH_FRAMES, _Session
 
 
 class Recorder:

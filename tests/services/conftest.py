@@ -12,7 +12,8 @@ import trio
 from trio_realtime import Connection, ConnectionState, RealtimeConfig, open_realtime
 from trio_realtime._protocol import ClientFrame, decode_client_message
 from trio_realtime._transports import Transport, memory_transport_pair
-from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer, ServerConfig
+from trio_realtime.server import RealtimeServer, ServerConfig
+from trio_realtime.testing import open_memory_server
 
 from ..helpers import Watched
 
@@ -95,11 +96,10 @@ def drop(server: RealtimeServer, user: str, code: int = 1001) -> int:
 
 @asynccontextmanager
 async def memory_server(config: ServerConfig | None = None) -> AsyncIterator[MemoryServer]:
-    server = RealtimeServer(MemoryStore(), AllowAll(), config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        yield MemoryServer(server, nursery)
-        nursery.cancel_scope.cancel()
+    """The public in-memory server (``trio_realtime.testing``), with each client's frames
+    recorded as the server receives them."""
+    async with open_memory_server(config=config) as running:
+        yield MemoryServer(running.server, running._nursery)
 
 
 async def wait_state(conn: Connection, wanted: ConnectionState, within: float = 10) -> None:

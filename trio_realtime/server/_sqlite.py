@@ -55,16 +55,13 @@ BLOCK_BYTES = 256 * 1024
 
 def _split(rows: list[_Row], first: int) -> Iterator[tuple[int, int, bytes]]:
     """``rows`` (offsets from ``first``) as blocks ``(first, last, encoded)`` of at most
-    :data:`BLOCK_BYTES` each, but for a lone larger event."""
-    whole = orjson.dumps(rows)
-    if len(whole) <= BLOCK_BYTES:  # the common case: one encoding, one block
-        yield first, first + len(rows) - 1, whole
-        return
+    :data:`BLOCK_BYTES` each, but for a lone larger event (each row encoded once)."""
     parts: list[bytes] = []
     size = 0
     start = first
+    dumps = orjson.dumps
     for offset, row in enumerate(rows, first):
-        data = orjson.dumps(row)
+        data = dumps(row)
         if parts and size + len(data) > BLOCK_BYTES:
             yield start, offset - 1, b"[" + b",".join(parts) + b"]"
             parts, size, start = [], 0, offset

@@ -75,6 +75,9 @@ class ChannelInfo:
 class Store(Protocol):
     """What the server needs from storage. Every method is atomic."""
 
+    async def open(self) -> None:
+        """Make the store ready (create files, connect); the server calls it once, first."""
+
     async def bind_client(self, client_id: str, user: str) -> bool:
         """Whether ``user`` may resume ``client_id``: it is bound to no one yet, or to ``user``.
         A client_id is bound to the sender of its first stored events (by ``commit``), before
@@ -116,6 +119,9 @@ class Store(Protocol):
 
 class StoreBase:
     """Shared parts of the stores: ``commit`` is ``commit_many`` of one request."""
+
+    async def open(self) -> None:
+        await trio.lowlevel.checkpoint()
 
     async def commit_many(
         self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]

@@ -4,12 +4,17 @@
   resets connections, black-holes them, slices writes...
 * :class:`ServerProcess` / :func:`open_server_process`: the reference server in a child process,
   to SIGKILL and restart.
+* :func:`open_memory_server`: the reference server in memory (no sockets, no threads), for
+  tests of your own code, exact under ``MockClock``.
 * ``trio_realtime.testing.pytest_plugin``: pytest-trio fixtures built on them (add
   ``pytest_plugins = ["trio_realtime.testing.pytest_plugin"]`` to your ``conftest.py``).
 """
 
 from __future__ import annotations
 
+from ._memory import MEMORY_URL as MEMORY_URL
+from ._memory import MemoryServer as MemoryServer
+from ._memory import open_memory_server as open_memory_server
 from ._proxy import FaultProxy as FaultProxy
 from ._proxy import ProxyStats as ProxyStats
 from ._proxy import open_fault_proxy as open_fault_proxy

@@ -1,4 +1,8 @@
-"""The reference server: the server side of PROTOCOL.md over any transport, and its WebSocket front."""
+"""The protocol engine: the server side of PROTOCOL.md over any :class:`Transport`.
+
+It knows nothing of WebSocket: a front (``_websocket.py``) accepts connections and hands each one
+to :meth:`RealtimeServer.handle` as a transport; tests drive it over the in-memory transport.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,14 @@ import contextlib
 import logging
 import math
 import secrets
-import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import attrs
 import orjson
 import trio
-import trio_websocket
 
-from .._errors import ConfigError, LocalProtocolError, ProtocolError
+from .._errors import LocalProtocolError, ProtocolError
 from .._protocol import (
     ChannelPosition,
     ChannelResume,
@@ -45,12 +45,10 @@ from .._protocol import (
     encode_frame,
 )
 from .._transports import Transport, TransportClosed
-from .._transports._websocket import RECEIVE_BUFFER_BYTES, SUBPROTOCOL, WebSocketTransport
 from ._auth import Action, Authenticator, Identity
+from ._config import ServerConfig
 from ._meta import PresenceRegistry, TypingRegistry
 from ._store import ClientIdTaken, NewEvent, Store, StoredEvent
-
-__all__ = ["RealtimeServer", "ServerConfig", "open_server", "serve"]
 
 logger = logging.getLogger("trio_realtime.server")
 
@@ -63,84 +61,6 @@ _BATCH_FRAMES = 500
 _BATCH_BYTES = 256 * 1024
 #: Events the first catch-up read of a connection asks for (before it knows their size).
 _FIRST_PAGE = 8
-
-
-@attrs.frozen(kw_only=True)
-class ServerConfig:
-    """Server limits and timings (seconds). Every resource a remote user controls is bounded here,
-    in bytes or entries, and checked when the frame arrives (docs/security.md lists them)."""
-
-    heartbeat_interval: float = 25.0
-    """Announced to clients in ``resume_response``."""
-    heartbeat_timeout: float = 60.0
-    """A connection silent for longer is closed with 4008."""
-    handshake_timeout: float = 10.0
-    """Time a new connection has to send ``resume`` (slowloris protection)."""
-    max_frame_bytes: int = 1024 * 1024
-    """Largest WebSocket message, in UTF-8 bytes; a lone event over it is refused (``too_large``),
-    a batch over it closes the connection with 1009."""
-    rate_limit: float = 2000.0
-    """Messages per second per connection (bursts up to twice that); beyond: close 4029."""
-    send_queue_bytes: int = 4 * 1024 * 1024
-    """Bytes queued for one connection. Past it, a channel's events are no longer queued from
-    memory: that channel catches up from the store (paged, in order, once) when the queue has
-    drained. Answers and acks are always queued; if they alone pass twice this limit the client
-    is not reading what it asks for and is closed with 4029."""
-    max_lag: float = 60.0
-    """A connection that accepts none of the data waiting for it for this long is closed 4029."""
-    replay_page: int = 1000
-    """Events read from the store at a time when a subscriber replays or catches up."""
-    max_payload_depth: int = 32
-    """Nesting of arrays and objects in an event's payload or presence metadata."""
-    max_name_bytes: int = 256
-    """UTF-8 bytes of a channel name, an event name, an idempotency key or a client_id."""
-    max_subscriptions: int = 1000
-    """Channels one connection may be subscribed to (and may be typing in)."""
-    max_presence_bytes: int = 4096
-    """Size of one presence metadata object, encoded as JSON."""
-    max_presence_entries: int = 100
-    """Presence entries (a channel, through a connection) one user may hold at once, those of
-    connections in their grace period included."""
-    allowed_origins: frozenset[str] | None = None
-    """If set, WebSocket handshakes with an ``Origin`` not listed are closed with 1008."""
-    presence_timeout: float = 10.0
-    """A user whose every connection to a channel is gone stays present this long (the grace
-    period for a reconnect), then leaves."""
-
-    def __attrs_post_init__(self) -> None:
-        for name in (
-            "heartbeat_interval",
-            "heartbeat_timeout",
-            "handshake_timeout",
-            "rate_limit",
-            "max_lag",
-            "presence_timeout",
-        ):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-                raise ConfigError(name, f"must be a positive number, got {value!r}")
-        for name in (
-            "max_frame_bytes",
-            "send_queue_bytes",
-            "replay_page",
-            "max_payload_depth",
-            "max_name_bytes",
-            "max_subscriptions",
-            "max_presence_bytes",
-            "max_presence_entries",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(name, f"must be a positive integer, got {value!r}")
-        if self.max_payload_depth > _MAX_DEPTH:
-            # The stores encode a payload inside a few levels of their own (orjson stops at 254).
-            raise ConfigError(
-                "max_payload_depth", f"must be at most {_MAX_DEPTH}, got {self.max_payload_depth}"
-            )
-
-
-#: The deepest payload any store or encoder of ours accepts, with room for their own nesting.
-_MAX_DEPTH = 200
 
 
 def _utf8_len(text: str | bytes) -> int:
@@ -978,98 +898,3 @@ class RealtimeServer:
             self._unsubscribe(session, request.channel)
         session.send(Subscribed(request.rid, request.channel, info.epoch, info.head, recovered))
         await self._attach(session, request.channel, after)
-
-
-async def _websocket_handler(
-    server: RealtimeServer, request: trio_websocket.WebSocketRequest
-) -> None:
-    allowed = server.config.allowed_origins
-    origin = {k.lower(): v for k, v in request.headers}.get(b"origin")
-    try:
-        ws = await request.accept(
-            subprotocol=SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
-        )
-    except trio_websocket.ConnectionClosed:
-        return  # the peer went away before the handshake's answer
-    transport = WebSocketTransport(ws)
-    if allowed is not None and (origin is None or origin.decode("latin-1") not in allowed):
-        await transport.aclose(CloseCode.POLICY_VIOLATION, "origin not allowed")
-        return
-    await server.handle(transport)
-
-
-@asynccontextmanager
-async def open_server(
-    store: Store,
-    authenticator: Authenticator,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    config: ServerConfig | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-) -> AsyncIterator[RealtimeServer]:
-    """Run a WebSocket server for the block; ``server.port`` is the port it listens on (``port=0``
-    picks a free one). With ``ssl_context`` it serves ``wss://``. The store is closed on exit."""
-    server = RealtimeServer(store, authenticator, config)
-    try:
-        async with trio.open_nursery() as nursery:
-
-            async def handler(request: trio_websocket.WebSocketRequest) -> None:
-                try:
-                    await _websocket_handler(server, request)
-                except Exception:
-                    # One connection's failure must never end the server (trio-websocket would
-                    # let it cancel every other connection).
-                    logger.exception("connection handler failed")
-
-            await nursery.start(server.run)
-            ws_server = await nursery.start(
-                lambda task_status: trio_websocket.serve_websocket(
-                    handler,
-                    host,
-                    port,
-                    ssl_context,
-                    # Up to 2x is read, so a lone oversized event is rejected by itself (see
-                    # _process); beyond that, trio-websocket closes with 1009. It counts text
-                    # in characters (up to 4 bytes each, and 4 bytes each in a Python str), so
-                    # a connection holds at most (2 queued + 1 being read) x 2 x 4 x
-                    # max_frame_bytes of messages not yet processed: 24 MiB by default.
-                    max_message_size=2 * server.config.max_frame_bytes,
-                    receive_buffer_size=RECEIVE_BUFFER_BYTES,
-                    connect_timeout=server.config.handshake_timeout,
-                    disconnect_timeout=2,
-                    message_queue_size=2,
-                    task_status=task_status,
-                )
-            )
-            server.port = ws_server.port
-            try:
-                yield server
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            await store.aclose()
-
-
-async def serve(
-    data_dir: str,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    config: ServerConfig | None = None,
-    task_status: trio.TaskStatus[RealtimeServer] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the reference server with its default parts until cancelled: a SQLite store and the
-    HMAC token authenticator, both kept in ``data_dir``."""
-    from ._auth import HmacAuthenticator, load_or_create_secret
-    from ._sqlite import SqliteStore
-
-    secret = await trio.to_thread.run_sync(load_or_create_secret, data_dir)
-    store = SqliteStore(f"{data_dir}/server.sqlite3")
-    await store.open()
-    async with open_server(
-        store, HmacAuthenticator(secret), host=host, port=port, config=config
-    ) as server:
-        task_status.started(server)
-        await trio.sleep_forever()

@@ -56,6 +56,7 @@ from ._protocol import (
     Unsubscribe,
     Unsubscribed,
     close_action,
+    fatal_close_code,
 )
 from ._transports import Connector, Transport, TransportClosed, connect_websocket
 
@@ -76,14 +77,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trio_realtime")
-
-#: What a fatal error frame means, as the close code the server sends after it.
-_FATAL_ERROR_CODES = {
-    "unauthorized": CloseCode.UNAUTHORIZED,
-    "forbidden": CloseCode.FORBIDDEN,
-    "rate_limited": CloseCode.RATE_LIMITED,
-    "unsupported_protocol": CloseCode.UNSUPPORTED_PROTOCOL,
-}
 
 #: Events kept for a later messages() iterator while none is running.
 _BACKLOG_LIMIT = 10_000
@@ -1048,7 +1041,7 @@ class Connection:
         elif isinstance(event, Error):
             if event.fatal:
                 # The close that follows carries the same meaning; act on it now.
-                code = _FATAL_ERROR_CODES.get(event.code, CloseCode.PROTOCOL_ERROR)
+                code = fatal_close_code(event.code)
                 link.fail(code, f"server error {event.code}: {event.message}")
             elif event.seq is not None:
                 outbox.reject(event.seq, event.code, event.message)

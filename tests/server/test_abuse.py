@@ -25,6 +25,7 @@ from trio_realtime.server import (
     open_server,
 )
 
+from ..figures import record
 from ._raw import Frame, connect, dumps, history, is_error, nested, rss
 
 MB = 1_000_000
@@ -72,6 +73,10 @@ def non_fatal(frame: Frame) -> bool:
 
 def codes(frames: list[Frame]) -> list[tuple[str, Any]]:
     return [(f["code"], f.get("seq")) for f in frames if f.get("type") == "error"]
+
+
+def request_store(server: RealtimeServer) -> str:
+    return type(server.store).__name__
 
 
 # --- 1. a client_id is bound to its user ---------------------------------------------------------
@@ -244,6 +249,7 @@ async def test_p5_a_presence_flood_leaves_server_memory_bounded(server: Realtime
             await mallory.send(presence(f"flood-{i}", {"blob": blob}))
         await mallory.ping(within=60)  # every update has been processed
         grown = rss() - before
+    record(f"presence_flood_{request_store(server)}", {"sent_bytes": 300 * MB, "rss_growth": grown})
     assert grown < 100 * MB, f"server RSS grew by {grown / MB:.0f} MB"
 
 
@@ -282,6 +288,7 @@ async def test_p6_a_non_reader_holds_bounded_memory_then_catches_up(tmp_path: Pa
         before = rss()
         await _publish_big(server, count, size)
         grown = rss() - before
+        record("non_reader", {"published_bytes": count * size, "rss_growth": grown})
         assert grown < 50 * MB, f"RSS grew by {grown / MB:.0f} MB for {count * size / MB:.0f} MB"
         # Now it reads: every event, in order, once (what fell out of the queue, from the store).
         slow.keep_events = False

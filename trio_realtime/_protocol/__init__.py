@@ -7,7 +7,9 @@ trio, anyio or trio-websocket (``tests/protocol/test_sans_io.py`` checks it).
 from ._client import ClientProtocol as ClientProtocol
 from ._close import CloseAction as CloseAction
 from ._close import CloseCode as CloseCode
+from ._close import ErrorCode as ErrorCode
 from ._close import close_action as close_action
+from ._close import fatal_close_code as fatal_close_code
 from ._codec import TooBigInteger as TooBigInteger
 from ._codec import check_payload as check_payload
 from ._codec import decode_client_message as decode_client_message

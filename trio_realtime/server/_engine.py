@@ -25,6 +25,7 @@ from .._protocol import (
     DownstreamEvent,
     DuplicateEvent,
     Error,
+    ErrorCode,
     Frame,
     OutOfOrderEvent,
     Ping,
@@ -85,7 +86,7 @@ class _Closing(Exception):
         self.error = error
 
 
-def _fatal(code: str, message: str, close_code: int, reason: str) -> _Closing:
+def _fatal(code: ErrorCode, message: str, close_code: int, reason: str) -> _Closing:
     return _Closing(close_code, reason, encode_frame(Error(code, message, fatal=True)))
 
 
@@ -283,8 +284,10 @@ class _Session:
             # A store that fails to read: this connection cannot be fed; the client resumes.
             logger.exception("reading the store for a subscriber failed")
             with contextlib.suppress(LocalProtocolError):
-                self.send(Error("internal", "the server could not read the channel", fatal=True))
-            self.close(1011, "store failure")
+                self.send(
+                    Error(ErrorCode.INTERNAL, "the server could not read the channel", fatal=True)
+                )
+            self.close(CloseCode.INTERNAL_ERROR, "store failure")
             self.scope.cancel()
 
     async def _catch_up_page(self) -> None:
@@ -438,7 +441,12 @@ class RealtimeServer:
                     except Exception:
                         # A store (or authenticator) that failed: this connection only.
                         logger.exception("serving a connection failed")
-                        closing = _fatal("internal", "the server failed", 1011, "internal error")
+                        closing = _fatal(
+                            ErrorCode.INTERNAL,
+                            "the server failed",
+                            CloseCode.INTERNAL_ERROR,
+                            "internal error",
+                        )
                 closing = closing or session.ending
                 if closing is not None:
                     with trio.move_on_after(5):  # bounded by one store transaction
@@ -479,7 +487,9 @@ class RealtimeServer:
         if scope.cancelled_caught:
             raise _Closing(code, "timed out waiting for the client")
         if not session.take_token():
-            error = session.proto.send(Error("rate_limited", "too many messages", fatal=True))
+            error = session.proto.send(
+                Error(ErrorCode.RATE_LIMITED, "too many messages", fatal=True)
+            )
             raise _Closing(CloseCode.RATE_LIMITED, "rate limited", error)
         limit = self.config.max_frame_bytes
         # A message of fewer characters than a quarter of the limit is within it in any encoding.
@@ -488,7 +498,7 @@ class RealtimeServer:
             session.proto.receive_data(data)
         except ProtocolError as exc:
             logger.info("protocol error from %s: %s", session.client_id, exc)
-            error = encode_frame(Error("protocol_error", str(exc)[:500], fatal=True))
+            error = encode_frame(Error(ErrorCode.PROTOCOL_ERROR, str(exc)[:500], fatal=True))
             raise _Closing(exc.close_code, str(exc)[:120], error) from None
         return oversized
 
@@ -501,19 +511,24 @@ class RealtimeServer:
         identity = await self.authenticator.authenticate(resume.token)
         if identity is None:
             logger.info("refused a token (client %.40r)", resume.client_id)
-            raise _fatal("unauthorized", "missing or invalid token", 4001, "unauthorized")
+            raise _fatal(
+                ErrorCode.UNAUTHORIZED,
+                "missing or invalid token",
+                CloseCode.UNAUTHORIZED,
+                "unauthorized",
+            )
         limit = config.max_name_bytes
         too_long = [name for name in resume.channels if _name_too_long(name, limit)]
         if _name_too_long(resume.client_id, limit) or too_long:
             raise _fatal(
-                "protocol_error",
+                ErrorCode.PROTOCOL_ERROR,
                 f"a client_id or channel name is over {limit} bytes",
                 CloseCode.PROTOCOL_ERROR,
                 "name too long",
             )
         if len(resume.channels) > config.max_subscriptions:
             raise _fatal(
-                "too_many_subscriptions",
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                 f"at most {config.max_subscriptions} channels per connection",
                 CloseCode.FORBIDDEN,
                 "too many subscriptions",
@@ -525,7 +540,7 @@ class RealtimeServer:
                 resume.client_id,
             )
             raise _fatal(
-                "client_id_taken",
+                ErrorCode.CLIENT_ID_TAKEN,
                 "this client_id belongs to another user",
                 CloseCode.FORBIDDEN,
                 "client_id taken",
@@ -570,7 +585,9 @@ class RealtimeServer:
         """At the token's expiry, end the connection with 4001: the client refreshes its token
         and resumes (nothing is lost: what it sent is acked or sent again)."""
         await trio.sleep(max(0.0, expires_at - time.time()))
-        session.ending = _fatal("token_expired", "the token expired", 4001, "token expired")
+        session.ending = _fatal(
+            ErrorCode.TOKEN_EXPIRED, "the token expired", CloseCode.UNAUTHORIZED, "token expired"
+        )
         session.scope.cancel()
 
     async def _attach(self, session: _Session, channel: str, after: int) -> None:
@@ -582,7 +599,7 @@ class RealtimeServer:
             session.attach(channel, after, info.head)
             self._subscribers.setdefault(channel, set()).add(session)
 
-    def _refuse(self, seq: int, code: str, message: str) -> Error:
+    def _refuse(self, seq: int, code: ErrorCode, message: str) -> Error:
         return Error(code, message, seq=seq)
 
     def _check_event(self, event: UpstreamEvent) -> Error | None:
@@ -595,10 +612,12 @@ class RealtimeServer:
             ("idempotency_key", event.idempotency_key),
         ):
             if _name_too_long(name, limit):
-                return self._refuse(event.seq, "invalid_name", f"{field} is over {limit} bytes")
+                return self._refuse(
+                    event.seq, ErrorCode.INVALID_NAME, f"{field} is over {limit} bytes"
+                )
         reason = check_payload(event.payload, max_depth=self.config.max_payload_depth)
         if reason is not None:
-            return self._refuse(event.seq, "invalid_payload", reason)
+            return self._refuse(event.seq, ErrorCode.INVALID_PAYLOAD, reason)
         return None
 
     async def _process(self, session: _Session, oversized: bool) -> None:
@@ -615,12 +634,12 @@ class RealtimeServer:
             # consumed), so the client does not resend it forever; anything else is closed 1009.
             if len(events) == 1 and isinstance(events[0], UpstreamEvent):
                 refusals.append(
-                    Error("too_large", "event exceeds max_frame_bytes", seq=events[0].seq)
+                    Error(ErrorCode.TOO_LARGE, "event exceeds max_frame_bytes", seq=events[0].seq)
                 )
                 events = [DuplicateEvent(events[0].seq, events[0].idempotency_key)]
             else:
                 error = proto.send(
-                    Error("too_large", "message exceeds max_frame_bytes", fatal=True)
+                    Error(ErrorCode.TOO_LARGE, "message exceeds max_frame_bytes", fatal=True)
                 )
                 raise _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big", error)
         allowed: dict[str, bool] = {}  # per channel, asked once per message
@@ -639,7 +658,11 @@ class RealtimeServer:
                     allowed[event.channel] = may
                 if not may:
                     refusals.append(
-                        Error("forbidden", f"may not publish to {event.channel!r}", seq=event.seq)
+                        Error(
+                            ErrorCode.FORBIDDEN,
+                            f"may not publish to {event.channel!r}",
+                            seq=event.seq,
+                        )
                     )
                     continue
                 self.typing.stopped(user, event.channel)
@@ -659,7 +682,7 @@ class RealtimeServer:
             elif isinstance(event, OutOfOrderEvent):
                 error = proto.send(
                     Error(
-                        "out_of_order",
+                        ErrorCode.OUT_OF_ORDER,
                         f"expected seq {event.expected}, got {event.seq}",
                         fatal=True,
                     )
@@ -690,7 +713,7 @@ class RealtimeServer:
         while inflight and (inflight[0].done.is_set() or len(inflight) > _MAX_INFLIGHT):
             await inflight[0].done.wait()
             if inflight.popleft().failed:
-                raise _Closing(1011, "store failure")
+                raise _Closing(CloseCode.INTERNAL_ERROR, "store failure")
 
     async def run_committer(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -800,8 +823,10 @@ class RealtimeServer:
         if not session.store_failed:
             session.store_failed = True
             with contextlib.suppress(LocalProtocolError):
-                session.send(Error("internal", "the server could not store the events", fatal=True))
-            session.close(1011, "store failure")
+                session.send(
+                    Error(ErrorCode.INTERNAL, "the server could not store the events", fatal=True)
+                )
+            session.close(CloseCode.INTERNAL_ERROR, "store failure")
             session.scope.cancel()
 
     def _check_presence(self, session: _Session, frame: PresenceUpdate) -> str | None:
@@ -830,15 +855,17 @@ class RealtimeServer:
         rid = frame.rid if isinstance(frame, ReceiptsQuery) else None
         limit = self.config.max_name_bytes
         if _name_too_long(channel, limit):
-            session.send(Error("invalid_name", f"channel name is over {limit} bytes", rid=rid))
+            session.send(
+                Error(ErrorCode.INVALID_NAME, f"channel name is over {limit} bytes", rid=rid)
+            )
             return
         if not await self.authenticator.authorize(identity, Action.SUBSCRIBE, channel):
-            session.send(Error("forbidden", f"may not use {channel!r}", rid=rid))
+            session.send(Error(ErrorCode.FORBIDDEN, f"may not use {channel!r}", rid=rid))
             return
         if isinstance(frame, PresenceUpdate):
             reason = self._check_presence(session, frame)
             if reason is not None:
-                session.send(Error("presence_limit", reason))
+                session.send(Error(ErrorCode.PRESENCE_LIMIT, reason))
                 return
             diff = self.presence.update(session, user, channel, frame.status, frame.metadata)
             if diff is not None:
@@ -850,14 +877,18 @@ class RealtimeServer:
                 and not self.typing.holds(session, user, channel)
             ):
                 session.send(
-                    Error("typing_limit", f"typing in at most {self.config.max_subscriptions}")
+                    Error(
+                        ErrorCode.TYPING_LIMIT, f"typing in at most {self.config.max_subscriptions}"
+                    )
                 )
             elif self.typing.set(session, user, channel, frame.typing):
                 self._broadcast(channel, Typing(channel, frame.typing, user), skip_user=user)
         elif isinstance(frame, ReadReceipt):
             info = await self.store.channel(channel)
             if not 1 <= frame.offset <= info.head:  # so no row is kept for a name never used
-                session.send(Error("invalid_receipt", f"{channel!r} has no offset {frame.offset}"))
+                session.send(
+                    Error(ErrorCode.INVALID_RECEIPT, f"{channel!r} has no offset {frame.offset}")
+                )
             elif await self.store.mark_read(channel, user, frame.offset):
                 self._broadcast(channel, ReadReceipt(channel, frame.offset, user))
         else:
@@ -870,16 +901,20 @@ class RealtimeServer:
         config = self.config
         if _name_too_long(request.channel, config.max_name_bytes):
             message = f"channel name is over {config.max_name_bytes} bytes"
-            session.send(Error("invalid_name", message, rid=request.rid))
+            session.send(Error(ErrorCode.INVALID_NAME, message, rid=request.rid))
             return
         resubscribe = request.channel in session.channels
         if not resubscribe and len(session.channels) >= config.max_subscriptions:
             message = f"at most {config.max_subscriptions} subscriptions per connection"
-            session.send(Error("too_many_subscriptions", message, rid=request.rid))
+            session.send(Error(ErrorCode.TOO_MANY_SUBSCRIPTIONS, message, rid=request.rid))
             return
         if not await self.authenticator.authorize(identity, Action.SUBSCRIBE, request.channel):
             session.send(
-                Error("forbidden", f"may not subscribe to {request.channel!r}", rid=request.rid)
+                Error(
+                    ErrorCode.FORBIDDEN,
+                    f"may not subscribe to {request.channel!r}",
+                    rid=request.rid,
+                )
             )
             return
         info = await self.store.channel(request.channel)

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from trio_realtime import RealtimeConfig
-from trio_realtime.server import AllowAll, Authenticator, RealtimeServer, SqliteStore, open_server
+from trio_realtime.server import (
+    AllowAll,
+    Authenticator,
+    RealtimeServer,
+    ServerConfig,
+    SqliteStore,
+    open_server,
+)
 
 FAST = RealtimeConfig(
     initial_retry_delay=0.02,
@@ -20,10 +27,14 @@ FAST = RealtimeConfig(
 
 @asynccontextmanager
 async def running_server(
-    data: Path, *, port: int = 0, auth: Authenticator | None = None, **store_options: int
+    data: Path,
+    *,
+    port: int = 0,
+    auth: Authenticator | None = None,
+    config: ServerConfig | None = None,
 ) -> AsyncIterator[RealtimeServer]:
-    store = SqliteStore(os.fspath(data / "server.sqlite3"), **store_options)
-    async with open_server(store, auth or AllowAll(), port=port) as server:
+    store = SqliteStore(os.fspath(data / "server.sqlite3"))
+    async with open_server(store, auth or AllowAll(), port=port, config=config) as server:
         yield server
 
 

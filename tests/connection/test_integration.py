@@ -22,7 +22,7 @@ from trio_realtime import (
 )
 from trio_realtime._journal import recover
 from trio_realtime._outbox import Outbox
-from trio_realtime.server import HmacAuthenticator, make_token
+from trio_realtime.server import HmacAuthenticator, ServerConfig, make_token
 
 from ..helpers import collect, held_fsyncs
 from .conftest import FAST, running_server, url
@@ -288,7 +288,7 @@ async def test_stream_commit_returns_once_the_position_is_written(data: Path) ->
 
 
 async def test_lost_history_is_reported_as_a_gap(data: Path) -> None:
-    async with running_server(data, retention_count=5) as server:
+    async with running_server(data, config=ServerConfig(retention_count=5)) as server:
         async with open_realtime(
             url(server), journal_dir=data / "reader", token="r", config=FAST
         ) as reader:

@@ -36,9 +36,9 @@ from trio_realtime.server import (
     RealtimeServer,
     ServerConfig,
     SqliteStore,
+    WriteBatch,
     open_server,
 )
-from trio_realtime.server._store import NewEvent, StoredEvent
 
 from ..figures import record
 from ..helpers import Watched
@@ -306,14 +306,12 @@ class FailingStore(SqliteStore):
     failing = False
     refused: Watched[int]
 
-    async def commit_many(
-        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
-    ) -> list[list[StoredEvent | None]]:
+    async def write(self, batch: WriteBatch) -> None:
         if self.failing:
             await trio.lowlevel.checkpoint()
-            self.refused.append(len(batch))
+            self.refused.append(len(batch.appends))
             raise OSError(errno.ENOSPC, "No space left on device")
-        return await super().commit_many(batch)
+        await super().write(batch)
 
 
 async def test_a_store_that_fails_loses_nothing(tmp_path: Path) -> None:

@@ -4,14 +4,12 @@ know yet, and what it received there is still on its way to the store."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import trio
 
 from trio_realtime._protocol import Ack, ResumeResponse, decode_server_message
 from trio_realtime._transports import Transport, memory_transport_pair
-from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer
-from trio_realtime.server._store import NewEvent, StoredEvent
+from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer, WriteBatch
 
 
 class GatedStore(MemoryStore):
@@ -21,12 +19,10 @@ class GatedStore(MemoryStore):
     gate: trio.Event
     entered: trio.Event
 
-    async def commit_many(
-        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
-    ) -> list[list[StoredEvent | None]]:
+    async def write(self, batch: WriteBatch) -> None:
         self.entered.set()
         await self.gate.wait()
-        return await super().commit_many(batch)
+        await super().write(batch)
 
 
 def frame(**fields: object) -> str:

@@ -5,13 +5,19 @@ acked past a commit that failed."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import trio
 import trio_websocket
 
-from trio_realtime.server import Action, AllowAll, Identity, MemoryStore, ServerConfig, open_server
-from trio_realtime.server._store import NewEvent, StoredEvent
+from trio_realtime.server import (
+    Action,
+    AllowAll,
+    Identity,
+    MemoryStore,
+    ServerConfig,
+    WriteBatch,
+    open_server,
+)
 
 from .test_bad_input import RESUME, event, receive_frames
 
@@ -26,15 +32,15 @@ class GatedStore(MemoryStore):
         self.waiting = trio.Event()
         self.fail_first = fail_first
 
-    async def commit_many(
-        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
-    ) -> list[list[StoredEvent | None]]:
-        self.commits.append([e.seq or 0 for _, _, events in batch for e in events])
+    async def write(self, batch: WriteBatch) -> None:
+        # The seq of each event, from its default key "c-raw:{seq}".
+        seqs = [int(e.idempotency_key.rpartition(":")[2]) for a in batch.appends for e in a.events]
+        self.commits.append(seqs)
         self.waiting.set()
         await self.gate.wait()
         if self.fail_first and len(self.commits) == 1:
             raise OSError(28, "No space left on device")
-        return await super().commit_many(batch)
+        await super().write(batch)
 
 
 async def _talk(

@@ -21,8 +21,8 @@ MiB = 1024 * 1024
 async def test_lagging_channels_are_served_in_turn() -> None:
     """A busy channel that stays behind does not starve another lagging channel of the same
     subscriber (both are fed from the store, a page each in turn)."""
-    config = ServerConfig(send_queue_bytes=256 * 1024, rate_limit=10_000)
-    store = MemoryStore(retention_count=1_000_000)
+    config = ServerConfig(send_queue_bytes=256 * 1024, rate_limit=10_000, retention_count=1_000_000)
+    store = MemoryStore()
     async with (
         open_server(store, AllowAll(), config=config) as server,
         connect(server, "sub") as sub,

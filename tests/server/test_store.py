@@ -1,32 +1,70 @@
-"""The server stores: retention by count and by age, idempotency keys, watermarks."""
+"""The server's storage rules (``_rules.py``) on each store: offsets, retention by count and by
+age, idempotency keys per user, watermarks, client_id binding; and SQLite's own layout."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from trio_realtime.server import MemoryStore, SqliteStore
-from trio_realtime.server._store import NewEvent
+from trio_realtime.server import ChannelInfo, MemoryStore, SqliteStore, Store
+from trio_realtime.server._rules import Retention, commit
+from trio_realtime.server._store import NewEvent, StoredEvent
 
 
 def ev(n: int, key: str | None = None) -> NewEvent:
     return NewEvent("ch", "e", {"n": n}, n, "u", key)
 
 
+class Ruled:
+    """A store with the server's rules in front of it (what the engine does on each commit)."""
+
+    def __init__(self, store: Store, **retention: Any) -> None:
+        self.store = store
+        self.retention = Retention(**retention)
+        self.path = getattr(store, "path", None)
+
+    async def commit_many(
+        self, requests: Sequence[tuple[str, int, Sequence[NewEvent]]]
+    ) -> list[list[StoredEvent | None] | None]:
+        return await commit(self.store, requests, retention=self.retention)
+
+    async def commit(
+        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
+    ) -> list[StoredEvent | None] | None:
+        (stored,) = await self.commit_many([(client_id, ack_seq, events)])
+        return stored
+
+    async def client_ack(self, client_id: str) -> int:
+        row = (await self.store.load(clients=(client_id,))).clients.get(client_id)
+        return row.ack_seq if row is not None else 0
+
+    async def bind_client(self, client_id: str, user: str) -> bool:
+        """Whether ``user`` may resume ``client_id`` (the engine's check at resume)."""
+        row = (await self.store.load(clients=(client_id,))).clients.get(client_id)
+        return row is None or row.owner in (None, user)
+
+    async def channel(self, name: str) -> ChannelInfo:
+        return (await self.store.load(channels=(name,))).channel(name)
+
+    def __getattr__(self, name: str) -> Any:  # read, mark_read, receipts, aclose
+        return getattr(self.store, name)
+
+
 @pytest.fixture(params=["memory", "sqlite"])
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    def factory(**options: Any) -> Any:
+    def factory(**retention: Any) -> Ruled:
         if request.param == "memory":
-            return MemoryStore(**options)
-        return SqliteStore(tmp_path / "s.db", **options)
+            return Ruled(MemoryStore(), **retention)
+        return Ruled(SqliteStore(tmp_path / "s.db"), **retention)
 
     return factory
 
 
 async def test_offsets_watermark_and_count_retention(make: Any) -> None:
-    store = make(retention_count=3)
+    store = make(count=3)
     stored = await store.commit("c1", 5, [ev(i) for i in range(5)])
     assert [s.offset for s in stored] == [1, 2, 3, 4, 5]
     assert await store.client_ack("c1") == 5
@@ -39,7 +77,7 @@ async def test_offsets_watermark_and_count_retention(make: Any) -> None:
 
 
 async def test_age_retention(make: Any) -> None:
-    store = make(retention_age=1e-9)  # anything stored before the current commit is too old
+    store = make(age=1e-9)  # anything stored before the current commit is too old
     await store.commit("c1", 2, [ev(1), ev(2)])
     await store.commit("c1", 3, [ev(3)])
     info = await store.channel("ch")
@@ -157,7 +195,7 @@ async def test_a_database_of_the_one_row_per_event_layout_is_moved_into_blocks(
         )
     db.commit()
     db.close()
-    store = SqliteStore(path)
+    store = Ruled(SqliteStore(path))
     assert [(e.offset, e.payload, e.idempotency_key) for e in await store.read("ch", 0, 10)] == [
         (1, {"n": 1}, "k1"),
         (2, {"n": 2}, "k2"),
@@ -178,7 +216,7 @@ async def test_a_client_id_is_bound_to_the_sender_of_its_first_commit(make: Any)
     await store.commit("c1", 1, [NewEvent("ch", "e", 1, 1, "alice", "c1:1", 1)])
     assert await store.bind_client("c1", "alice")
     assert not await store.bind_client("c1", "bob")
-    if isinstance(store, SqliteStore):
+    if store.path is not None:
         import sqlite3
 
         db = sqlite3.connect(store.path)
@@ -230,7 +268,7 @@ async def test_an_earlier_database_binds_client_ids_to_the_senders_of_their_even
     db.execute("INSERT INTO blocks VALUES ('!', 1, 1, 1e12, ?)", (forged,))
     db.commit()
     db.close()
-    store = SqliteStore(path)
+    store = Ruled(SqliteStore(path))
     assert not await store.bind_client("cid-a", "bob")  # seen in alice's default keys: hers
     assert await store.bind_client("cid-a", "alice")
     assert await store.client_ack("cid-a") == 1
@@ -252,7 +290,7 @@ async def test_what_one_commit_appends_is_kept_in_bounded_blocks(tmp_path: Path)
 
     from trio_realtime.server._sqlite import BLOCK_BYTES
 
-    store = SqliteStore(tmp_path / "s.db")
+    store = Ruled(SqliteStore(tmp_path / "s.db"))
     blob = "x" * 30_000
     events = [NewEvent("ch", "e", {"n": n, "blob": blob}, n, "u", None) for n in range(100)]
     events.append(NewEvent("ch", "e", {"n": 100, "blob": "y" * (BLOCK_BYTES * 2)}, 100, "u", None))

@@ -3,7 +3,6 @@ acks(). Exact under MockClock against the reference server in memory."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import trio
@@ -11,8 +10,7 @@ import trio.testing
 
 from trio_realtime import Acked, ConnectionState, RealtimeConfig, Rejected, open_realtime
 from trio_realtime._transports import TransportClosed
-from trio_realtime.server import MemoryStore, ServerConfig
-from trio_realtime.server._store import NewEvent, StoredEvent
+from trio_realtime.server import MemoryStore, ServerConfig, WriteBatch
 
 from .conftest import MEMORY, URL, memory_server, wait_state
 
@@ -20,11 +18,9 @@ from .conftest import MEMORY, URL, memory_server, wait_state
 class SlowStore(MemoryStore):
     """Every commit takes half a (virtual) second."""
 
-    async def commit_many(
-        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
-    ) -> list[list[StoredEvent | None]]:
+    async def write(self, batch: WriteBatch) -> None:
         await trio.sleep(0.5)
-        return await super().commit_many(batch)
+        await super().write(batch)
 
 
 async def test_counters_latency_and_the_live_feeds(autojump_clock: trio.testing.MockClock) -> None:

@@ -47,6 +47,12 @@ class ServerConfig:
     max_presence_entries: int = 100
     """Presence entries (a channel, through a connection) one user may hold at once, those of
     connections in their grace period included."""
+    retention_count: int = 100_000
+    """Events each channel keeps (the newest): a subscriber further behind gets a gap."""
+    retention_age: float = 7 * 24 * 3600
+    """Seconds an event is kept."""
+    dedup_window: float = 24 * 3600
+    """Seconds a caller-chosen idempotency key is remembered (per user) to drop a repeat."""
     allowed_origins: frozenset[str] | None = None
     """If set, WebSocket handshakes with an ``Origin`` not listed are closed with 1008."""
     presence_timeout: float = 10.0
@@ -61,6 +67,8 @@ class ServerConfig:
             "rate_limit",
             "max_lag",
             "presence_timeout",
+            "retention_age",
+            "dedup_window",
         ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
@@ -74,6 +82,7 @@ class ServerConfig:
             "max_subscriptions",
             "max_presence_bytes",
             "max_presence_entries",
+            "retention_count",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -49,7 +49,9 @@ from .._transports import Transport, TransportClosed
 from ._auth import Action, Authenticator, Identity
 from ._config import ServerConfig
 from ._meta import PresenceRegistry, TypingRegistry
-from ._store import ClientIdTaken, NewEvent, Store, StoredEvent
+from ._rules import Retention
+from ._rules import commit as commit_rows
+from ._store import ChannelInfo, NewEvent, Store, StoredEvent
 
 logger = logging.getLogger("trio_realtime.server")
 
@@ -393,6 +395,13 @@ class RealtimeServer:
         self._presence_changed = trio.Event()
         self.typing = TypingRegistry()
         self.port: int | None = None
+        config = self.config
+        self._retention = Retention(
+            count=config.retention_count,
+            age=config.retention_age,
+            dedup_window=config.dedup_window,
+        )
+        self._next_key_purge = 0.0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The server's background tasks (the committer and the presence timer), until cancelled.
@@ -533,7 +542,9 @@ class RealtimeServer:
                 CloseCode.FORBIDDEN,
                 "too many subscriptions",
             )
-        if not await self.store.bind_client(resume.client_id, identity.user):
+        rows = await self.store.load(clients=(resume.client_id,), channels=tuple(resume.channels))
+        client = rows.clients.get(resume.client_id)
+        if client is not None and client.owner not in (None, identity.user):
             logger.warning(
                 "user %.40r resumed client_id %.40r of another user",
                 identity.user,
@@ -549,11 +560,11 @@ class RealtimeServer:
         session.client_id = resume.client_id
         if identity.expires_at is not None:
             nursery.start_soon(self._expire, session, identity.expires_at)
-        ack_seq = await self.store.client_ack(resume.client_id)
+        ack_seq = client.ack_seq if client is not None else 0
         answers: dict[str, ChannelResume] = {}
         wanted: dict[str, ChannelPosition] = {}
         for channel, position in resume.channels.items():
-            info = await self.store.channel(channel)
+            info = rows.channel(channel)
             if not await self.authenticator.authorize(identity, Action.SUBSCRIBE, channel):
                 answers[channel] = ChannelResume(info.epoch, info.head, False)
                 continue
@@ -581,6 +592,9 @@ class RealtimeServer:
             )
             await self._process(session, oversized)
 
+    async def _channel_info(self, channel: str) -> ChannelInfo:
+        return (await self.store.load(channels=(channel,))).channel(channel)
+
     async def _expire(self, session: _Session, expires_at: float) -> None:
         """At the token's expiry, end the connection with 4001: the client refreshes its token
         and resumes (nothing is lost: what it sent is acked or sent again)."""
@@ -595,7 +609,7 @@ class RealtimeServer:
         from the store by its catch-up task, then it is fed live, atomically with respect to
         publishing (so no event falls between the replay and the live stream)."""
         async with self._fanout:
-            info = await self.store.channel(channel)
+            info = await self._channel_info(channel)
             session.attach(channel, after, info.head)
             self._subscribers.setdefault(channel, set()).add(session)
 
@@ -735,23 +749,39 @@ class RealtimeServer:
                 request.failed = True
                 request.done.set()
 
+    async def _commit_rows(
+        self, batch: list[_CommitRequest]
+    ) -> list[list[StoredEvent | None] | None]:
+        """Store the requests of ``batch`` in one atomic write, under the rules (``_rules.py``)."""
+        now = time.time()
+        forget_keys = now >= self._next_key_purge  # a scan of the keys: once a minute is enough
+        if forget_keys:
+            self._next_key_purge = now + 60
+        return await commit_rows(
+            self.store,
+            [(r.session.client_id or "", r.ack_seq, r.events) for r in batch],
+            retention=self._retention,
+            now=now,
+            forget_keys=forget_keys,
+        )
+
     async def _store_batch(
         self, batch: list[_CommitRequest]
     ) -> tuple[list[tuple[_CommitRequest, list[StoredEvent | None]]], list[_CommitRequest]]:
         """Commit ``batch`` in one transaction; if that fails, request by request, so that a
         failure stays with the connection that caused it. Returns what was stored, and the
-        requests that failed (with every later one of their connections)."""
+        requests that failed (with every later one of their connections): a store failure, or
+        a client_id that belongs to another user."""
         try:
-            results = await self.store.commit_many(
-                [(r.session.client_id or "", r.ack_seq, r.events) for r in batch]
-            )
-            return list(zip(batch, results, strict=True)), []
+            results = await self._commit_rows(batch)
         except Exception:
             if len(batch) == 1:
                 logger.exception("store commit failed")
                 return [], batch
             logger.warning("a shared store commit failed: committing request by request")
-        done = []
+        else:
+            return self._sort_results(batch, results)
+        done: list[tuple[_CommitRequest, list[StoredEvent | None]]] = []
         failed: list[_CommitRequest] = []
         failing: set[_Session] = set()
         for request in batch:
@@ -759,20 +789,28 @@ class RealtimeServer:
                 failed.append(request)
                 continue
             try:
-                (stored,) = await self.store.commit_many(
-                    [(request.session.client_id or "", request.ack_seq, request.events)]
-                )
-            except ClientIdTaken:
-                logger.warning("a commit for a client_id of another user was refused")
-                failing.add(request.session)
-                failed.append(request)
-                continue
+                (stored,) = await self._commit_rows([request])
             except Exception:
                 logger.exception("store commit failed")
+                stored = None
+            if stored is None:
                 failing.add(request.session)
                 failed.append(request)
-                continue
-            done.append((request, stored))
+            else:
+                done.append((request, stored))
+        return done, failed
+
+    def _sort_results(
+        self, batch: list[_CommitRequest], results: list[list[StoredEvent | None] | None]
+    ) -> tuple[list[tuple[_CommitRequest, list[StoredEvent | None]]], list[_CommitRequest]]:
+        done = []
+        failed = []
+        for request, stored in zip(batch, results, strict=True):
+            if stored is None:
+                logger.warning("a commit for a client_id of another user was refused")
+                failed.append(request)
+            else:
+                done.append((request, stored))
         return done, failed
 
     async def _commit(self, batch: list[_CommitRequest]) -> None:
@@ -884,7 +922,7 @@ class RealtimeServer:
             elif self.typing.set(session, user, channel, frame.typing):
                 self._broadcast(channel, Typing(channel, frame.typing, user), skip_user=user)
         elif isinstance(frame, ReadReceipt):
-            info = await self.store.channel(channel)
+            info = await self._channel_info(channel)
             if not 1 <= frame.offset <= info.head:  # so no row is kept for a name never used
                 session.send(
                     Error(ErrorCode.INVALID_RECEIPT, f"{channel!r} has no offset {frame.offset}")
@@ -917,7 +955,7 @@ class RealtimeServer:
                 )
             )
             return
-        info = await self.store.channel(request.channel)
+        info = await self._channel_info(request.channel)
         if request.offset is None:
             recovered, after = True, info.head
         else:

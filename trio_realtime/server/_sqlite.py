@@ -1,7 +1,7 @@
 """The default server store: SQLite (stdlib) in WAL mode, run in a worker thread.
 
 Every call runs in one worker thread at a time (a capacity limiter of 1), so the store has a single
-writer; a ``commit`` is one transaction, fsynced (``synchronous=FULL``) before it returns, which is
+writer; a ``write`` is one transaction, fsynced (``synchronous=FULL``) before it returns, which is
 what lets the server acknowledge only what is durably stored.
 
 A channel's log is kept in blocks: the events one transaction appends to a channel (consecutive
@@ -13,14 +13,22 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 
 import orjson
 import trio
 
-from ._store import ChannelInfo, ClientIdTaken, NewEvent, StoreBase, StoredEvent, new_epoch
+from ._store import (
+    Append,
+    ChannelInfo,
+    ClientRow,
+    Snapshot,
+    StoreConflict,
+    StoredEvent,
+    WriteBatch,
+    new_epoch,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -31,7 +39,9 @@ CREATE TABLE IF NOT EXISTS clients (
     client_id TEXT PRIMARY KEY, ack_seq INTEGER NOT NULL, user TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS channels (name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+    name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL, first INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS blocks (
     channel TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, stored_at REAL NOT NULL,
     events BLOB NOT NULL, PRIMARY KEY (channel, first)
@@ -147,29 +157,86 @@ def _migrate(db: sqlite3.Connection) -> None:
         raise
 
 
-class SqliteStore(StoreBase):
-    """Client watermarks and channel logs in one SQLite file.
+def _channel_row(db: sqlite3.Connection, name: str) -> ChannelInfo | None:
+    row = db.execute("SELECT epoch, head, first FROM channels WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None
+    return ChannelInfo(str(row[0]), int(row[1]), int(row[2]))
 
-    Retention: each channel keeps its newest ``retention_count`` events, none older than
-    ``retention_age`` seconds (by the server's clock when stored). Idempotency keys chosen by
-    callers are remembered for ``dedup_window`` seconds.
-    """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        retention_count: int = 100_000,
-        retention_age: float = 7 * 24 * 3600,
-        dedup_window: float = 24 * 3600,
-    ) -> None:
+def _check(db: sqlite3.Connection, batch: WriteBatch) -> None:
+    """The batch's preconditions, inside its transaction."""
+    for append in batch.appends:
+        info = _channel_row(db, append.channel)
+        if (info.head if info is not None else 0) != append.after:
+            raise StoreConflict(f"channel {append.channel!r} moved")
+    for update in batch.clients:
+        row = db.execute(
+            "SELECT user, ack_seq FROM clients WHERE client_id = ?", (update.client_id,)
+        ).fetchone()
+        if (ClientRow(row[0], int(row[1])) if row is not None else None) != update.before:
+            raise StoreConflict(f"client {update.client_id!r} moved")
+
+
+def _append(db: sqlite3.Connection, now: float, append: Append) -> None:
+    """Store an append's events as blocks, then its retention."""
+    name = append.channel
+    events = append.events
+    head = events[-1].offset if events else append.after
+    rows = [(e.event, e.payload, e.timestamp, e.sender, e.idempotency_key) for e in events]
+    if rows:
+        db.executemany(
+            "INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
+            (
+                (name, first, last, now, data)
+                for first, last, data in _split(rows, append.after + 1)
+            ),
+        )
+    # Whole blocks below the count cut go; read() hides the rest of a block that straddles it
+    # (the channel's ``first``). (first <= cut lets SQLite walk the (channel, first) index.)
+    cut = append.keep_from - 1
+    db.execute(
+        "DELETE FROM blocks WHERE channel = ? AND first <= ? AND last <= ?", (name, cut, cut)
+    )
+    # A block's events share its stored_at, and offsets grow with it, so the expired blocks are
+    # a prefix: delete up to the first young one.
+    db.execute(
+        "DELETE FROM blocks WHERE channel = ? AND first < coalesce(("
+        "SELECT first FROM blocks WHERE channel = ? AND stored_at >= ? ORDER BY first LIMIT 1), ?)",
+        (name, name, append.drop_before, head + 1),
+    )
+    oldest = db.execute("SELECT min(first) FROM blocks WHERE channel = ?", (name,)).fetchone()
+    first = (
+        head + 1 if oldest is None or oldest[0] is None else max(int(oldest[0]), append.keep_from)
+    )
+    db.execute(
+        "INSERT INTO channels (name, epoch, head, first) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET head = excluded.head, first = excluded.first",
+        (name, append.epoch, head, first),
+    )
+
+
+def _migrate_first(db: sqlite3.Connection) -> None:
+    """Earlier versions kept no ``first`` per channel (each read worked it out from the store's
+    retention settings): take it from the blocks retained."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(channels)")}
+    if "first" in columns:
+        return
+    db.execute("ALTER TABLE channels ADD COLUMN first INTEGER NOT NULL DEFAULT 1")
+    db.execute(
+        "UPDATE channels SET first = coalesce("
+        "(SELECT min(first) FROM blocks WHERE blocks.channel = channels.name), head + 1)"
+    )
+
+
+class SqliteStore:
+    """Client rows, channel logs, caller keys and receipts in one SQLite file (the store
+    contract of ``_store.py``; the server applies the rules)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self.retention_count = retention_count
-        self.retention_age = retention_age
-        self.dedup_window = dedup_window
         self._limiter = trio.CapacityLimiter(1)
         self._db: sqlite3.Connection | None = None
-        self._next_ikey_purge = 0.0
         self._epoch = ""
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -185,6 +252,7 @@ class SqliteStore(StoreBase):
             db.executescript(_SCHEMA)
             _migrate(db)
             _migrate_identity(db)
+            _migrate_first(db)
             self._epoch = _store_epoch(db)
             self._db = db
         return self._db
@@ -192,171 +260,70 @@ class SqliteStore(StoreBase):
     async def open(self) -> None:
         await self._run(self._connect)
 
-    async def bind_client(self, client_id: str, user: str) -> bool:
-        def bind() -> bool:
-            # Read only: the binding is written by the client's first commit, so that a resume
-            # that stores nothing leaves no row (a client_id is secret until its first event).
-            row = (
-                self._connect()
-                .execute("SELECT user FROM clients WHERE client_id = ?", (client_id,))
-                .fetchone()
-            )
-            return row is None or row[0] is None or row[0] == user
-
-        return await self._run(bind)
-
-    async def client_ack(self, client_id: str) -> int:
-        def query() -> int:
-            row = (
-                self._connect()
-                .execute("SELECT ack_seq FROM clients WHERE client_id = ?", (client_id,))
-                .fetchone()
-            )
-            return int(row[0]) if row else 0
+    async def load(
+        self,
+        *,
+        clients: Collection[str] = (),
+        channels: Collection[str] = (),
+        keys: Collection[tuple[str, str]] = (),
+    ) -> Snapshot:
+        def query() -> Snapshot:
+            db = self._connect()
+            found = Snapshot(self._epoch)
+            for client_id in clients:
+                row = db.execute(
+                    "SELECT user, ack_seq FROM clients WHERE client_id = ?", (client_id,)
+                ).fetchone()
+                if row is not None:
+                    found.clients[client_id] = ClientRow(row[0], int(row[1]))
+            for name in channels:
+                info = _channel_row(db, name)
+                if info is not None:
+                    found.channels[name] = info
+            for user, key in keys:
+                row = db.execute(
+                    "SELECT at FROM user_keys WHERE user = ? AND key = ?", (user, key)
+                ).fetchone()
+                if row is not None:
+                    found.keys[user, key] = float(row[0])
+            return found
 
         return await self._run(query)
 
-    def _channel(
-        self, db: sqlite3.Connection, name: str, *, create: bool = False
-    ) -> tuple[str, int]:
-        """The channel's epoch and head; a channel without a row reads as empty, under the
-        store's epoch, and gets its row (``create``) only when its first event is stored."""
-        row = db.execute("SELECT epoch, head FROM channels WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            if create:
-                db.execute(
-                    "INSERT INTO channels (name, epoch, head) VALUES (?, ?, 0)", (name, self._epoch)
-                )
-            return self._epoch, 0
-        return str(row[0]), int(row[1])
-
-    async def commit_many(
-        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
-    ) -> list[list[StoredEvent | None]]:
-        def transaction() -> list[list[StoredEvent | None]]:
+    async def write(self, batch: WriteBatch) -> None:
+        def transaction() -> None:
             db = self._connect()
-            now = time.time()
-            heads: dict[str, tuple[str, int]] = {}
-            blocks: dict[str, list[_Row]] = {}
-            results: list[list[StoredEvent | None]] = []
             db.execute("BEGIN IMMEDIATE")
             try:
-                for client_id, ack_seq, events in batch:
-                    results.append(self._append(db, now, heads, blocks, client_id, ack_seq, events))
-                for name, (_, head) in heads.items():
-                    db.execute("UPDATE channels SET head = ? WHERE name = ?", (head, name))
-                    rows = blocks[name]
-                    db.executemany(
-                        "INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
-                        (
-                            (name, first, last, now, data)
-                            for first, last, data in _split(rows, head - len(rows) + 1)
-                        ),
-                    )
-                    # Whole blocks past the count limit go; read() and channel() hide the rest
-                    # of a block that straddles it. (first <= cut adds nothing but lets SQLite
-                    # walk the (channel, first) index instead of all the channel's blocks.)
-                    cut = head - self.retention_count
+                _check(db, batch)
+                for append in batch.appends:
+                    _append(db, batch.time, append)
+                for update in batch.clients:
+                    after = update.after
                     db.execute(
-                        "DELETE FROM blocks WHERE channel = ? AND first <= ? AND last <= ?",
-                        (name, cut, cut),
+                        "INSERT OR REPLACE INTO clients (client_id, ack_seq, user) VALUES (?, ?, ?)",
+                        (update.client_id, after.ack_seq, after.owner),
                     )
-                    # A block's events share its stored_at, and offsets grow with it, so the
-                    # expired blocks are a prefix: walk from the oldest to the first young one.
-                    db.execute(
-                        "DELETE FROM blocks WHERE channel = ? AND first < coalesce(("
-                        "SELECT first FROM blocks WHERE channel = ? AND stored_at >= ? "
-                        "ORDER BY first LIMIT 1), ?)",
-                        (name, name, now - self.retention_age, head + 1),
-                    )
-                if now >= self._next_ikey_purge:  # a scan of the table: once a minute is enough
-                    db.execute("DELETE FROM user_keys WHERE at < ?", (now - self.dedup_window,))
-                    self._next_ikey_purge = now + 60
+                db.executemany(
+                    "INSERT OR REPLACE INTO user_keys (user, key, at) VALUES (?, ?, ?)",
+                    ((user, key, batch.time) for user, key in batch.keys),
+                )
+                if batch.forget_keys_before is not None:
+                    db.execute("DELETE FROM user_keys WHERE at < ?", (batch.forget_keys_before,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            return results
 
-        return await self._run(transaction)
-
-    def _append(
-        self,
-        db: sqlite3.Connection,
-        now: float,
-        heads: dict[str, tuple[str, int]],
-        blocks: dict[str, list[_Row]],
-        client_id: str,
-        ack_seq: int,
-        events: Sequence[NewEvent],
-    ) -> list[StoredEvent | None]:
-        stored: list[StoredEvent | None] = []
-        row = db.execute(
-            "SELECT ack_seq, user FROM clients WHERE client_id = ?", (client_id,)
-        ).fetchone()
-        watermark = int(row[0]) if row else 0
-        owner = next((new.sender for new in events if new.sender is not None), None)
-        if row is not None and row[1] is not None and owner not in (None, row[1]):
-            raise ClientIdTaken(client_id)
-        own_keys = f"{client_id}:"  # keys the client library made: its seqs dedup those
-        for new in events:
-            if new.seq is not None and new.seq <= watermark:
-                stored.append(None)  # stored through another connection of this client
-                continue
-            key = new.idempotency_key
-            if key is not None and not key.startswith(own_keys):
-                user = new.sender or ""  # keys are the user's own: never another's
-                row = db.execute(
-                    "SELECT at FROM user_keys WHERE user = ? AND key = ?", (user, key)
-                ).fetchone()
-                if row is not None and now - row[0] < self.dedup_window:
-                    stored.append(None)
-                    continue
-                db.execute(
-                    "INSERT OR REPLACE INTO user_keys (user, key, at) VALUES (?, ?, ?)",
-                    (user, key, now),
-                )
-            channel = new.channel
-            epoch, head = heads.get(channel) or self._channel(db, channel, create=True)
-            head += 1
-            heads[channel] = (epoch, head)
-            rows = blocks.get(channel)
-            if rows is None:
-                rows = blocks[channel] = []
-            rows.append((new.event, new.payload, new.timestamp, new.sender, key))
-            stored.append(
-                StoredEvent(
-                    channel, head, epoch, new.event, new.payload, new.timestamp, new.sender, key
-                )
-            )
-        db.execute(
-            "INSERT INTO clients (client_id, ack_seq, user) VALUES (?, ?, ?) "
-            "ON CONFLICT(client_id) DO UPDATE SET ack_seq = max(ack_seq, excluded.ack_seq), "
-            "user = coalesce(user, excluded.user)",
-            (client_id, ack_seq, owner),
-        )
-        return stored
-
-    def _retained_from(self, db: sqlite3.Connection, channel: str, head: int) -> int:
-        """The oldest offset retained (``head + 1`` if none)."""
-        row = db.execute("SELECT min(first) FROM blocks WHERE channel = ?", (channel,)).fetchone()
-        if row is None or row[0] is None:
-            return head + 1
-        return max(int(row[0]), head - self.retention_count + 1)
-
-    async def channel(self, channel: str) -> ChannelInfo:
-        def query() -> ChannelInfo:
-            db = self._connect()
-            epoch, head = self._channel(db, channel)
-            return ChannelInfo(epoch, head, self._retained_from(db, channel, head))
-
-        return await self._run(query)
+        await self._run(transaction)
 
     async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         def query() -> list[StoredEvent]:
             db = self._connect()
-            epoch, head = self._channel(db, channel)
-            after_ = max(after, self._retained_from(db, channel, head) - 1)
+            info = _channel_row(db, channel)
+            if info is None:
+                return []
+            after_ = max(after, info.first - 1)
             cursor = db.execute(
                 "SELECT first, events FROM blocks WHERE channel = ?1 AND first >= coalesce(("
                 "SELECT max(first) FROM blocks WHERE channel = ?1 AND first <= ?2), 0) "
@@ -372,7 +339,14 @@ class SqliteStore(StoreBase):
                         if offset > after_:
                             found.append(
                                 StoredEvent(
-                                    channel, offset, epoch, event, payload, timestamp, sender, key
+                                    channel,
+                                    offset,
+                                    info.epoch,
+                                    event,
+                                    payload,
+                                    timestamp,
+                                    sender,
+                                    key,
                                 )
                             )
                             if len(found) >= limit:

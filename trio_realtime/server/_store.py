@@ -1,24 +1,28 @@
-"""Server storage: per-client ack watermarks and per-channel logs. An interface, an in-memory
-implementation (tests, ephemeral servers) and SQLite (the default, in ``_sqlite.py``)."""
+"""Server storage: the store contract (rows and one atomic write), and a store in memory (tests,
+ephemeral servers). SQLite, the default, is in ``_sqlite.py``; the rules are in ``_rules.py``."""
 
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Sequence
+from collections.abc import Collection
 from typing import Any, Protocol
 
 import attrs
 import trio
 
 __all__ = [
+    "Append",
     "ChannelInfo",
     "ClientIdTaken",
+    "ClientRow",
+    "ClientUpdate",
     "MemoryStore",
     "NewEvent",
+    "Snapshot",
     "Store",
-    "StoreBase",
+    "StoreConflict",
     "StoredEvent",
+    "WriteBatch",
     "new_epoch",
 ]
 
@@ -65,6 +69,8 @@ class StoredEvent:
 
 @attrs.frozen
 class ChannelInfo:
+    """A channel's row: its epoch and the offsets it holds."""
+
     epoch: str
     head: int
     """Offset of the newest event (0: none yet)."""
@@ -72,189 +78,209 @@ class ChannelInfo:
     """Oldest offset still retained (head + 1 when the log is empty)."""
 
 
+@attrs.frozen
+class ClientRow:
+    """A client_id's row: the user it is bound to (``None``: nobody yet) and its watermark, the
+    highest seq stored (or consumed) for it."""
+
+    owner: str | None
+    ack_seq: int
+
+
+@attrs.frozen
+class Snapshot:
+    """The rows :meth:`Store.load` found. Rows that do not exist are absent."""
+
+    epoch: str
+    """The store's epoch: a channel's first event starts its log under it."""
+    clients: dict[str, ClientRow] = attrs.Factory(dict)
+    channels: dict[str, ChannelInfo] = attrs.Factory(dict)
+    """Channels that hold (or held) events; a channel never written to has no row."""
+    keys: dict[tuple[str, str], float] = attrs.Factory(dict)
+    """``(user, caller key)`` -> when it was stored (unix seconds)."""
+
+    def channel(self, name: str) -> ChannelInfo:
+        """The channel's row, or what a channel with none reads as (empty, the store's epoch)."""
+        return self.channels.get(name) or ChannelInfo(self.epoch, 0, 1)
+
+
+@attrs.frozen
+class Append:
+    """Events appended to one channel, with the retention that goes with them."""
+
+    channel: str
+    epoch: str
+    after: int
+    """The channel's head before this append: the store refuses the whole write
+    (:class:`StoreConflict`) if it is another (someone else appended meanwhile)."""
+    events: tuple[StoredEvent, ...]
+    """Offsets ``after + 1`` onwards, contiguous."""
+    keep_from: int
+    """Retention by count: events with lower offsets are dropped."""
+    drop_before: float
+    """Retention by age: events stored before this time (unix seconds) are dropped."""
+
+
+@attrs.frozen
+class ClientUpdate:
+    """A client row to write, if it still is ``before`` (else :class:`StoreConflict`)."""
+
+    client_id: str
+    before: ClientRow | None
+    after: ClientRow
+
+
+@attrs.frozen
+class WriteBatch:
+    """Everything one commit writes: applied all together or not at all."""
+
+    time: float
+    """When it is stored (unix seconds): the stored time of its events and keys."""
+    appends: tuple[Append, ...] = ()
+    clients: tuple[ClientUpdate, ...] = ()
+    keys: tuple[tuple[str, str], ...] = ()
+    """``(user, caller key)`` rows to store at ``time`` (replacing an older row of the pair)."""
+    forget_keys_before: float | None = None
+    """If set, key rows stored before this time are dropped (the dedup window passed)."""
+
+
+class StoreConflict(Exception):
+    """A :meth:`Store.write` found rows other than its preconditions say (another writer, such as
+    another server node, wrote first): nothing was written. Load again and plan again."""
+
+
 class Store(Protocol):
-    """What the server needs from storage. Every method is atomic."""
+    """Where the server keeps its rows: channel logs, client watermarks, caller keys, read
+    receipts. A store keeps rows and applies a batch of writes atomically; the *rules* (dedup by
+    seq and by key, the dedup window, offsets, epochs, retention) are the server's, applied once
+    for every store (``_rules.py``). ``trio_realtime.testing.check_store`` checks the contract.
+
+    Atomicity: :meth:`write` applies a whole :class:`WriteBatch` or nothing, and checks its
+    preconditions (each append's ``after`` is the channel's head, each client row is its
+    ``before``) in the same atomic step, raising :class:`StoreConflict` if one fails. Everything
+    a write stored is durable when it returns (the server acknowledges it next).
+    """
 
     async def open(self) -> None:
         """Make the store ready (create files, connect); the server calls it once, first."""
 
-    async def bind_client(self, client_id: str, user: str) -> bool:
-        """Whether ``user`` may resume ``client_id``: it is bound to no one yet, or to ``user``.
-        A client_id is bound to the sender of its first stored events (by ``commit``), before
-        which no one else can have seen it (it shows only inside default idempotency keys)."""
+    async def aclose(self) -> None: ...
 
-    async def client_ack(self, client_id: str) -> int:
-        """The highest seq stored (or consumed) for ``client_id``; 0 for a new client."""
+    async def load(
+        self,
+        *,
+        clients: Collection[str] = (),
+        channels: Collection[str] = (),
+        keys: Collection[tuple[str, str]] = (),
+    ) -> Snapshot:
+        """The rows asked for that exist (one consistent read)."""
 
-    async def commit(
-        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
-    ) -> list[StoredEvent | None]:
-        """In one transaction: append ``events`` to their channels and set the client's ack
-        watermark to ``ack_seq``. An event whose seq is at or below the client's watermark, or
-        whose caller-chosen idempotency key its sender (the user) already used within the dedup
-        window, is not appended again (``None`` in the result). Keys of different users never
-        collide."""
-
-    async def commit_many(
-        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
-    ) -> list[list[StoredEvent | None]]:
-        """:meth:`commit` for several ``(client_id, ack_seq, events)`` in one transaction."""
-
-    async def channel(self, channel: str) -> ChannelInfo:
-        """The channel's epoch and retained range. A channel that never held an event keeps no
-        row: it reads as empty, under the store's own epoch (which its first event keeps)."""
+    async def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` atomically and durably (see the class docstring)."""
 
     async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         """Retained events with offset > ``after``, oldest first, at most ``limit``."""
 
     async def mark_read(self, channel: str, user: str, offset: int) -> bool:
-        """Raise ``user``'s read watermark in ``channel`` to ``offset``; returns whether it moved
-        (a watermark never moves backwards)."""
+        """Raise ``user``'s read watermark in ``channel`` to ``offset`` if it is higher; returns
+        whether it moved (a watermark never moves backwards)."""
 
     async def receipts(self, channel: str) -> dict[str, int]:
         """Every reader's watermark in ``channel``."""
-
-    async def aclose(self) -> None: ...
-
-
-class StoreBase:
-    """Shared parts of the stores: ``commit`` is ``commit_many`` of one request."""
-
-    async def open(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def commit_many(
-        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
-    ) -> list[list[StoredEvent | None]]:
-        raise NotImplementedError
-
-    async def commit(
-        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
-    ) -> list[StoredEvent | None]:
-        (stored,) = await self.commit_many([(client_id, ack_seq, events)])
-        return stored
 
 
 @attrs.define
 class _Log:
     epoch: str
+    head: int
     events: list[StoredEvent] = attrs.Factory(list)
     stored_at: list[float] = attrs.Factory(list)
-    head: int = 0
 
 
-class MemoryStore(StoreBase):
+class MemoryStore:
     """A store in memory: lost when the process ends (its epochs say so to resuming clients)."""
 
-    def __init__(
+    def __init__(self) -> None:
+        self.epoch = new_epoch()
+        """The epoch of this store's channels: a new store (a restarted memory server) has
+        another."""
+        self._clients: dict[str, ClientRow] = {}
+        self._logs: dict[str, _Log] = {}
+        self._keys: dict[tuple[str, str], float] = {}
+        self._receipts: dict[str, dict[str, int]] = {}
+
+    async def open(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def load(
         self,
         *,
-        retention_count: int = 10_000,
-        retention_age: float = 7 * 24 * 3600,
-        dedup_window: float = 24 * 3600,
-    ) -> None:
-        self.epoch = new_epoch()
-        """Every channel's epoch: a new store (a restarted memory server) has another."""
-        self._acks: dict[str, int] = {}
-        self._owners: dict[str, str] = {}
-        self._logs: dict[str, _Log] = {}
-        self._keys: dict[tuple[str | None, str], float] = {}
-        self._receipts: dict[str, dict[str, int]] = {}
-        self.retention_count = retention_count
-        self.retention_age = retention_age
-        self.dedup_window = dedup_window
-
-    def _log(self, channel: str) -> _Log:
-        log = self._logs.get(channel)
-        if log is None:
-            log = self._logs[channel] = _Log(self.epoch)
-        return log
-
-    async def bind_client(self, client_id: str, user: str) -> bool:
+        clients: Collection[str] = (),
+        channels: Collection[str] = (),
+        keys: Collection[tuple[str, str]] = (),
+    ) -> Snapshot:
         await trio.lowlevel.checkpoint()
-        return self._owners.get(client_id, user) == user  # bound by its first commit
+        found = Snapshot(self.epoch)
+        for client_id in clients:
+            row = self._clients.get(client_id)
+            if row is not None:
+                found.clients[client_id] = row
+        for name in channels:
+            log = self._logs.get(name)
+            if log is not None:
+                first = log.events[0].offset if log.events else log.head + 1
+                found.channels[name] = ChannelInfo(log.epoch, log.head, first)
+        for key in keys:
+            at = self._keys.get(key)
+            if at is not None:
+                found.keys[key] = at
+        return found
 
-    async def client_ack(self, client_id: str) -> int:
+    async def write(self, batch: WriteBatch) -> None:
+        # Check every precondition, then apply: all or nothing, as one transaction.
+        for append in batch.appends:
+            log = self._logs.get(append.channel)
+            if (log.head if log is not None else 0) != append.after:
+                raise StoreConflict(f"channel {append.channel!r} moved")
+        for update in batch.clients:
+            if self._clients.get(update.client_id) != update.before:
+                raise StoreConflict(f"client {update.client_id!r} moved")
+        for append in batch.appends:
+            log = self._logs.get(append.channel)
+            if log is None:
+                log = self._logs[append.channel] = _Log(append.epoch, 0)
+            log.events.extend(append.events)
+            log.stored_at.extend([batch.time] * len(append.events))
+            if append.events:
+                log.head = append.events[-1].offset
+            drop = 0
+            while drop < len(log.events) and (
+                log.events[drop].offset < append.keep_from
+                or log.stored_at[drop] < append.drop_before
+            ):
+                drop += 1
+            del log.events[:drop]
+            del log.stored_at[:drop]
+        for update in batch.clients:
+            self._clients[update.client_id] = update.after
+        for key in batch.keys:
+            self._keys[key] = batch.time
+        if batch.forget_keys_before is not None:
+            cutoff = batch.forget_keys_before
+            self._keys = {key: at for key, at in self._keys.items() if at >= cutoff}
         await trio.lowlevel.checkpoint()
-        return self._acks.get(client_id, 0)
-
-    async def commit_many(
-        self, batch: Sequence[tuple[str, int, Sequence[NewEvent]]]
-    ) -> list[list[StoredEvent | None]]:
-        # All or nothing, as a transaction: the checks that can fail run before any change.
-        owners: dict[str, str] = {}
-        for client_id, _, events in batch:
-            owner = next((new.sender for new in events if new.sender is not None), None)
-            if owner is not None:
-                bound = owners.setdefault(client_id, self._owners.get(client_id, owner))
-                if bound != owner:
-                    raise ClientIdTaken(client_id)
-        results = [self._commit(*request) for request in batch]
-        await trio.lowlevel.checkpoint()
-        return results
-
-    def _commit(
-        self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
-    ) -> list[StoredEvent | None]:
-        now = time.time()
-        stored: list[StoredEvent | None] = []
-        watermark = self._acks.get(client_id, 0)
-        owner = next((new.sender for new in events if new.sender is not None), None)
-        if owner is not None:
-            self._owners.setdefault(client_id, owner)  # checked by commit_many
-        own_keys = f"{client_id}:"  # keys the client library made: its seqs dedup those
-        for new in events:
-            if new.seq is not None and new.seq <= watermark:
-                stored.append(None)  # stored through another connection of this client
-                continue
-            key = new.idempotency_key
-            if key is not None and not key.startswith(own_keys):
-                scoped = (new.sender, key)  # keys are the user's own: never another's
-                seen = self._keys.get(scoped)
-                if seen is not None and now - seen < self.dedup_window:
-                    stored.append(None)
-                    continue
-                self._keys[scoped] = now
-            log = self._log(new.channel)
-            log.head += 1
-            event = StoredEvent(
-                new.channel,
-                log.head,
-                log.epoch,
-                new.event,
-                new.payload,
-                new.timestamp,
-                new.sender,
-                new.idempotency_key,
-            )
-            log.events.append(event)
-            log.stored_at.append(now)
-            excess = max(0, len(log.events) - self.retention_count)
-            while excess < len(log.events) and log.stored_at[excess] < now - self.retention_age:
-                excess += 1
-            del log.events[:excess]
-            del log.stored_at[:excess]
-            stored.append(event)
-        self._acks[client_id] = max(self._acks.get(client_id, 0), ack_seq)
-        return stored
-
-    async def channel(self, channel: str) -> ChannelInfo:
-        await trio.lowlevel.checkpoint()
-        log = self._logs.get(channel)
-        if log is None:
-            return ChannelInfo(self.epoch, 0, 1)
-        first = log.events[0].offset if log.events else log.head + 1
-        return ChannelInfo(log.epoch, log.head, first)
 
     async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         await trio.lowlevel.checkpoint()
         log = self._logs.get(channel)
-        if log is None:
+        if log is None or not log.events:
             return []
-        events = log.events
         # Offsets are contiguous within the retained list: index straight to the first wanted.
-        start = 0 if not events else max(0, after + 1 - events[0].offset)
-        return events[start : start + limit]
+        start = max(0, after + 1 - log.events[0].offset)
+        return log.events[start : start + limit]
 
     async def mark_read(self, channel: str, user: str, offset: int) -> bool:
         await trio.lowlevel.checkpoint()
@@ -266,6 +292,3 @@ class MemoryStore(StoreBase):
     async def receipts(self, channel: str) -> dict[str, int]:
         await trio.lowlevel.checkpoint()
         return dict(self._receipts.get(channel, {}))
-
-    async def aclose(self) -> None:
-        await trio.lowlevel.checkpoint()

@@ -100,6 +100,7 @@ def test_subpackage_surfaces() -> None:
         "FaultProxy",
         "MEMORY_URL",
         "MemoryServer",
+        "check_store",
         "ProxyStats",
         "ServerProcess",
         "open_fault_proxy",

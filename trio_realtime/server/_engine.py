@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import secrets
 import time
 from collections import deque
+from collections.abc import Hashable
+from typing import Any
 
 import attrs
-import orjson
 import trio
 
 from .._errors import LocalProtocolError, ProtocolError
@@ -26,19 +26,13 @@ from .._protocol import (
     DuplicateEvent,
     Error,
     ErrorCode,
-    Frame,
     OutOfOrderEvent,
     Ping,
-    PresenceUpdate,
-    ReadReceipt,
-    Receipts,
-    ReceiptsQuery,
     Resume,
     ResumeResponse,
     ServerProtocol,
     Subscribe,
     Subscribed,
-    Typing,
     Unsubscribe,
     Unsubscribed,
     UpstreamEvent,
@@ -48,7 +42,7 @@ from .._protocol import (
 from .._transports import Transport, TransportClosed
 from ._auth import Action, Authenticator, Identity
 from ._config import ServerConfig
-from ._meta import PresenceRegistry, TypingRegistry
+from ._handlers import make_handlers
 from ._rules import Retention
 from ._rules import commit as commit_rows
 from ._store import ChannelInfo, NewEvent, Store, StoredEvent
@@ -107,6 +101,8 @@ class _Session:
         self.transport = transport
         self.proto = ServerProtocol()
         self.identity: Identity | None = None
+        self.context: _Context | None = None
+        """What handlers see of this connection (once it resumed)."""
         self.client_id: str | None = None
         self.channels: set[str] = set()
         self._out: deque[bytes] = deque()
@@ -228,8 +224,16 @@ class _Session:
             self._lag_changed()
         else:
             self.lagging.pop(channel, None)
-            state = self.proto.send(self.server.presence.state(channel))
-            self.queue(state, answer=False)  # full state once, then diffs
+            self.send_attached(channel)  # the full presence state once, then diffs
+
+    def send_attached(self, channel: str) -> None:
+        """``channel`` is live for this connection: what the handlers send then (the presence
+        state), queued even behind a full queue (a reader that keeps reading gets it)."""
+        for handler in self.server.handlers:
+            frame = handler.attached(channel)
+            if frame is not None:
+                with contextlib.suppress(LocalProtocolError):
+                    self.queue(self.proto.send(frame), answer=False)  # type: ignore[arg-type]
 
     def detach(self, channel: str) -> None:
         self.channels.discard(channel)
@@ -316,8 +320,7 @@ class _Session:
                 return
             if self.close_code is None:
                 del self.lagging[channel]
-                with contextlib.suppress(LocalProtocolError):
-                    self.queue(self.proto.send(server.presence.state(channel)), answer=False)
+                self.send_attached(channel)
 
     def _queue_replay(self, channel: str, events: list[StoredEvent]) -> bool:
         """Queue ``events`` of a lagging channel while the queue has room (one at least), and
@@ -343,6 +346,37 @@ class _Session:
         self.positions[channel] = self.lagging[channel] = events[queued - 1].offset
         self._wake()
         return queued == len(events)
+
+
+class _Context:
+    """A connection as its meta frames' handlers see it (``_handlers.MetaContext``)."""
+
+    def __init__(self, server: RealtimeServer, session: _Session, identity: Identity) -> None:
+        self._server = server
+        self._session = session
+        self.identity = identity
+
+    @property
+    def connection(self) -> Hashable:
+        return self._session
+
+    @property
+    def config(self) -> ServerConfig:
+        return self._server.config
+
+    @property
+    def store(self) -> Store:
+        return self._server.store
+
+    def send(self, frame: object) -> None:
+        with contextlib.suppress(LocalProtocolError):  # e.g. the connection closed meanwhile
+            self._session.send(frame)
+
+    def broadcast(self, channel: str, frame: object, *, skip_user: str | None = None) -> None:
+        self._server.broadcast(channel, frame, skip_user=skip_user)
+
+    async def authorize(self, action: Action, channel: str) -> bool:
+        return await self._server.authenticator.authorize(self.identity, action, channel)
 
 
 def _join(messages: list[bytes]) -> bytes:
@@ -389,12 +423,10 @@ class RealtimeServer:
         self._commit_queue: list[_CommitRequest] = []
         self._commit_wakeup = trio.Event()
         self._committer_running = False
-        self.presence = PresenceRegistry(
-            self.config.presence_timeout, self.config.max_presence_entries
-        )
-        self._presence_changed = trio.Event()
-        self.typing = TypingRegistry()
         self.port: int | None = None
+        self.handlers = make_handlers(self)
+        """The server halves of the services (``_handlers.py``), by the frames they handle."""
+        self._handler_of = {kind: h for h in self.handlers for kind in h.frames}
         config = self.config
         self._retention = Retention(
             count=config.retention_count,
@@ -404,29 +436,20 @@ class RealtimeServer:
         self._next_key_purge = 0.0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The server's background tasks (the committer and the presence timer), until cancelled.
+        """The server's background tasks (the committer, the handlers'), until cancelled.
         :func:`open_server` runs them; run them yourself when calling :meth:`handle` directly."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.run_committer)
-            await nursery.start(self._run_presence_timer)
+            for handler in self.handlers:
+                await nursery.start(handler.run)
             task_status.started()
 
-    async def _run_presence_timer(self, *, task_status: trio.TaskStatus[None]) -> None:
-        task_status.started()
-        while True:
-            deadline = self.presence.next_expiry()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
-                await self._presence_changed.wait()
-            self._presence_changed = trio.Event()
-            for diff in self.presence.expire(trio.current_time()):
-                self._broadcast(diff.channel, diff)
-
-    def _broadcast(self, channel: str, frame: Frame, *, skip_user: str | None = None) -> None:
+    def broadcast(self, channel: str, frame: object, *, skip_user: str | None = None) -> None:
         """Send ``frame`` to every subscriber of ``channel`` (but not to ``skip_user``'s)."""
         subscribers = self._subscribers.get(channel)
         if not subscribers:
             return
-        data = encode_frame(frame)  # once, for all of them
+        data = encode_frame(frame)  # type: ignore[arg-type]  # once, for all of them
         for subscriber in list(subscribers):
             if skip_user is None or subscriber.user != skip_user:
                 subscriber.deliver_meta(channel, data)
@@ -475,10 +498,9 @@ class RealtimeServer:
             session.finished.set()
             for channel in session.channels:
                 self._unsubscribe(session, channel)
-            self.presence.disconnected(session, trio.current_time())
-            self._presence_changed.set()
-            for channel, user in self.typing.disconnected(session):
-                self._broadcast(channel, Typing(channel, False, user), skip_user=user)
+            if session.context is not None:
+                for handler in self.handlers:
+                    handler.disconnected(session.context)
             with trio.CancelScope(shield=True):
                 await transport.aclose(session.close_code or 1000, session.close_reason)
 
@@ -558,6 +580,7 @@ class RealtimeServer:
             )
         session.identity = identity
         session.client_id = resume.client_id
+        session.context = _Context(self, session, identity)
         if identity.expires_at is not None:
             nursery.start_soon(self._expire, session, identity.expires_at)
         ack_seq = client.ack_seq if client is not None else 0
@@ -679,7 +702,8 @@ class RealtimeServer:
                         )
                     )
                     continue
-                self.typing.stopped(user, event.channel)
+                for handler in self.handlers:
+                    handler.published(user, event.channel)
                 accepted.append(
                     NewEvent(
                         event.channel,
@@ -710,7 +734,7 @@ class RealtimeServer:
                 session.send(Unsubscribed(event.rid, event.channel))
             elif isinstance(event, Ping):
                 session.send(event.response())
-            elif isinstance(event, PresenceUpdate | Typing | ReadReceipt | ReceiptsQuery):
+            elif type(event) in self._handler_of:
                 await self._meta(session, event)
         if not pending_ack:
             return
@@ -867,71 +891,22 @@ class RealtimeServer:
             session.close(CloseCode.INTERNAL_ERROR, "store failure")
             session.scope.cancel()
 
-    def _check_presence(self, session: _Session, frame: PresenceUpdate) -> str | None:
-        """Why a presence update is refused, or ``None``: its metadata is bounded in depth and
-        bytes, and its user in entries, so that the presence state always encodes."""
-        config = self.config
-        reason = check_payload(frame.metadata, max_depth=config.max_payload_depth)
-        if reason is not None:
-            return f"metadata: {reason}"
-        if len(orjson.dumps(frame.metadata)) > config.max_presence_bytes:
-            return f"metadata is over {config.max_presence_bytes} bytes"
-        assert session.user is not None
-        if not self.presence.allows(session, session.user, frame.channel):
-            return f"at most {config.max_presence_entries} presence entries per user"
-        return None
-
-    async def _meta(
-        self, session: _Session, frame: PresenceUpdate | Typing | ReadReceipt | ReceiptsQuery
-    ) -> None:
-        """Presence, typing and read receipts (PROTOCOL.md section 5): allowed to whoever may
-        subscribe to the channel."""
-        identity = session.identity
-        assert identity is not None
-        user = identity.user
+    async def _meta(self, session: _Session, frame: Any) -> None:
+        """A meta frame (PROTOCOL.md section 5), to the handler of its kind: allowed to whoever
+        may subscribe to the channel."""
+        context = session.context
+        assert context is not None
         channel = frame.channel
-        rid = frame.rid if isinstance(frame, ReceiptsQuery) else None
+        rid = getattr(frame, "rid", None)
         limit = self.config.max_name_bytes
         if _name_too_long(channel, limit):
-            session.send(
-                Error(ErrorCode.INVALID_NAME, f"channel name is over {limit} bytes", rid=rid)
-            )
+            message = f"channel name is over {limit} bytes"
+            session.send(Error(ErrorCode.INVALID_NAME, message, rid=rid))
             return
-        if not await self.authenticator.authorize(identity, Action.SUBSCRIBE, channel):
+        if not await context.authorize(Action.SUBSCRIBE, channel):
             session.send(Error(ErrorCode.FORBIDDEN, f"may not use {channel!r}", rid=rid))
             return
-        if isinstance(frame, PresenceUpdate):
-            reason = self._check_presence(session, frame)
-            if reason is not None:
-                session.send(Error(ErrorCode.PRESENCE_LIMIT, reason))
-                return
-            diff = self.presence.update(session, user, channel, frame.status, frame.metadata)
-            if diff is not None:
-                self._broadcast(channel, diff)
-        elif isinstance(frame, Typing):
-            if (
-                frame.typing
-                and self.typing.count(session) >= self.config.max_subscriptions
-                and not self.typing.holds(session, user, channel)
-            ):
-                session.send(
-                    Error(
-                        ErrorCode.TYPING_LIMIT, f"typing in at most {self.config.max_subscriptions}"
-                    )
-                )
-            elif self.typing.set(session, user, channel, frame.typing):
-                self._broadcast(channel, Typing(channel, frame.typing, user), skip_user=user)
-        elif isinstance(frame, ReadReceipt):
-            info = await self._channel_info(channel)
-            if not 1 <= frame.offset <= info.head:  # so no row is kept for a name never used
-                session.send(
-                    Error(ErrorCode.INVALID_RECEIPT, f"{channel!r} has no offset {frame.offset}")
-                )
-            elif await self.store.mark_read(channel, user, frame.offset):
-                self._broadcast(channel, ReadReceipt(channel, frame.offset, user))
-        else:
-            readers = await self.store.receipts(channel)
-            session.send(Receipts(frame.rid, channel, readers))
+        await self._handler_of[type(frame)].handle(context, frame)
 
     async def _subscribe(self, session: _Session, request: Subscribe) -> None:
         identity = session.identity

@@ -179,7 +179,8 @@ class Store(Protocol):
         """Apply ``batch`` atomically and durably (see the class docstring)."""
 
     async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
-        """Retained events with offset > ``after``, oldest first, at most ``limit``."""
+        """Retained events with offset > ``after``, oldest first: ``limit`` of them, or all
+        there are if fewer (a short page means the end of the log)."""
 
     async def mark_read(self, channel: str, user: str, offset: int) -> bool:
         """Raise ``user``'s read watermark in ``channel`` to ``offset`` if it is higher; returns

@@ -6,6 +6,8 @@
   to SIGKILL and restart.
 * :func:`open_memory_server`: the reference server in memory (no sockets, no threads), for
   tests of your own code, exact under ``MockClock``.
+* :func:`check_store`: the store conformance kit, for a server store's own tests (checks the
+  whole :class:`~trio_realtime.server.Store` contract, restart included).
 * ``trio_realtime.testing.pytest_plugin``: pytest-trio fixtures built on them (add
   ``pytest_plugins = ["trio_realtime.testing.pytest_plugin"]`` to your ``conftest.py``).
 """
@@ -20,3 +22,4 @@ from ._proxy import ProxyStats as ProxyStats
 from ._proxy import open_fault_proxy as open_fault_proxy
 from ._server import ServerProcess as ServerProcess
 from ._server import open_server_process as open_server_process
+from ._store_kit import check_store as check_store

@@ -50,6 +50,9 @@ from ._frames import Typing as Typing
 from ._frames import Unsubscribe as Unsubscribe
 from ._frames import Unsubscribed as Unsubscribed
 from ._frames import UpstreamEvent as UpstreamEvent
+from ._kinds import Fields as Fields
+from ._kinds import FrameKind as FrameKind
+from ._kinds import register_frame_kind as register_frame_kind
 from ._server import ServerProtocol as ServerProtocol
 from ._state import Role as Role
 from ._state import State as State

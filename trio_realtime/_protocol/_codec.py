@@ -381,37 +381,11 @@ def _receipts(f: _Fields) -> Receipts:
 
 _Decoder = Callable[[_Fields], Any]
 
-_CLIENT_TYPES: dict[str, _Decoder] = {
-    "resume": _resume,
-    "event": _upstream_event,
-    "subscribe": _subscribe,
-    "unsubscribe": _unsubscribe,
-    "ping": _ping,
-    "pong": _pong,
-}
-_CLIENT_META: dict[str, _Decoder] = {
-    "presence": _presence_update,
-    "typing": _typing_from_client,
-    "receipt": _receipt_from_client,
-    "receipts_query": _receipts_query,
-}
-_SERVER_TYPES: dict[str, _Decoder] = {
-    "resume_response": _resume_response,
-    "ack": _ack,
-    "error": _error,
-    "event": _downstream_event,
-    "subscribed": _subscribed,
-    "unsubscribed": _unsubscribed,
-    "ping": _ping,
-    "pong": _pong,
-}
-_SERVER_META: dict[str, _Decoder] = {
-    "presence_state": _presence_state,
-    "presence_diff": _presence_diff,
-    "typing": _typing_from_server,
-    "receipt": _receipt_from_server,
-    "receipts": _receipts,
-}
+# Filled by the frame declarations (``_kinds.py``): frame ``type`` (or meta ``kind``) -> decoder.
+_CLIENT_TYPES: dict[str, _Decoder] = {}
+_CLIENT_META: dict[str, _Decoder] = {}
+_SERVER_TYPES: dict[str, _Decoder] = {}
+_SERVER_META: dict[str, _Decoder] = {}
 
 
 def _decode_frame(

@@ -9,6 +9,10 @@ from ._auth import load_or_create_secret as load_or_create_secret
 from ._auth import make_token as make_token
 from ._config import ServerConfig as ServerConfig
 from ._engine import RealtimeServer as RealtimeServer
+from ._handlers import BaseHandler as BaseHandler
+from ._handlers import Handler as Handler
+from ._handlers import MetaContext as MetaContext
+from ._handlers import register_handler as register_handler
 from ._registry import register_store as register_store
 from ._registry import store_from_url as store_from_url
 from ._sqlite import SqliteStore as SqliteStore

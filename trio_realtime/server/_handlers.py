@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._engine import RealtimeServer
 
 __all__ = [
+    "BaseHandler",
     "Handler",
     "HandlerFactory",
     "MetaContext",

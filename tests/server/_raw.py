@@ -1,6 +1,10 @@
-"""A raw WebSocket client for server tests: trio-websocket speaking the JSON protocol by hand (none
-of trio_realtime's client code), so a test can send what a well-behaved client never would, read
-when it likes (or not at all) and see every frame and close code the server sends."""
+"""A raw client for server tests: the JSON protocol by hand (none of trio_realtime's client code),
+so a test can send what a well-behaved client never would, read when it likes (or not at all) and
+see every frame and close code the server sends.
+
+It reaches the engine through either front (:func:`open_front`): over WebSocket (trio-websocket, a
+real socket, text or binary frames) or over the in-memory transport, the engine serving the other
+end directly (``RealtimeServer.handle``; a message is whatever was sent, ``str`` or ``bytes``)."""
 
 from __future__ import annotations
 
@@ -13,17 +17,59 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import trio
 import trio_websocket
 
-from trio_realtime.server import RealtimeServer
+from trio_realtime._transports import TransportClosed, memory_transport_pair
+from trio_realtime.server import AllowAll, Authenticator, RealtimeServer, ServerConfig, Store
+from trio_realtime.server import open_server as open_websocket_server
+from trio_realtime.testing import open_memory_server
 
 Frame = dict[str, Any]
+Front = Literal["memory", "websocket"]
+FRONTS: tuple[Front, ...] = ("memory", "websocket")
 
 SUBPROTOCOL = "trio-realtime.v1"
 _ids = itertools.count(1)
+
+
+@dataclass
+class RunningServer:
+    """A server as the tests see it: its engine (``engine.sessions``, ``engine.store``) and the
+    front that serves its connections."""
+
+    front: Front
+    engine: RealtimeServer
+    connections: trio.Nursery | None = None
+    """Memory front: the nursery the engine serves each connection's other end in."""
+
+
+@asynccontextmanager
+async def open_front(
+    front: Front,
+    store: Store | str,
+    authenticator: Authenticator | None = None,
+    *,
+    config: ServerConfig | None = None,
+) -> AsyncIterator[RunningServer]:
+    """Run the engine on ``store`` (opened and closed here) behind ``front`` for the block:
+    ``"websocket"`` is ``open_server`` on a free port; ``"memory"`` is the engine alone
+    (``open_memory_server``), each :func:`connect` a new memory transport pair whose server end
+    ``engine.handle`` serves. ``authenticator``: default ``AllowAll``."""
+    authenticator = authenticator or AllowAll()
+    if front == "websocket":
+        async with open_websocket_server(store, authenticator, config=config) as engine:
+            yield RunningServer(front, engine)
+    else:
+        async with (
+            open_memory_server(store=store, authenticator=authenticator, config=config) as memory,
+            trio.open_nursery() as connections,
+        ):
+            yield RunningServer(front, memory.server, connections)
+            connections.cancel_scope.cancel()
 
 
 def dumps(message: object) -> str:
@@ -72,17 +118,52 @@ def is_error(code: str, **fields: object) -> Callable[[Frame], bool]:
     return match
 
 
+class Link(Protocol):
+    """A raw connection's messages, either front: a closed link raises ``TransportClosed``."""
+
+    async def send(self, data: str | bytes) -> None: ...
+
+    async def receive(self) -> str | bytes: ...
+
+
+class _WebSocketLink:
+    """A trio-websocket connection as a :class:`Link`: a ``str`` goes as a text frame, ``bytes``
+    as a binary frame (not ``WebSocketTransport``, which sends text only)."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, data: str | bytes) -> None:
+        try:
+            await self.ws.send_message(data)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self.ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+
+def _closed(exc: trio_websocket.ConnectionClosed) -> TransportClosed:
+    if exc.reason is None:
+        return TransportClosed(1006)
+    return TransportClosed(exc.reason.code, exc.reason.reason or "")
+
+
 class RawClient:
     """One raw connection. ``frames`` is everything received so far, in order."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, client_id: str) -> None:
-        self.ws = ws
+    def __init__(self, link: Link, client_id: str) -> None:
+        self.link = link
         self.client_id = client_id
         self.frames: list[Frame] = []
         self.keep_events = True
         """Whether ``frames`` keeps the events received too (a test reading 100 MB of them may
         want the memory back)."""
         self.close_code: int | None = None
+        self.close_reason = ""
         self.seq = 0
         self._pending: deque[Frame] = deque()
         self._rids = itertools.count(1)
@@ -95,8 +176,8 @@ class RawClient:
 
     async def send_raw(self, message: str | bytes) -> None:
         """Send, as an attacker would: a close already received shows when reading, not here."""
-        with contextlib.suppress(trio_websocket.ConnectionClosed):
-            await self.ws.send_message(message)
+        with contextlib.suppress(TransportClosed):
+            await self.link.send(message)
 
     def event(
         self,
@@ -130,9 +211,10 @@ class RawClient:
             if self.close_code is not None:
                 return None
             try:
-                data = json.loads(await self.ws.get_message())
-            except trio_websocket.ConnectionClosed as exc:
-                self.close_code = exc.reason.code if exc.reason is not None else 1006
+                data = json.loads(await self.link.receive())
+            except TransportClosed as exc:
+                self.close_code = 1006 if exc.code is None else exc.code
+                self.close_reason = exc.reason
                 return None
             received = data if isinstance(data, list) else [data]
             self._pending.extend(received)
@@ -219,7 +301,7 @@ def _short(frames: list[Frame]) -> str:
 
 @asynccontextmanager
 async def connect(
-    server: RealtimeServer,
+    server: RunningServer | RealtimeServer,
     user: str | None = "alice",
     client_id: str | None = None,
     *,
@@ -227,19 +309,35 @@ async def connect(
     resume: bool = True,
     max_message_size: int = 64 * 1024 * 1024,
 ) -> AsyncIterator[RawClient]:
-    """A raw connection, resumed (token ``token``, else the user name: ``AllowAll``) unless
-    ``resume`` is false."""
-    url = f"ws://127.0.0.1:{server.port}/realtime"
+    """A raw connection through ``server``'s front (a bare ``RealtimeServer`` is one that
+    ``open_server`` runs: WebSocket), resumed (token ``token``, else the user name: ``AllowAll``)
+    unless ``resume`` is false. ``max_message_size``: WebSocket only (the memory transport takes
+    any message)."""
+    client_id = client_id or f"raw-{user}-{next(_ids)}"
+
+    async def start(client: RawClient) -> RawClient:
+        if resume:
+            response = await client.resume(token if token is not None else user)
+            assert response["type"] == "resume_response", response
+        return client
+
+    if isinstance(server, RunningServer) and server.front == "memory":
+        assert server.connections is not None
+        client_end, server_end = memory_transport_pair()
+        server.connections.start_soon(server.engine.handle, server_end)
+        try:
+            yield await start(RawClient(client_end, client_id))
+        finally:
+            await client_end.aclose()
+        return
+    engine = server.engine if isinstance(server, RunningServer) else server
+    url = f"ws://127.0.0.1:{engine.port}/realtime"
     try:
         async with trio_websocket.open_websocket_url(
             url, subprotocols=[SUBPROTOCOL], max_message_size=max_message_size
         ) as ws:
-            client = RawClient(ws, client_id or f"raw-{user}-{next(_ids)}")
             try:
-                if resume:
-                    response = await client.resume(token if token is not None else user)
-                    assert response["type"] == "resume_response", response
-                yield client
+                yield await start(RawClient(_WebSocketLink(ws), client_id))
             finally:
                 with trio.move_on_after(2) as scope:
                     scope.shield = True
@@ -254,7 +352,11 @@ async def connect(
 
 
 async def history(
-    server: RealtimeServer, channel: str, *, token: str | None = None, within: float = 20
+    server: RunningServer | RealtimeServer,
+    channel: str,
+    *,
+    token: str | None = None,
+    within: float = 20,
 ) -> list[Frame]:
     """Every event a new subscriber replaying ``channel`` from its start receives, up to the head
     the server announced (what the channel holds)."""

@@ -1,6 +1,11 @@
-"""The reference server against an attacker (issue 15): a raw WebSocket client speaking the JSON
-protocol by hand, one test per way a user could lose another's data, grow the server's memory or
-stop it, and for the limits and authorization that close those ways."""
+"""The reference server against an attacker (issue 15): a raw client speaking the JSON protocol by
+hand, one test per way a user could lose another's data, grow the server's memory or stop it, and
+for the limits and authorization that close those ways.
+
+Each test that takes ``front`` (directly or through ``server``) runs over both fronts (conftest):
+the engine over the in-memory transport, served by ``RealtimeServer.handle`` directly, and behind
+its WebSocket front. Only the two tests of a subscriber that does not read (p6) are WebSocket
+only: they need a link whose sends wait on a peer not reading (see there)."""
 
 from __future__ import annotations
 
@@ -15,42 +20,46 @@ import pytest
 import trio
 
 from trio_realtime.server import (
-    AllowAll,
     HmacAuthenticator,
     MemoryStore,
-    RealtimeServer,
     ServerConfig,
     SqliteStore,
     make_token,
-    open_server,
 )
 
 from ..figures import record
-from ._raw import Frame, connect, dumps, history, is_error, nested, rss
+from ._raw import (
+    Frame,
+    Front,
+    RunningServer,
+    connect,
+    dumps,
+    history,
+    is_error,
+    nested,
+    open_front,
+    rss,
+)
 
 MB = 1_000_000
 MiB = 1024 * 1024
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RealtimeServer]:
-    """The server on each store: the rules are the server's and the stores', for both."""
-    if request.param == "memory":
-        async with open_server(MemoryStore(), AllowAll()) as running:
-            yield running
-    else:
-        async with sqlite_server(tmp_path / "server.db") as running:
-            yield running
-
-
-@contextlib.asynccontextmanager
-async def sqlite_server(
-    path: Path, config: ServerConfig | None = None
-) -> AsyncIterator[RealtimeServer]:
-    store = SqliteStore(path)
-    await store.open()
-    async with open_server(store, AllowAll(), config=config) as running:
+@pytest.fixture(params=["memory", "sqlite"], ids=["memory_store", "sqlite_store"])
+async def server(
+    front: Front, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[RunningServer]:
+    """The server on each store and behind each front: the rules are the server's and the
+    stores', for both; the engine is the same whatever carries its messages."""
+    store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "server.db")
+    async with open_front(front, store) as running:
         yield running
+
+
+def sqlite_server(
+    front: Front, path: Path, config: ServerConfig | None = None
+) -> contextlib.AbstractAsyncContextManager[RunningServer]:
+    return open_front(front, SqliteStore(path), config=config)
 
 
 def presence(channel: str, metadata: object = None, status: str = "online") -> Frame:
@@ -75,14 +84,14 @@ def codes(frames: list[Frame]) -> list[tuple[str, Any]]:
     return [(f["code"], f.get("seq")) for f in frames if f.get("type") == "error"]
 
 
-def request_store(server: RealtimeServer) -> str:
-    return type(server.store).__name__
+def request_store(server: RunningServer) -> str:
+    return type(server.engine.store).__name__
 
 
 # --- 1. a client_id is bound to its user ---------------------------------------------------------
 
 
-async def test_p1_another_user_cannot_resume_a_client_id(server: RealtimeServer) -> None:
+async def test_p1_another_user_cannot_resume_a_client_id(server: RunningServer) -> None:
     async with connect(server, "alice", "cid-a") as alice:
         assert (await alice.publish(alice.event(payload=1)))["ack_seq"] == 1
         # Bob read "cid-a" in alice's idempotency keys: he resumes with it, sends three events
@@ -114,7 +123,7 @@ async def test_p1_another_user_cannot_resume_a_client_id(server: RealtimeServer)
 
 
 async def test_p1_two_users_resuming_an_unbound_client_id_cannot_share_it(
-    server: RealtimeServer,
+    server: RunningServer,
 ) -> None:
     """A client_id is bound by its first commit. Two users who both resumed it before that (it
     was known ahead of its first event: say, read from an old database) cannot both store
@@ -140,7 +149,7 @@ async def test_p1_two_users_resuming_an_unbound_client_id_cannot_share_it(
 # --- 2. caller idempotency keys are per user -----------------------------------------------------
 
 
-async def test_p2_caller_keys_are_deduplicated_per_user(server: RealtimeServer) -> None:
+async def test_p2_caller_keys_are_deduplicated_per_user(server: RunningServer) -> None:
     async with connect(server, "bob", "cid-b") as bob:
         ack = await bob.publish(bob.event("orders", {"by": "bob"}, key="order-42"))
         assert (ack["ack_seq"], ack["duplicates"]) == (1, [])
@@ -164,9 +173,9 @@ async def test_p2_caller_keys_are_deduplicated_per_user(server: RealtimeServer) 
 # --- 3. a payload the store cannot encode fails for nobody else ----------------------------------
 
 
-async def test_p3_a_deep_payload_is_refused_alone(tmp_path: Path) -> None:
+async def test_p3_a_deep_payload_is_refused_alone(front: Front, tmp_path: Path) -> None:
     async with (
-        sqlite_server(tmp_path / "server.db") as server,
+        sqlite_server(front, tmp_path / "server.db") as server,
         connect(server, "mallory") as mallory,
         connect(server, "alice") as alice,
     ):
@@ -193,7 +202,7 @@ async def test_p3_a_deep_payload_is_refused_alone(tmp_path: Path) -> None:
 
 
 async def test_p4_deep_presence_metadata_is_refused_and_the_channel_still_works(
-    server: RealtimeServer,
+    server: RunningServer,
 ) -> None:
     async with connect(server, "mallory") as mallory:
         await mallory.send(presence("lobby", {"deep": nested(300)}))
@@ -216,7 +225,7 @@ async def test_p4_deep_presence_metadata_is_refused_and_the_channel_still_works(
 # --- 5. presence metadata size and count ---------------------------------------------------------
 
 
-async def test_p5_presence_metadata_size_and_entries_are_limited(server: RealtimeServer) -> None:
+async def test_p5_presence_metadata_size_and_entries_are_limited(server: RunningServer) -> None:
     async with connect(server, "watcher") as watcher, connect(server, "mallory") as mallory:
         await watcher.subscribe("lobby")
         await watcher.until(lambda f: f.get("kind") == "presence_state")
@@ -235,7 +244,7 @@ async def test_p5_presence_metadata_size_and_entries_are_limited(server: Realtim
         assert all(non_fatal(f) and "seq" not in f and "rid" not in f for f in refusals)
 
 
-async def test_p5_a_presence_flood_leaves_server_memory_bounded(server: RealtimeServer) -> None:
+async def test_p5_a_presence_flood_leaves_server_memory_bounded(server: RunningServer) -> None:
     # 300 updates of 1 MB metadata to new channels (each message under max_frame_bytes, 1 MiB).
     # Kept, that is 300 MB (measured on the unbounded server: 305 MB); refused, nothing stays. The
     # bound (100 MB) is a third of what is sent, far above what the same traffic leaves when the
@@ -249,14 +258,17 @@ async def test_p5_a_presence_flood_leaves_server_memory_bounded(server: Realtime
             await mallory.send(presence(f"flood-{i}", {"blob": blob}))
         await mallory.ping(within=60)  # every update has been processed
         grown = rss() - before
-    record(f"presence_flood_{request_store(server)}", {"sent_bytes": 300 * MB, "rss_growth": grown})
+    name = f"presence_flood_{request_store(server)}"
+    if server.front != "websocket":
+        name += f"_{server.front}_front"
+    record(name, {"sent_bytes": 300 * MB, "rss_growth": grown})
     assert grown < 100 * MB, f"server RSS grew by {grown / MB:.0f} MB"
 
 
 # --- 6. a subscriber that does not read ----------------------------------------------------------
 
 
-async def _publish_big(server: RealtimeServer, count: int, size: int) -> None:
+async def _publish_big(server: RunningServer, count: int, size: int) -> None:
     """Publish ``count`` events of ``size`` bytes to "big", at most 4 unacknowledged (as a client
     pipelines: without a window the server's read-ahead of the publisher's messages, up to 64 of
     them, makes a transient peak whose leftovers are half of what the memory tests measure)."""
@@ -271,6 +283,11 @@ async def _publish_big(server: RealtimeServer, count: int, size: int) -> None:
         assert ack["ack_seq"] == count
 
 
+# WebSocket only (both p6 tests): a subscriber that does not read is one whose socket buffers fill
+# so that the server's sends wait. The memory transport buffers without bound, so the engine's
+# sends never wait: over it the 4029 test's non-reader is never closed (session still open 5 s
+# after the 30 MB) and the 100 MB published all pile up in this process (RSS +105 MB), as they
+# would for any peer that takes everything.
 async def test_p6_a_non_reader_holds_bounded_memory_then_catches_up(tmp_path: Path) -> None:
     # 200 events of 500 kB (100 MB) for a subscriber that reads nothing: the server may hold its
     # 1 MiB queue and what the sockets take (the kernel's, not in RSS), not the 100 MB (measured
@@ -280,7 +297,7 @@ async def test_p6_a_non_reader_holds_bounded_memory_then_catches_up(tmp_path: Pa
     config = ServerConfig(send_queue_bytes=MiB, max_lag=60.0)
     count, size = 200, 500_000
     async with (
-        sqlite_server(tmp_path / "server.db", config) as server,
+        sqlite_server("websocket", tmp_path / "server.db", config) as server,
         connect(server, "slow") as slow,
     ):
         answer = await slow.subscribe("big")
@@ -306,11 +323,11 @@ async def test_p6_a_non_reader_holds_bounded_memory_then_catches_up(tmp_path: Pa
 async def test_p6_a_non_reader_past_max_lag_is_closed_4029(tmp_path: Path) -> None:
     config = ServerConfig(send_queue_bytes=MiB, max_lag=0.5)
     async with (
-        sqlite_server(tmp_path / "server.db", config) as server,
+        sqlite_server("websocket", tmp_path / "server.db", config) as server,
         connect(server, "slow") as slow,
     ):
         assert (await slow.subscribe("big"))["type"] == "subscribed"
-        (session,) = [s for s in server.sessions if s.user == "slow"]
+        (session,) = [s for s in server.engine.sessions if s.user == "slow"]
         # 30 MB: more than the sockets hold, so the server's writer waits on a peer not reading.
         await _publish_big(server, 60, 500_000)
         with trio.fail_after(15):  # max_lag, then at most the 2 s the server gives a close
@@ -326,9 +343,12 @@ async def test_p6_a_non_reader_past_max_lag_is_closed_4029(tmp_path: Path) -> No
 # --- 7. a burst of legitimate publishing ---------------------------------------------------------
 
 
-async def test_p7_a_reader_gets_every_event_of_a_burst(tmp_path: Path) -> None:
+async def test_p7_a_reader_gets_every_event_of_a_burst(front: Front, tmp_path: Path) -> None:
     per_client, channels = 7000, ("ch0", "ch1", "ch2")
-    async with sqlite_server(tmp_path / "server.db") as server, connect(server, "reader") as reader:
+    async with (
+        sqlite_server(front, tmp_path / "server.db") as server,
+        connect(server, "reader") as reader,
+    ):
         for channel in channels:
             assert (await reader.subscribe(channel))["type"] == "subscribed"
         received: dict[str, list[tuple[int, Any]]] = {channel: [] for channel in channels}
@@ -364,12 +384,13 @@ async def test_p7_a_reader_gets_every_event_of_a_burst(tmp_path: Path) -> None:
 # --- 8. max_frame_bytes counts bytes -------------------------------------------------------------
 
 
-async def test_p8_max_frame_bytes_counts_utf8_bytes() -> None:
+async def test_p8_max_frame_bytes_counts_utf8_bytes(front: Front) -> None:
+    """The engine counts a message in UTF-8 bytes, whatever front carried it (a WebSocket text
+    frame, or a ``str`` over the memory transport)."""
     limit = 64 * 1024
     wide = "\U0001f600"  # 4 bytes in UTF-8
-    async with open_server(
-        MemoryStore(), AllowAll(), config=ServerConfig(max_frame_bytes=limit)
-    ) as server:
+    config = ServerConfig(max_frame_bytes=limit)
+    async with open_front(front, MemoryStore(), config=config) as server:
         async with connect(server, "alice") as alice:
             big = alice.event("room", wide * 20_000)  # 20 k characters, 80 kB
             assert len(dumps(big)) < limit < len(dumps(big).encode())
@@ -391,10 +412,23 @@ async def test_p8_max_frame_bytes_counts_utf8_bytes() -> None:
         assert is_error("too_large", fatal=True)(bob.errors()[-1])
 
 
+async def test_the_websocket_front_refuses_a_message_over_twice_the_limit_unread() -> None:
+    """WebSocket only: trio-websocket stops reading a message over 2 x max_frame_bytes (it counts
+    characters) and closes 1009, so no connection holds more than a few such messages."""
+    limit = 64 * 1024
+    async with open_front(
+        "websocket", MemoryStore(), config=ServerConfig(max_frame_bytes=limit)
+    ) as server:
+        async with connect(server, "alice") as alice:
+            await alice.send(alice.event("room", "x" * (2 * limit + 1)))
+            assert await alice.closed() == 1009
+            assert not alice.errors()  # refused before the engine read it
+
+
 # --- 9. numbers beyond 64 bits, and a typing frame the decoder choked on -------------------------
 
 
-async def test_p9_integers_beyond_64_bits_are_refused(server: RealtimeServer) -> None:
+async def test_p9_integers_beyond_64_bits_are_refused(server: RunningServer) -> None:
     async with connect(server, "alice") as alice:
         ack = await alice.publish(
             alice.event("room", {"n": 10**30}),  # too big for any 64-bit integer
@@ -415,7 +449,7 @@ async def test_p9_integers_beyond_64_bits_are_refused(server: RealtimeServer) ->
 
 
 async def test_p9_typing_null_is_a_protocol_error(
-    server: RealtimeServer, caplog: pytest.LogCaptureFixture
+    server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with connect(server, "alice") as alice:
         await alice.send(typing("room", None))
@@ -431,12 +465,12 @@ async def test_p9_typing_null_is_a_protocol_error(
 # --- authorization and tokens --------------------------------------------------------------------
 
 
-async def test_channel_authorization_follows_token_claims() -> None:
+async def test_channel_authorization_follows_token_claims(front: Front) -> None:
     secret = b"s" * 32
     token = make_token(secret, "alice", ttl=3600, subscribe=["room:*"], publish=["room:alice"])
     auditor = make_token(secret, "auditor", ttl=3600)  # no claims: every channel
     async with (
-        open_server(MemoryStore(), HmacAuthenticator(secret)) as server,
+        open_front(front, MemoryStore(), HmacAuthenticator(secret)) as server,
         connect(server, "alice", token=token) as alice,
     ):
         assert (await alice.subscribe("room:1"))["type"] == "subscribed"
@@ -469,9 +503,9 @@ async def test_channel_authorization_follows_token_claims() -> None:
         assert await history(server, "secret", token=auditor) == []
 
 
-async def test_token_expiry_closes_4001_and_a_fresh_token_resumes() -> None:
+async def test_token_expiry_closes_4001_and_a_fresh_token_resumes(front: Front) -> None:
     secret = b"k" * 32
-    async with open_server(MemoryStore(), HmacAuthenticator(secret)) as server:
+    async with open_front(front, MemoryStore(), HmacAuthenticator(secret)) as server:
         token = make_token(secret, "alice", ttl=2)
         async with connect(server, "alice", "cid-exp", token=token) as alice:
             assert (await alice.publish(alice.event("room", "before expiry")))["ack_seq"] == 1
@@ -490,9 +524,9 @@ async def test_token_expiry_closes_4001_and_a_fresh_token_resumes() -> None:
 # --- channels, binary frames ---------------------------------------------------------------------
 
 
-async def test_channels_that_never_held_an_event_keep_no_row(tmp_path: Path) -> None:
+async def test_channels_that_never_held_an_event_keep_no_row(front: Front, tmp_path: Path) -> None:
     path = tmp_path / "server.db"
-    async with sqlite_server(path) as server:
+    async with sqlite_server(front, path) as server:
         async with connect(server, "alice") as alice:
             looked = await alice.subscribe("looked-at")
             await alice.send({"type": "unsubscribe", "rid": alice.rid(), "channel": "looked-at"})
@@ -515,7 +549,7 @@ async def test_channels_that_never_held_an_event_keep_no_row(tmp_path: Path) -> 
     assert names == ["used"]
 
 
-async def test_binary_messages_are_utf8_json(server: RealtimeServer) -> None:
+async def test_binary_messages_are_utf8_json(server: RunningServer) -> None:
     async with connect(server, "alice", "cid-bin", resume=False) as alice:
         resume = {"type": "resume", "protocol": 1, "client_id": "cid-bin", "last_ack_seq": 0}
         await alice.send_raw(dumps({**resume, "token": "alice"}).encode())
@@ -532,9 +566,9 @@ async def test_binary_messages_are_utf8_json(server: RealtimeServer) -> None:
 # --- limits --------------------------------------------------------------------------------------
 
 
-async def test_subscriptions_and_typing_flags_per_connection_are_limited() -> None:
+async def test_subscriptions_and_typing_flags_per_connection_are_limited(front: Front) -> None:
     config = ServerConfig(max_subscriptions=3)
-    async with open_server(MemoryStore(), AllowAll(), config=config) as server:
+    async with open_front(front, MemoryStore(), config=config) as server:
         async with connect(server, "alice") as alice:
             for channel in ("s1", "s2", "s3"):
                 assert (await alice.subscribe(channel))["type"] == "subscribed"
@@ -551,7 +585,7 @@ async def test_subscriptions_and_typing_flags_per_connection_are_limited() -> No
             assert non_fatal(refusals[0])
 
 
-async def test_names_are_limited_in_utf8_bytes(server: RealtimeServer) -> None:
+async def test_names_are_limited_in_utf8_bytes(server: RunningServer) -> None:
     fits, over = "é" * 128, "é" * 129  # 256 and 258 bytes, far fewer characters
     async with connect(server, "alice") as alice:
         assert (await alice.subscribe(fits))["type"] == "subscribed"
@@ -579,12 +613,12 @@ async def test_names_are_limited_in_utf8_bytes(server: RealtimeServer) -> None:
     assert 4000 <= code < 5000
 
 
-async def test_presence_entries_per_user_are_limited() -> None:
+async def test_presence_entries_per_user_are_limited(front: Front) -> None:
     """``max_presence_entries`` counts the channels a user is present in, through any of its
     connections: a second connection (a reconnect re-announcing) in the same channel is free."""
     config = ServerConfig(max_presence_entries=2)
     async with (
-        open_server(MemoryStore(), AllowAll(), config=config) as server,
+        open_front(front, MemoryStore(), config=config) as server,
         connect(server, "alice") as first,
         connect(server, "alice") as second,
     ):
@@ -606,3 +640,13 @@ async def test_presence_entries_per_user_are_limited() -> None:
             await bob.send(presence("p3"))
             await bob.ping()
             assert bob.errors() == []
+
+
+async def test_the_close_reason_reaches_the_client_on_both_fronts(front: str) -> None:
+    async with open_front(front, MemoryStore()) as server:
+        async with connect(server, "alice", "cid-r") as alice:
+            await alice.publish(alice.event(payload=1))
+        async with connect(server, "bob", "cid-r", resume=False) as bob:
+            await bob.resume("bob")
+            assert await bob.closed() == 4003
+            assert bob.close_reason == "client_id taken"

@@ -22,28 +22,30 @@ class MemoryTransport:
         self._out = outgoing
         self._in = incoming
         self.close_code: int | None = None
+        self.close_reason = ""
         self.peer: MemoryTransport | None = None
 
     async def send(self, data: bytes | str) -> None:
         if self.close_code is not None:
-            raise TransportClosed(self.close_code)
+            raise TransportClosed(self.close_code, self.close_reason)
         try:
             await self._out.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise TransportClosed(self._peer_code()) from None
+            raise TransportClosed(*self._peer_close()) from None
 
     async def receive(self) -> bytes | str:
         try:
             return await self._in.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise TransportClosed(
-                self._peer_code() if self.close_code is None else self.close_code
-            ) from None
+            if self.close_code is not None:
+                raise TransportClosed(self.close_code, self.close_reason) from None
+            raise TransportClosed(*self._peer_close()) from None
 
-    def _peer_code(self) -> int:
+    def _peer_close(self) -> tuple[int, str]:
+        """The code and reason the peer closed with (1006: it never said)."""
         if self.peer is not None and self.peer.close_code is not None:
-            return self.peer.close_code
-        return 1006
+            return self.peer.close_code, self.peer.close_reason
+        return 1006, ""
 
     async def abort(self) -> None:
         await self.aclose(1006)
@@ -51,6 +53,7 @@ class MemoryTransport:
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         if self.close_code is None:
             self.close_code = code
+            self.close_reason = reason
         await self._out.aclose()
         await self._in.aclose()
 

@@ -416,13 +416,15 @@ async def test_the_websocket_front_refuses_a_message_over_twice_the_limit_unread
     """WebSocket only: trio-websocket stops reading a message over 2 x max_frame_bytes (it counts
     characters) and closes 1009, so no connection holds more than a few such messages."""
     limit = 64 * 1024
-    async with open_front(
-        "websocket", MemoryStore(), config=ServerConfig(max_frame_bytes=limit)
-    ) as server:
-        async with connect(server, "alice") as alice:
-            await alice.send(alice.event("room", "x" * (2 * limit + 1)))
-            assert await alice.closed() == 1009
-            assert not alice.errors()  # refused before the engine read it
+    async with (
+        open_front(
+            "websocket", MemoryStore(), config=ServerConfig(max_frame_bytes=limit)
+        ) as server,
+        connect(server, "alice") as alice,
+    ):
+        await alice.send(alice.event("room", "x" * (2 * limit + 1)))
+        assert await alice.closed() == 1009
+        assert not alice.errors()  # refused before the engine read it
 
 
 # --- 9. numbers beyond 64 bits, and a typing frame the decoder choked on -------------------------

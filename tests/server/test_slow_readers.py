@@ -8,12 +8,10 @@ from typing import Any
 
 import trio
 
-from trio_realtime._protocol import PresenceStatus
 from trio_realtime.server import AllowAll, MemoryStore, ServerConfig, SqliteStore, open_server
-from trio_realtime.server._meta import PresenceRegistry
 from trio_realtime.server._store import StoredEvent
 
-from ._raw import connect
+from ._raw import connect, open_front
 
 MiB = 1024 * 1024
 
@@ -102,28 +100,38 @@ async def test_a_replay_of_large_events_reads_pages_that_fit_the_queue() -> None
     assert len(store.reads) >= count * size // (2 * MiB + size)
 
 
-def test_presence_keeps_nothing_of_a_channel_everyone_left() -> None:
-    registry = PresenceRegistry(presence_timeout=10, max_entries=2)
-    for n in range(1000):
-        registry.update("conn", "alice", f"room-{n}", PresenceStatus.ONLINE, {})
-        registry.update("conn", "alice", f"room-{n}", PresenceStatus.OFFLINE, {})
-    assert registry._channels == {}
-    assert registry.allows("conn", "alice", "room-x")
+def presence(channel: str, status: str = "online") -> dict[str, object]:
+    return {"type": "meta", "kind": "presence", "channel": channel, "status": status}
 
 
-def test_a_reconnect_re_announcing_its_channels_is_within_the_limit() -> None:
+async def test_presence_keeps_nothing_of_a_channel_everyone_left() -> None:
+    store = MemoryStore()
+    async with open_front("memory", store) as server, connect(server, "alice") as alice:
+        for n in range(300):
+            await alice.send(presence(f"room-{n}"), presence(f"room-{n}", "offline"))
+        await alice.ping()
+        assert alice.errors() == []
+        assert await store.presence_channels("alice") == set()
+        assert await store.presence_of(next(iter(server.engine.sessions)).id) == []
+
+
+async def test_a_reconnect_re_announcing_its_channels_is_within_the_limit() -> None:
     """Entries of a connection in its grace period do not count again when the user's new
     connection announces the same channels: the limit is on channels per user."""
-    registry = PresenceRegistry(presence_timeout=10, max_entries=3)
-    for channel in ("a", "b", "c"):
-        registry.update("old", "alice", channel, PresenceStatus.ONLINE, {})
-    registry.disconnected("old", now=0.0)
-    for channel in ("a", "b", "c"):
-        assert registry.allows("new", "alice", channel)
-        registry.update("new", "alice", channel, PresenceStatus.ONLINE, {})
-    assert not registry.allows("new", "alice", "d")
-    assert list(registry.expire(now=20.0)) == []  # the old entries go, no one leaves
-    assert sorted(registry.state(c).members["alice"].status for c in "abc") == ["online"] * 3
+    config = ServerConfig(max_presence_entries=3, presence_timeout=60)
+    store = MemoryStore()
+    async with open_front("memory", store, config=config) as server:
+        async with connect(server, "alice") as old:
+            await old.send(*[presence(c) for c in "abc"])
+            await old.ping()
+        async with connect(server, "alice") as new:  # within the old one's grace period
+            await new.send(*[presence(c) for c in "abc"])
+            await new.ping()
+            assert new.errors() == []
+            await new.send(presence("d"))
+            await new.ping()
+            assert [f["code"] for f in new.errors()] == ["presence_limit"]
+        assert await store.presence_channels("alice") == set("abc")
 
 
 async def test_resubscribing_while_events_flow_keeps_them_in_order(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from trio_realtime.server import (
     ChannelInfo,
     ClientRow,
     MemoryStore,
+    PresenceEntry,
     Snapshot,
     SqliteStore,
     Store,
@@ -46,6 +47,7 @@ class DictData:
     """channel -> offset -> (stored at, event), the retained ones"""
     keys: dict[tuple[str, str], float] = attrs.Factory(dict)
     receipts: dict[tuple[str, str], int] = attrs.Factory(dict)
+    presence: dict[tuple[str, str, str], PresenceEntry] = attrs.Factory(dict)
 
 
 class DictStore:
@@ -146,6 +148,30 @@ class DictStore:
     async def receipts(self, channel: str) -> dict[str, int]:
         await trio.lowlevel.checkpoint()
         return {user: at for (name, user), at in self.data.receipts.items() if name == channel}
+
+    async def presence(self, channel: str, user: str | None = None) -> list[PresenceEntry]:
+        await trio.lowlevel.checkpoint()
+        return [
+            e
+            for e in self.data.presence.values()
+            if e.channel == channel and user in (None, e.user)
+        ]
+
+    async def presence_channels(self, user: str) -> set[str]:
+        await trio.lowlevel.checkpoint()
+        return {e.channel for e in self.data.presence.values() if e.user == user}
+
+    async def presence_of(self, connection: str) -> list[PresenceEntry]:
+        await trio.lowlevel.checkpoint()
+        return [e for e in self.data.presence.values() if e.connection == connection]
+
+    async def put_presence(self, entry: PresenceEntry) -> None:
+        await trio.lowlevel.checkpoint()
+        self.data.presence[entry.channel, entry.user, entry.connection] = entry
+
+    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self.data.presence.pop((channel, user, connection), None)
 
 
 def _typed(make: Callable[[], Store]) -> Callable[[], Store]:

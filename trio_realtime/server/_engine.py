@@ -100,6 +100,8 @@ class _Session:
         self.server = server
         self.transport = transport
         self.proto = ServerProtocol()
+        self.id = secrets.token_hex(12)
+        """Unique across server nodes (presence entries in a shared store carry it)."""
         self.identity: Identity | None = None
         self.context: _Context | None = None
         """What handlers see of this connection (once it resumed)."""
@@ -214,23 +216,24 @@ class _Session:
         self.lagging[channel] = self.positions[channel]
         self._lag_changed()
 
-    def attach(self, channel: str, after: int, head: int) -> None:
+    def attach(self, channel: str, after: int, head: int) -> bool:
         """Start feeding ``channel`` after offset ``after`` (the head is ``head``); called under
-        the server's fan-out lock."""
+        the server's fan-out lock. Returns whether it is live at once (else the catch-up task
+        replays it from the store first)."""
         self.channels.add(channel)
         self.positions[channel] = after
         if after < head:
-            self.lagging[channel] = after  # the catch-up task replays it from the store
+            self.lagging[channel] = after
             self._lag_changed()
-        else:
-            self.lagging.pop(channel, None)
-            self.send_attached(channel)  # the full presence state once, then diffs
+            return False
+        self.lagging.pop(channel, None)
+        return True
 
-    def send_attached(self, channel: str) -> None:
+    async def send_attached(self, channel: str) -> None:
         """``channel`` is live for this connection: what the handlers send then (the presence
         state), queued even behind a full queue (a reader that keeps reading gets it)."""
         for handler in self.server.handlers:
-            frame = handler.attached(channel)
+            frame = await handler.attached(channel)
             if frame is not None:
                 with contextlib.suppress(LocalProtocolError):
                     self.queue(self.proto.send(frame), answer=False)  # type: ignore[arg-type]
@@ -320,7 +323,7 @@ class _Session:
                 return
             if self.close_code is None:
                 del self.lagging[channel]
-                self.send_attached(channel)
+                await self.send_attached(channel)
 
     def _queue_replay(self, channel: str, events: list[StoredEvent]) -> bool:
         """Queue ``events`` of a lagging channel while the queue has room (one at least), and
@@ -359,6 +362,10 @@ class _Context:
     @property
     def connection(self) -> Hashable:
         return self._session
+
+    @property
+    def connection_id(self) -> str:
+        return self._session.id
 
     @property
     def config(self) -> ServerConfig:
@@ -633,8 +640,10 @@ class RealtimeServer:
         publishing (so no event falls between the replay and the live stream)."""
         async with self._fanout:
             info = await self._channel_info(channel)
-            session.attach(channel, after, info.head)
+            live = session.attach(channel, after, info.head)
             self._subscribers.setdefault(channel, set()).add(session)
+            if live:
+                await session.send_attached(channel)  # the full presence state once, then diffs
 
     def _refuse(self, seq: int, code: ErrorCode, message: str) -> Error:
         return Error(code, message, seq=seq)

@@ -12,16 +12,23 @@ presence state), of a user publishing (``published``), and of a connection going
 
 from __future__ import annotations
 
+import heapq
 import math
+import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import attrs
 import orjson
 import trio
 
 from .._protocol import (
     Error,
     ErrorCode,
+    PresenceDiff,
+    PresenceMember,
+    PresenceState,
+    PresenceStatus,
     PresenceUpdate,
     ReadReceipt,
     Receipts,
@@ -31,8 +38,8 @@ from .._protocol import (
 )
 from ._auth import Action, Identity
 from ._config import ServerConfig
-from ._meta import PresenceRegistry, TypingRegistry
-from ._store import Store
+from ._meta import TypingRegistry
+from ._store import PresenceEntry, Store
 
 if TYPE_CHECKING:
     from ._engine import RealtimeServer
@@ -61,6 +68,10 @@ class MetaContext(Protocol):
         :meth:`Handler.disconnected`)."""
 
     @property
+    def connection_id(self) -> str:
+        """This connection's id, unique across server nodes (for rows in a shared store)."""
+
+    @property
     def config(self) -> ServerConfig: ...
 
     @property
@@ -85,7 +96,7 @@ class Handler(Protocol):
 
     async def handle(self, context: MetaContext, frame: Any) -> None: ...
 
-    def attached(self, channel: str) -> object | None: ...
+    async def attached(self, channel: str) -> object | None: ...
 
     def published(self, user: str, channel: str) -> None: ...
 
@@ -118,7 +129,8 @@ class BaseHandler:
     async def handle(self, context: MetaContext, frame: Any) -> None:
         await trio.lowlevel.checkpoint()
 
-    def attached(self, channel: str) -> object | None:
+    async def attached(self, channel: str) -> object | None:
+        await trio.lowlevel.checkpoint()
         return None
 
     def published(self, user: str, channel: str) -> None:
@@ -129,59 +141,138 @@ class BaseHandler:
 
 
 class PresenceHandler(BaseHandler):
-    """Presence (PROTOCOL.md section 5): kept per connection with a grace period, shown per user;
-    the full state when a channel goes live for a connection, then diffs."""
+    """Presence (PROTOCOL.md section 5), kept in the store (so a store shared by several server
+    nodes shares it): one entry per connection and channel, shown per user (the newest entry of
+    the user's); the full state when a channel goes live for a connection, then diffs. A
+    connection that goes away keeps its entries for ``presence_timeout`` (the grace period: a
+    client that reconnects and re-announces within it causes no leave/join flicker); a user
+    leaves when their last entry is gone. This node times the grace periods of its own
+    connections."""
 
     frames: ClassVar[tuple[type, ...]] = (PresenceUpdate,)
 
     def __init__(self, server: RealtimeServer) -> None:
-        config = server.config
-        self.registry = PresenceRegistry(config.presence_timeout, config.max_presence_entries)
-        self._changed = trio.Event()
+        self._store = server.store
+        self._config = server.config
         self._broadcast = server.broadcast
+        self._lock = trio.Lock()  # one change of presence at a time (each reads, then writes)
+        self._leaving: list[tuple[float, str, str, str]] = []  # (trio time, channel, user, conn)
+        self._changed = trio.Event()
+        self._gone_send, self._gone = trio.open_memory_channel[str](math.inf)
+        self._last_update = 0.0
 
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
-        task_status.started()
-        while True:
-            deadline = self.registry.next_expiry()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
-                await self._changed.wait()
-            self._changed = trio.Event()
-            for diff in self.registry.expire(trio.current_time()):
-                self._broadcast(diff.channel, diff)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._departures)
+            task_status.started()
+            while True:
+                deadline = self._leaving[0][0] if self._leaving else math.inf
+                with trio.move_on_at(deadline):
+                    await self._changed.wait()
+                self._changed = trio.Event()
+                now = trio.current_time()
+                while self._leaving and self._leaving[0][0] <= now:
+                    _, channel, user, connection = heapq.heappop(self._leaving)
+                    async with self._lock:
+                        await self._remove(channel, user, connection)
 
-    def _refusal(self, context: MetaContext, frame: PresenceUpdate) -> str | None:
-        """Why an update is refused, or ``None``: metadata is bounded in depth and bytes, and a
-        user in channels, so that the presence state always encodes."""
-        config = context.config
+    async def _departures(self) -> None:
+        """Connections gone: their entries enter the grace period."""
+        async for connection in self._gone:
+            timeout = self._config.presence_timeout
+            async with self._lock:
+                for entry in await self._store.presence_of(connection):
+                    await self._store.put_presence(
+                        attrs.evolve(entry, leave_at=time.time() + timeout)
+                    )
+                    heapq.heappush(
+                        self._leaving,
+                        (trio.current_time() + timeout, entry.channel, entry.user, connection),
+                    )
+            self._changed.set()
+
+    def _refusal(self, frame: PresenceUpdate) -> str | None:
+        """Why an update is refused, or ``None``: metadata is bounded in depth and bytes (so
+        that the presence state always encodes)."""
+        config = self._config
         reason = check_payload(frame.metadata, max_depth=config.max_payload_depth)
         if reason is not None:
             return f"metadata: {reason}"
         if len(orjson.dumps(frame.metadata)) > config.max_presence_bytes:
             return f"metadata is over {config.max_presence_bytes} bytes"
-        if not self.registry.allows(context.connection, context.identity.user, frame.channel):
-            return f"present in at most {config.max_presence_entries} channels per user"
         return None
 
     async def handle(self, context: MetaContext, frame: PresenceUpdate) -> None:
-        await trio.lowlevel.checkpoint()
-        reason = self._refusal(context, frame)
+        reason = self._refusal(frame)
         if reason is not None:
+            await trio.lowlevel.checkpoint()
             context.send(Error(ErrorCode.PRESENCE_LIMIT, reason))
             return
         user = context.identity.user
-        diff = self.registry.update(
-            context.connection, user, frame.channel, frame.status, frame.metadata
-        )
-        if diff is not None:
-            context.broadcast(frame.channel, diff)
+        connection = context.connection_id
+        channel = frame.channel
+        async with self._lock:
+            if frame.status is PresenceStatus.OFFLINE:  # withdrawn at once, no grace period
+                await self._remove(channel, user, connection)
+                return
+            entries = await self._store.presence(channel, user)
+            if not entries:
+                limit = self._config.max_presence_entries
+                if len(await self._store.presence_channels(user)) >= limit:
+                    message = f"present in at most {limit} channels per user"
+                    context.send(Error(ErrorCode.PRESENCE_LIMIT, message))
+                    return
+            before = _view(entries)
+            self._last_update = max(time.time(), self._last_update + 1e-6)
+            entry = PresenceEntry(
+                channel,
+                user,
+                connection,
+                frame.status.value,
+                dict(frame.metadata),
+                before.since if before is not None else int(time.time() * 1000),
+                self._last_update,
+            )
+            await self._store.put_presence(entry)
+            others = [e for e in entries if e.connection != connection]
+            self._relay(channel, user, before, _view([*others, entry]))
 
-    def attached(self, channel: str) -> object | None:
-        return self.registry.state(channel)
+    async def _remove(self, channel: str, user: str, connection: str) -> None:
+        entries = await self._store.presence(channel, user)
+        if not any(e.connection == connection for e in entries):
+            return
+        await self._store.drop_presence(channel, user, connection)
+        rest = [e for e in entries if e.connection != connection]
+        self._relay(channel, user, _view(entries), _view(rest))
+
+    def _relay(
+        self, channel: str, user: str, before: PresenceMember | None, after: PresenceMember | None
+    ) -> None:
+        if after is None:
+            if before is not None:
+                self._broadcast(channel, PresenceDiff(channel, leaves={user: before}))
+        elif before is None or (before.status, before.metadata) != (after.status, after.metadata):
+            self._broadcast(channel, PresenceDiff(channel, joins={user: after}))
+
+    async def attached(self, channel: str) -> object | None:
+        by_user: dict[str, list[PresenceEntry]] = {}
+        for entry in await self._store.presence(channel):
+            by_user.setdefault(entry.user, []).append(entry)
+        members = {user: _view(entries) for user, entries in by_user.items()}
+        return PresenceState(channel, {u: m for u, m in members.items() if m is not None})
 
     def disconnected(self, context: MetaContext) -> None:
-        self.registry.disconnected(context.connection, trio.current_time())
-        self._changed.set()
+        self._gone_send.send_nowait(context.connection_id)
+
+
+def _view(entries: list[PresenceEntry]) -> PresenceMember | None:
+    """What others see of a user from their entries: the newest one's status and metadata, and
+    since when the user is present (``None``: not present)."""
+    if not entries:
+        return None
+    newest = max(entries, key=lambda e: e.updated)
+    since = min(e.since for e in entries)
+    return PresenceMember(PresenceStatus(newest.status), newest.metadata, since)
 
 
 class TypingHandler(BaseHandler):

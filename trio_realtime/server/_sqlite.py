@@ -23,6 +23,7 @@ from ._store import (
     Append,
     ChannelInfo,
     ClientRow,
+    PresenceEntry,
     Snapshot,
     StoreConflict,
     StoredEvent,
@@ -249,16 +250,83 @@ class SqliteStore:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA temp_store=MEMORY")
             db.executescript(_SCHEMA)
             _migrate(db)
             _migrate_identity(db)
             _migrate_first(db)
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS presence (channel TEXT NOT NULL, user TEXT NOT "
+                "NULL, connection TEXT NOT NULL, status TEXT NOT NULL, metadata BLOB NOT NULL, "
+                "since INTEGER NOT NULL, updated REAL NOT NULL, leave_at REAL, "
+                "PRIMARY KEY (channel, user, connection))"
+            )
             self._epoch = _store_epoch(db)
             self._db = db
         return self._db
 
     async def open(self) -> None:
         await self._run(self._connect)
+
+    # Presence lives as long as the process: a TEMP table (in memory, this connection's only).
+
+    async def presence(self, channel: str, user: str | None = None) -> list[PresenceEntry]:
+        if user is None:
+            return await self._presence_query("channel = ?", channel)
+        return await self._presence_query("channel = ? AND user = ?", channel, user)
+
+    async def presence_of(self, connection: str) -> list[PresenceEntry]:
+        return await self._presence_query("connection = ?", connection)
+
+    async def _presence_query(self, where: str, *args: str) -> list[PresenceEntry]:
+        def query() -> list[PresenceEntry]:
+            rows = self._connect().execute(
+                "SELECT channel, user, connection, status, metadata, since, updated, leave_at "
+                f"FROM presence WHERE {where}",
+                args,
+            )
+            return [
+                PresenceEntry(ch, user, conn, status, orjson.loads(meta), since, updated, leave)
+                for ch, user, conn, status, meta, since, updated, leave in rows
+            ]
+
+        return await self._run(query)
+
+    async def presence_channels(self, user: str) -> set[str]:
+        def query() -> set[str]:
+            rows = self._connect().execute(
+                "SELECT DISTINCT channel FROM presence WHERE user = ?", (user,)
+            )
+            return {str(channel) for (channel,) in rows}
+
+        return await self._run(query)
+
+    async def put_presence(self, entry: PresenceEntry) -> None:
+        def put() -> None:
+            self._connect().execute(
+                "INSERT OR REPLACE INTO presence VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.channel,
+                    entry.user,
+                    entry.connection,
+                    entry.status,
+                    orjson.dumps(entry.metadata),
+                    entry.since,
+                    entry.updated,
+                    entry.leave_at,
+                ),
+            )
+
+        await self._run(put)
+
+    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
+        def drop() -> None:
+            self._connect().execute(
+                "DELETE FROM presence WHERE channel = ? AND user = ? AND connection = ?",
+                (channel, user, connection),
+            )
+
+        await self._run(drop)
 
     async def load(
         self,

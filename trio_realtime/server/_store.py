@@ -18,6 +18,7 @@ __all__ = [
     "ClientUpdate",
     "MemoryStore",
     "NewEvent",
+    "PresenceEntry",
     "Snapshot",
     "Store",
     "StoreConflict",
@@ -144,6 +145,25 @@ class WriteBatch:
     """If set, key rows stored before this time are dropped (the dedup window passed)."""
 
 
+@attrs.frozen
+class PresenceEntry:
+    """One connection's presence in a channel (PROTOCOL.md section 5): what the user of
+    ``connection`` said there, when, and (once the connection went away) until when it stays."""
+
+    channel: str
+    user: str
+    connection: str
+    """The connection's id: unique across server nodes."""
+    status: str
+    metadata: dict[str, Any]
+    since: int
+    """When the user joined the channel (ms since the epoch)."""
+    updated: float
+    """When this entry was set (unix seconds): the newest of a user's entries is what others see."""
+    leave_at: float | None = None
+    """Set when the connection went away: the end of its grace period (unix seconds)."""
+
+
 class StoreConflict(Exception):
     """A :meth:`Store.write` found rows other than its preconditions say (another writer, such as
     another server node, wrote first): nothing was written. Load again and plan again."""
@@ -189,6 +209,22 @@ class Store(Protocol):
     async def receipts(self, channel: str) -> dict[str, int]:
         """Every reader's watermark in ``channel``."""
 
+    async def presence(self, channel: str, user: str | None = None) -> list[PresenceEntry]:
+        """The presence entries of ``channel`` (of ``user`` only, if given)."""
+
+    async def presence_channels(self, user: str) -> set[str]:
+        """The channels in which ``user`` has presence entries."""
+
+    async def presence_of(self, connection: str) -> list[PresenceEntry]:
+        """The presence entries of one connection."""
+
+    async def put_presence(self, entry: PresenceEntry) -> None:
+        """Store ``entry``, replacing the one of the same channel, user and connection. (Presence
+        need not outlive the server's process: a store may keep it in memory.)"""
+
+    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
+        """Remove that entry, if there is one."""
+
 
 @attrs.define
 class _Log:
@@ -209,6 +245,7 @@ class MemoryStore:
         self._logs: dict[str, _Log] = {}
         self._keys: dict[tuple[str, str], float] = {}
         self._receipts: dict[str, dict[str, int]] = {}
+        self._presence: dict[tuple[str, str, str], PresenceEntry] = {}
 
     async def open(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -293,3 +330,27 @@ class MemoryStore:
     async def receipts(self, channel: str) -> dict[str, int]:
         await trio.lowlevel.checkpoint()
         return dict(self._receipts.get(channel, {}))
+
+    async def presence(self, channel: str, user: str | None = None) -> list[PresenceEntry]:
+        await trio.lowlevel.checkpoint()
+        return [
+            entry
+            for (name, who, _), entry in self._presence.items()
+            if name == channel and user in (None, who)
+        ]
+
+    async def presence_channels(self, user: str) -> set[str]:
+        await trio.lowlevel.checkpoint()
+        return {name for name, who, _ in self._presence if who == user}
+
+    async def presence_of(self, connection: str) -> list[PresenceEntry]:
+        await trio.lowlevel.checkpoint()
+        return [entry for key, entry in self._presence.items() if key[2] == connection]
+
+    async def put_presence(self, entry: PresenceEntry) -> None:
+        await trio.lowlevel.checkpoint()
+        self._presence[entry.channel, entry.user, entry.connection] = entry
+
+    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self._presence.pop((channel, user, connection), None)

@@ -16,6 +16,7 @@ from ..server import (
     ChannelInfo,
     ClientRow,
     ClientUpdate,
+    PresenceEntry,
     Snapshot,
     Store,
     StoreConflict,
@@ -711,6 +712,71 @@ async def _check_receipts(kit: _Kit) -> None:
         await kit.verify(RECEIPTS, channels=(), clients=(), keys=())
 
 
+PRESENCE = (
+    "presence entries are kept by (channel, user, connection): put replaces, drop removes, and "
+    "presence(), presence_channels() and presence_of() find exactly the entries there are"
+)
+
+
+async def _check_presence(kit: _Kit) -> None:
+    store = kit.store
+    room, hall = kit.name("room"), kit.name("hall")
+    alice, bob = kit.name("alice"), kit.name("bob")
+
+    def entry(channel: str, user: str, connection: str, **changes: Any) -> PresenceEntry:
+        fields: dict[str, Any] = {
+            "status": "online",
+            "metadata": {"device": "phone", "n": [1, 2.5, None, "é 🎉"]},
+            "since": 1_700_000_000_000,
+            "updated": 1000.5,
+        }
+        fields.update(changes)
+        return PresenceEntry(channel, user, connection, **fields)
+
+    def key(e: PresenceEntry) -> tuple[str, str, str]:
+        return (e.channel, e.user, e.connection)
+
+    async def expect(entries: list[PresenceEntry]) -> None:
+        for channel in (room, hall):
+            want = sorted((e for e in entries if e.channel == channel), key=key)
+            got = sorted(await store.presence(channel), key=key)
+            kit.expect(got == want, PRESENCE, f"presence({channel!r}) = {got}, expected {want}")
+            for user in (alice, bob):
+                mine = [e for e in want if e.user == user]
+                got = sorted(await store.presence(channel, user), key=key)
+                kit.expect(got == mine, PRESENCE, f"presence({channel!r}, {user!r}) = {got}")
+        for user in (alice, bob):
+            want_channels = {e.channel for e in entries if e.user == user}
+            got_channels = await store.presence_channels(user)
+            kit.expect(
+                got_channels == want_channels,
+                PRESENCE,
+                f"presence_channels({user!r}) = {got_channels}, expected {want_channels}",
+            )
+        for connection in ("c1", "c2", "c3"):
+            want = sorted((e for e in entries if e.connection == connection), key=key)
+            got = sorted(await store.presence_of(connection), key=key)
+            kit.expect(got == want, PRESENCE, f"presence_of({connection!r}) = {got}")
+
+    a1 = entry(room, alice, "c1")
+    a2 = entry(room, alice, "c2", status="away", metadata={}, updated=1001.0)
+    a3 = entry(hall, alice, "c1")
+    b1 = entry(room, bob, "c3", leave_at=1010.25)
+    await expect([])
+    for e in (a1, a2, a3, b1):
+        await store.put_presence(e)
+    await expect([a1, a2, a3, b1])
+    a1_again = attrs.evolve(a1, status="busy", updated=1002.0, leave_at=1012.0)
+    await store.put_presence(a1_again)  # replaces: one entry per (channel, user, connection)
+    await expect([a1_again, a2, a3, b1])
+    await store.drop_presence(room, alice, "c1")
+    await store.drop_presence(room, alice, "nobody")  # absent: nothing happens
+    await expect([a2, a3, b1])
+    for e in (a2, a3, b1):
+        await store.drop_presence(e.channel, e.user, e.connection)
+    await expect([])
+
+
 async def _check_concurrency(kit: _Kit) -> None:
     time = kit.later()
     batches = [
@@ -831,6 +897,7 @@ _CHECKS: tuple[tuple[str, Callable[[_Kit], Awaitable[None]]], ...] = (
     ("atomicity", _check_atomicity),
     ("retention", _check_retention),
     ("receipts", _check_receipts),
+    ("presence", _check_presence),
     ("concurrency", _check_concurrency),
     ("large", _check_large),
 )
@@ -858,7 +925,7 @@ async def check_store(make_store: Callable[[], Store], *, persistent: bool) -> N
 
     What is checked: opening and closing; empty loads and a stable, non-empty store epoch;
     appends (channel rows, every field of every event as written, reads from any offset, with
-    any limit, page by page, past the head); client rows and their ``before`` preconditions;
+    any limit, page by page, past the head); presence entries; client rows and their ``before`` preconditions;
     key rows (their times, replacing, ``forget_keys_before``); append preconditions, and that a
     refused batch applies nothing; retention by ``keep_from`` and ``drop_before``, down to a
     channel with no event left; read receipts; concurrent writes (to different rows: all apply;

@@ -13,8 +13,15 @@ import attrs
 import trio
 
 from trio_realtime import Connection, RealtimeConfig, Service, open_realtime
-from trio_realtime._protocol import Fields, FrameKind, Role, register_frame_kind
-from trio_realtime.server import BaseHandler, MetaContext, register_handler
+from trio_realtime.server import (
+    BaseHandler,
+    Fields,
+    FrameKind,
+    MetaContext,
+    Role,
+    register_frame_kind,
+    register_handler,
+)
 from trio_realtime.services import STANDARD_SERVICES
 from trio_realtime.testing import open_memory_server
 

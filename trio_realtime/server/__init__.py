@@ -1,5 +1,9 @@
 """The trio_realtime reference server (``trio-realtime serve``) and its Python API."""
 
+from .._protocol import Fields as Fields
+from .._protocol import FrameKind as FrameKind
+from .._protocol import Role as Role
+from .._protocol import register_frame_kind as register_frame_kind
 from ._auth import Action as Action
 from ._auth import AllowAll as AllowAll
 from ._auth import Authenticator as Authenticator

@@ -22,7 +22,7 @@ def test_offsets_follow_the_head_and_a_new_channel_starts_under_the_store_epoch(
     snapshot = Snapshot("store-epoch", channels={"old": ChannelInfo("e-old", 7, 5)})
     plan = plan_commit(
         snapshot,
-        [("c1", 2, [event(1, channel="old"), event(2, channel="new")])],
+        [("c1", "alice", 2, [event(1, channel="old"), event(2, channel="new")])],
         now=1000.0,
         retention=RETENTION,
     )
@@ -41,11 +41,13 @@ def test_offsets_follow_the_head_and_a_new_channel_starts_under_the_store_epoch(
 
 def test_seqs_at_or_below_the_watermark_are_duplicates_and_it_never_moves_back() -> None:
     snapshot = Snapshot("e", clients={"c1": ClientRow("alice", 5)})
-    plan = plan_commit(snapshot, [("c1", 6, [event(5), event(6)])], now=0.0, retention=RETENTION)
+    plan = plan_commit(
+        snapshot, [("c1", "alice", 6, [event(5), event(6)])], now=0.0, retention=RETENTION
+    )
     (stored,) = plan.results
     assert stored is not None
     assert [e.offset if e else None for e in stored] == [None, 1]
-    plan = plan_commit(snapshot, [("c1", 3, [])], now=0.0, retention=RETENTION)
+    plan = plan_commit(snapshot, [("c1", "alice", 3, [])], now=0.0, retention=RETENTION)
     assert plan.batch.clients == ()  # nothing changes: 3 is below 5
 
 
@@ -54,10 +56,11 @@ def test_caller_keys_are_per_user_within_the_window_and_within_one_batch() -> No
     requests = [
         (
             "c1",
+            "alice",
             4,
             [event(1, key="k1"), event(2, key="k-old"), event(3, key="k2"), event(4, key="k2")],
         ),
-        ("c2", 1, [NewEvent("ch", "e", 0, 0, "bob", "k1", 1)]),
+        ("c2", "bob", 1, [NewEvent("ch", "e", 0, 0, "bob", "k1", 1)]),
     ]
     plan = plan_commit(snapshot, requests, now=1000.0, retention=RETENTION, forget_keys=True)
     mine, bobs = plan.results
@@ -74,7 +77,7 @@ def test_a_client_id_of_another_user_is_refused_whole() -> None:
     snapshot = Snapshot("e", clients={"c1": ClientRow("alice", 1)})
     plan = plan_commit(
         snapshot,
-        [("c1", 2, [event(2, sender="mallory")]), ("c1", 3, [event(3)])],
+        [("c1", "mallory", 2, [event(2, sender="mallory")]), ("c1", "alice", 3, [event(3)])],
         now=0.0,
         retention=RETENTION,
     )
@@ -84,6 +87,15 @@ def test_a_client_id_of_another_user_is_refused_whole() -> None:
     assert [e.offset for e in alices if e] == [1]
     (update,) = plan.batch.clients
     assert update.after == ClientRow("alice", 3)
+
+
+def test_a_request_of_another_user_without_events_moves_no_watermark() -> None:
+    """The binding is checked against the connection's user, not the events' senders: a request
+    of mallory's that holds no event (all refused) still cannot raise alice's watermark."""
+    snapshot = Snapshot("e", clients={"c1": ClientRow("alice", 3)})
+    plan = plan_commit(snapshot, [("c1", "mallory", 9, [])], now=0.0, retention=RETENTION)
+    assert plan.results == [None]
+    assert plan.batch.clients == ()
 
 
 class RacingStore(MemoryStore):
@@ -99,14 +111,16 @@ class RacingStore(MemoryStore):
         if not self.raced:
             self.raced = True
             await commit(
-                self, [("other", 1, [event(1, sender="bob", key="other:1")])], retention=RETENTION
+                self,
+                [("other", "bob", 1, [event(1, sender="bob", key="other:1")])],
+                retention=RETENTION,
             )
         await super().write(batch)
 
 
 async def test_a_conflict_plans_again_from_the_rows_as_they_are() -> None:
     store = RacingStore()
-    (stored,) = await commit(store, [("c1", 1, [event(1)])], retention=RETENTION)
+    (stored,) = await commit(store, [("c1", "alice", 1, [event(1)])], retention=RETENTION)
     await trio.lowlevel.checkpoint()
     assert stored is not None
     assert [e.offset for e in stored if e] == [2]  # planned again after the other writer's 1

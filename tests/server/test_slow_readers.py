@@ -6,9 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
-from trio_realtime.server import AllowAll, MemoryStore, ServerConfig, SqliteStore, open_server
+from trio_realtime.server import (
+    AllowAll,
+    MemoryStore,
+    PresenceEntry,
+    ServerConfig,
+    SqliteStore,
+    open_server,
+)
 from trio_realtime.server._store import StoredEvent
 
 from ._raw import connect, open_front
@@ -187,3 +195,38 @@ async def test_resubscribing_while_events_flow_keeps_them_in_order(tmp_path: Pat
                                 await alice.send(unsubscribe, subscribe)
             nursery.cancel_scope.cancel()
         assert resubscribes >= 10
+
+
+class FlakyPresence(MemoryStore):
+    """The first ``presence_of`` fails (a network store's blip)."""
+
+    failed = False
+
+    async def presence_of(self, connection: str) -> list[PresenceEntry]:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("the store went away for a moment")
+        return await super().presence_of(connection)
+
+
+async def test_a_presence_store_failure_does_not_end_the_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A departure the store fails to record is tried again; the server goes on serving (the
+    presence task runs beside the committer: its failure used to end the whole server)."""
+    config = ServerConfig(presence_timeout=0.2)
+    store = FlakyPresence()
+    async with open_front("memory", store, config=config) as server, connect(server, "bob") as bob:
+        await bob.subscribe("room")
+        async with connect(server, "alice") as alice:
+            await alice.send(presence("room"))
+            await alice.ping()
+        # Alice leaves once the retry recorded her departure and her grace period passed.
+        leave = await bob.until(
+            lambda f: f.get("kind") == "presence_diff" and "alice" in f.get("leaves", {})
+        )
+        assert leave["channel"] == "room"
+        ack = await bob.publish(bob.event("room", "still serving"))
+        assert ack["ack_seq"] == 1
+    assert store.failed
+    assert "presence: a departure failed" in caplog.text

@@ -29,7 +29,11 @@ class Ruled:
     async def commit_many(
         self, requests: Sequence[tuple[str, int, Sequence[NewEvent]]]
     ) -> list[list[StoredEvent | None] | None]:
-        return await commit(self.store, requests, retention=self.retention)
+        with_users = [
+            (client_id, next((e.sender for e in events if e.sender), None), ack_seq, events)
+            for client_id, ack_seq, events in requests
+        ]
+        return await commit(self.store, with_users, retention=self.retention)
 
     async def commit(
         self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
@@ -308,3 +312,34 @@ async def test_what_one_commit_appends_is_kept_in_bounded_blocks(tmp_path: Path)
     assert (blocks[0][0], blocks[-1][1]) == (1, 101)
     assert all(size <= BLOCK_BYTES for _, _, size in blocks[:-1])
     assert blocks[-1][:2] == (101, 101)  # the lone large event: a block of its own
+
+
+async def test_an_earlier_database_keeps_hiding_what_its_retention_hid(tmp_path: Path) -> None:
+    """Earlier versions kept no ``first``: their reads hid events older than the newest 100,000
+    (the default retention). The conversion keeps them hidden."""
+    import sqlite3
+
+    import orjson
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE channels (name TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL);
+        CREATE TABLE blocks (
+            channel TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
+            stored_at REAL NOT NULL, events BLOB NOT NULL, PRIMARY KEY (channel, first)
+        );
+        INSERT INTO channels VALUES ('big', 'e0', 100003), ('small', 'e0', 2);
+        """
+    )
+    rows = [["e", n, n, "u", None] for n in range(1, 6)]  # offsets 1..5 of a straddling block
+    db.execute("INSERT INTO blocks VALUES ('big', 1, 5, 1e12, ?)", (orjson.dumps(rows),))
+    db.execute("INSERT INTO blocks VALUES ('small', 1, 2, 1e12, ?)", (orjson.dumps(rows[:2]),))
+    db.commit()
+    db.close()
+    store = Ruled(SqliteStore(path))
+    assert (await store.channel("big")).first == 4  # the newest 100,000 of 100,003
+    assert [e.offset for e in await store.read("big", 0, 10)] == [4, 5]
+    assert (await store.channel("small")).first == 1
+    await store.aclose()

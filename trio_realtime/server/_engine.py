@@ -45,7 +45,7 @@ from ._config import ServerConfig
 from ._handlers import make_handlers
 from ._rules import Retention
 from ._rules import commit as commit_rows
-from ._store import ChannelInfo, NewEvent, Store, StoredEvent
+from ._store import ChannelInfo, NewEvent, Store, StoreConflict, StoredEvent
 
 logger = logging.getLogger("trio_realtime.server")
 
@@ -234,7 +234,7 @@ class _Session:
         state), queued even behind a full queue (a reader that keeps reading gets it)."""
         for handler in self.server.handlers:
             frame = await handler.attached(channel)
-            if frame is not None:
+            if frame is not None and channel in self.positions:  # not unsubscribed meanwhile
                 with contextlib.suppress(LocalProtocolError):
                     self.queue(self.proto.send(frame), answer=False)  # type: ignore[arg-type]
 
@@ -792,7 +792,7 @@ class RealtimeServer:
             self._next_key_purge = now + 60
         return await commit_rows(
             self.store,
-            [(r.session.client_id or "", r.ack_seq, r.events) for r in batch],
+            [(r.session.client_id or "", r.session.user, r.ack_seq, r.events) for r in batch],
             retention=self._retention,
             now=now,
             forget_keys=forget_keys,
@@ -807,6 +807,11 @@ class RealtimeServer:
         a client_id that belongs to another user."""
         try:
             results = await self._commit_rows(batch)
+        except StoreConflict:
+            # Contention with other writers through every attempt: not any request's fault,
+            # and committing them one by one would only contend more. The clients send again.
+            logger.warning("the store's rows kept moving: a commit was given up")
+            return [], batch
         except Exception:
             if len(batch) == 1:
                 logger.exception("store commit failed")
@@ -838,9 +843,13 @@ class RealtimeServer:
     ) -> tuple[list[tuple[_CommitRequest, list[StoredEvent | None]]], list[_CommitRequest]]:
         done = []
         failed = []
+        refused: set[_Session] = set()
         for request, stored in zip(batch, results, strict=True):
-            if stored is None:
+            if stored is None or request.session in refused:
+                # Its client_id belongs to another user: the connection's later requests go too
+                # (whatever they hold: a watermark moved by one of them would be a loss).
                 logger.warning("a commit for a client_id of another user was refused")
+                refused.add(request.session)
                 failed.append(request)
             else:
                 done.append((request, stored))

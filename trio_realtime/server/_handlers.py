@@ -1,10 +1,12 @@
 """Server halves of services, by meta kind: presence, typing and read receipts, and whatever
 :func:`register_handler` adds from outside the package.
 
-A handler gets the meta frames of the kinds it declares (``frames``), each with a
-:class:`MetaContext` (who sent it, and what the handler may do about it: answer, broadcast to a
-channel's subscribers, ask the authenticator, use the store). The engine checks the channel name
-and that the sender may subscribe to the channel before calling it. Handlers also hear of a
+A handler gets the meta frames of the kinds it declares (``frames``: client frames that have a
+``channel``), each with a :class:`MetaContext` (who sent it, and what the handler may do about it:
+answer, broadcast to a channel's subscribers, ask the authenticator, use the store). The engine
+checks the channel name and that the sender may subscribe to the channel before calling it. Two
+handlers may not claim one frame type; a client frame of a kind no handler claims is dropped.
+``attached`` runs under the engine's fan-out lock: it must not wait on a commit. Handlers also hear of a
 channel going live for a connection (``attached``: the frame to send it then, such as the full
 presence state), of a user publishing (``published``), and of a connection going away
 (``disconnected``); ``run`` is their background task (the presence grace-period timer).
@@ -13,6 +15,7 @@ presence state), of a user publishing (``published``), and of a connection going
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import time
 from collections.abc import Callable, Hashable
@@ -43,6 +46,11 @@ from ._store import PresenceEntry, Store
 
 if TYPE_CHECKING:
     from ._engine import RealtimeServer
+
+logger = logging.getLogger("trio_realtime.server")
+
+#: Seconds before a presence change that a store failed to make is tried again.
+_RETRY = 1.0
 
 __all__ = [
     "BaseHandler",
@@ -115,7 +123,14 @@ def register_handler(factory: HandlerFactory) -> None:
 
 
 def make_handlers(server: RealtimeServer) -> list[Handler]:
-    return [factory(server) for factory in _FACTORIES]
+    """A server's handlers; raises ``ValueError`` if two of them claim a frame type."""
+    handlers = [factory(server) for factory in _FACTORIES]
+    claimed: dict[type, Handler] = {}
+    for handler in handlers:
+        for frame in handler.frames:
+            if claimed.setdefault(frame, handler) is not handler:
+                raise ValueError(f"two handlers claim {frame.__name__} frames")
+    return handlers
 
 
 class BaseHandler:
@@ -173,23 +188,40 @@ class PresenceHandler(BaseHandler):
                 now = trio.current_time()
                 while self._leaving and self._leaving[0][0] <= now:
                     _, channel, user, connection = heapq.heappop(self._leaving)
-                    async with self._lock:
-                        await self._remove(channel, user, connection)
+                    try:
+                        async with self._lock:
+                            await self._remove(channel, user, connection)
+                    except Exception:
+                        # A store that failed must not end the server: try again in a second.
+                        logger.exception("presence: expiring an entry failed")
+                        item = (now + _RETRY, channel, user, connection)
+                        heapq.heappush(self._leaving, item)
+                        break
 
     async def _departures(self) -> None:
         """Connections gone: their entries enter the grace period."""
         async for connection in self._gone:
-            timeout = self._config.presence_timeout
-            async with self._lock:
-                for entry in await self._store.presence_of(connection):
-                    await self._store.put_presence(
-                        attrs.evolve(entry, leave_at=time.time() + timeout)
-                    )
-                    heapq.heappush(
-                        self._leaving,
-                        (trio.current_time() + timeout, entry.channel, entry.user, connection),
-                    )
+            while True:
+                try:
+                    await self._depart(connection)
+                    break
+                except Exception:
+                    # A store that failed must not end the server: try again in a second.
+                    logger.exception("presence: a departure failed")
+                    await trio.sleep(_RETRY)
             self._changed.set()
+
+    async def _depart(self, connection: str) -> None:
+        timeout = self._config.presence_timeout
+        async with self._lock:
+            for entry in await self._store.presence_of(connection):
+                if entry.leave_at is not None:
+                    continue  # already leaving (a retry)
+                await self._store.put_presence(attrs.evolve(entry, leave_at=time.time() + timeout))
+                heapq.heappush(
+                    self._leaving,
+                    (trio.current_time() + timeout, entry.channel, entry.user, connection),
+                )
 
     def _refusal(self, frame: PresenceUpdate) -> str | None:
         """Why an update is refused, or ``None``: metadata is bounded in depth and bytes (so
@@ -256,7 +288,10 @@ class PresenceHandler(BaseHandler):
 
     async def attached(self, channel: str) -> object | None:
         by_user: dict[str, list[PresenceEntry]] = {}
-        for entry in await self._store.presence(channel):
+        # Under the lock: no update can land between this read and its diff's broadcast.
+        async with self._lock:
+            entries = await self._store.presence(channel)
+        for entry in entries:
             by_user.setdefault(entry.user, []).append(entry)
         members = {user: _view(entries) for user, entries in by_user.items()}
         return PresenceState(channel, {u: m for u, m in members.items() if m is not None})

@@ -9,8 +9,9 @@ batch is decided here, from the rows the store had (:class:`Snapshot`):
   window; an event under a key its user already used within it is not stored again. Keys of
   different users never collide. The client library's own keys (``{client_id}:{seq}``) are
   deduplicated by seq, not remembered.
-* **Binding**: a client_id is bound to the user whose events it stores first; a request for it
-  from another user is refused whole (``None`` for the request: nothing stored, no watermark).
+* **Binding**: a client_id is bound to the user of the first request that stores under it (its
+  connection's user); a request for it from another user is refused whole (``None`` for the
+  request: nothing stored, and its watermark does not move), events or none.
 * **Offsets and epochs**: a channel's events get contiguous offsets after its head; a channel's
   first event starts its log under the store's epoch.
 * **Retention**: each channel a batch appends to keeps its newest ``retention_count`` events and
@@ -22,10 +23,12 @@ plans again if another writer moved the rows meanwhile (:class:`StoreConflict`).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 
 import attrs
+import trio
 
 from ._store import (
     Append,
@@ -41,9 +44,10 @@ from ._store import (
 
 __all__ = ["Request", "Retention", "commit", "plan_commit"]
 
-#: One connection's part of a commit: its client_id, the watermark to record (every seq up to it
-#: is stored or consumed), and the events accepted for storing, in seq order.
-Request = tuple[str, int, Sequence[NewEvent]]
+#: One connection's part of a commit: its client_id, its user (who the client_id is bound to, or
+#: gets bound to; ``None``: the first sender of its events), the watermark to record (every seq up
+#: to it is stored or consumed), and the events accepted for storing, in seq order.
+Request = tuple[str, "str | None", int, Sequence[NewEvent]]
 
 #: Times :func:`commit` plans again after a conflict before giving up.
 _ATTEMPTS = 8
@@ -78,7 +82,7 @@ def wanted_rows(requests: Sequence[Request]) -> tuple[set[str], set[str], set[tu
     clients: set[str] = set()
     channels: set[str] = set()
     keys: set[tuple[str, str]] = set()
-    for client_id, _, events in requests:
+    for client_id, _, _, events in requests:
         clients.add(client_id)
         own = f"{client_id}:"
         for new in events:
@@ -105,9 +109,9 @@ def plan_commit(
     new_keys: list[tuple[str, str]] = []
     results: list[list[StoredEvent | None] | None] = []
     window = retention.dedup_window
-    for client_id, ack_seq, events in requests:
+    for client_id, user, ack_seq, events in requests:
         row = clients.get(client_id)
-        owner = _owner(events)
+        owner = user if user is not None else _owner(events)
         if row is not None and row.owner is not None and owner not in (None, row.owner):
             results.append(None)
             continue
@@ -186,7 +190,9 @@ async def commit(
         StoreConflict: the rows kept moving (another writer) through every attempt.
     """
     clients, channels, keys = wanted_rows(requests)
-    for _ in range(_ATTEMPTS):
+    for attempt in range(_ATTEMPTS):
+        if attempt:  # another writer moved the rows: let it finish, then read them again
+            await trio.sleep(random.uniform(0, 0.005 * attempt))
         snapshot = await store.load(clients=clients, channels=channels, keys=keys)
         plan = plan_commit(
             snapshot,

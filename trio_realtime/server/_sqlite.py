@@ -218,16 +218,28 @@ def _append(db: sqlite3.Connection, now: float, append: Append) -> None:
 
 
 def _migrate_first(db: sqlite3.Connection) -> None:
-    """Earlier versions kept no ``first`` per channel (each read worked it out from the store's
-    retention settings): take it from the blocks retained."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(channels)")}
-    if "first" in columns:
-        return
-    db.execute("ALTER TABLE channels ADD COLUMN first INTEGER NOT NULL DEFAULT 1")
-    db.execute(
-        "UPDATE channels SET first = coalesce("
-        "(SELECT min(first) FROM blocks WHERE blocks.channel = channels.name), head + 1)"
-    )
+    """Earlier versions kept no ``first`` per channel: each read worked it out from the blocks
+    retained and the store's ``retention_count`` (100,000 by default), hiding the start of a
+    block that straddled the cut. Take it from both, in one transaction (a crash between adding
+    the column and filling it would leave every channel claiming history it lost)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(channels)")}
+        if "first" not in columns:
+            db.execute("ALTER TABLE channels ADD COLUMN first INTEGER NOT NULL DEFAULT 1")
+            db.execute(
+                "UPDATE channels SET first = max(head - ? + 1, coalesce("
+                "(SELECT min(first) FROM blocks WHERE blocks.channel = channels.name), head + 1))",
+                (_OLD_RETENTION_COUNT,),
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+#: What earlier versions kept per channel by default (their reads hid anything older).
+_OLD_RETENTION_COUNT = 100_000
 
 
 class SqliteStore:
@@ -260,6 +272,10 @@ class SqliteStore:
                 "NULL, connection TEXT NOT NULL, status TEXT NOT NULL, metadata BLOB NOT NULL, "
                 "since INTEGER NOT NULL, updated REAL NOT NULL, leave_at REAL, "
                 "PRIMARY KEY (channel, user, connection))"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS temp.presence_user ON presence (user)")
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS temp.presence_connection ON presence (connection)"
             )
             self._epoch = _store_epoch(db)
             self._db = db
@@ -338,25 +354,39 @@ class SqliteStore:
         def query() -> Snapshot:
             db = self._connect()
             found = Snapshot(self._epoch)
-            for client_id in clients:
-                row = db.execute(
-                    "SELECT user, ack_seq FROM clients WHERE client_id = ?", (client_id,)
-                ).fetchone()
-                if row is not None:
-                    found.clients[client_id] = ClientRow(row[0], int(row[1]))
-            for name in channels:
-                info = _channel_row(db, name)
-                if info is not None:
-                    found.channels[name] = info
-            for user, key in keys:
-                row = db.execute(
-                    "SELECT at FROM user_keys WHERE user = ? AND key = ?", (user, key)
-                ).fetchone()
-                if row is not None:
-                    found.keys[user, key] = float(row[0])
+            db.execute("BEGIN")  # one consistent read, whoever else writes the file
+            try:
+                self._load_rows(db, found, clients, channels, keys)
+            finally:
+                db.execute("COMMIT")
             return found
 
         return await self._run(query)
+
+    @staticmethod
+    def _load_rows(
+        db: sqlite3.Connection,
+        found: Snapshot,
+        clients: Collection[str],
+        channels: Collection[str],
+        keys: Collection[tuple[str, str]],
+    ) -> None:
+        for client_id in clients:
+            row = db.execute(
+                "SELECT user, ack_seq FROM clients WHERE client_id = ?", (client_id,)
+            ).fetchone()
+            if row is not None:
+                found.clients[client_id] = ClientRow(row[0], int(row[1]))
+        for name in channels:
+            info = _channel_row(db, name)
+            if info is not None:
+                found.channels[name] = info
+        for user, key in keys:
+            row = db.execute(
+                "SELECT at FROM user_keys WHERE user = ? AND key = ?", (user, key)
+            ).fetchone()
+            if row is not None:
+                found.keys[user, key] = float(row[0])
 
     async def write(self, batch: WriteBatch) -> None:
         def transaction() -> None:

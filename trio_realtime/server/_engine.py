@@ -188,29 +188,26 @@ class _Session:
     def deliver_live(self, channel: str, offset: int, data: bytes) -> None:
         """Queue an event already encoded (once, for every subscriber), or, if the queue is full,
         leave it to the store: the channel lags from here."""
-        if channel in self.lagging or channel not in self.positions:
-            return
-        if self.close_code is not None:
-            return
-        if self.out_bytes + len(data) > self._limit:
-            self.start_lagging(channel)
-            return
-        self._out.append(data)
-        self.out_bytes += len(data)
-        self.positions[channel] = offset
-        self._wake()
+        if self._queue_live(channel, data):
+            self.positions[channel] = offset
 
     def deliver_meta(self, channel: str, data: bytes) -> None:
         """Queue a presence, typing or receipt frame about ``channel``. A lagging channel skips
         them: it gets the full presence state when it is live again."""
+        self._queue_live(channel, data)
+
+    def _queue_live(self, channel: str, data: bytes) -> bool:
+        """Queue ``data`` for a live channel if the queue has room (else the channel starts
+        lagging); returns whether it was queued."""
         if channel in self.lagging or channel not in self.positions or self.close_code is not None:
-            return
+            return False
         if self.out_bytes + len(data) > self._limit:
             self.start_lagging(channel)
-            return
+            return False
         self._out.append(data)
         self.out_bytes += len(data)
         self._wake()
+        return True
 
     def start_lagging(self, channel: str) -> None:
         self.lagging[channel] = self.positions[channel]

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import attrs
 import orjson
@@ -44,9 +44,6 @@ from ._config import ServerConfig
 from ._meta import TypingRegistry
 from ._store import PresenceEntry, Store
 
-if TYPE_CHECKING:
-    from ._engine import RealtimeServer
-
 logger = logging.getLogger("trio_realtime.server")
 
 #: Seconds before a presence change that a store failed to make is tried again.
@@ -59,6 +56,7 @@ __all__ = [
     "MetaContext",
     "PresenceHandler",
     "ReceiptsHandler",
+    "ServerView",
     "TypingHandler",
     "register_handler",
 ]
@@ -111,8 +109,21 @@ class Handler(Protocol):
     def disconnected(self, context: MetaContext) -> None: ...
 
 
+class ServerView(Protocol):
+    """What a handler sees of its server (a ``RealtimeServer``) when it is made."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    def broadcast(self, channel: str, frame: object, *, skip_user: str | None = None) -> None:
+        """Send ``frame`` to every connection subscribed to ``channel`` (but ``skip_user``'s)."""
+
+
 #: Makes a server's handler (one per server, which keeps its state).
-HandlerFactory = Callable[["RealtimeServer"], Handler]
+HandlerFactory = Callable[[ServerView], Handler]
 
 _FACTORIES: list[HandlerFactory] = []
 
@@ -122,7 +133,7 @@ def register_handler(factory: HandlerFactory) -> None:
     _FACTORIES.append(factory)
 
 
-def make_handlers(server: RealtimeServer) -> list[Handler]:
+def make_handlers(server: ServerView) -> list[Handler]:
     """A server's handlers; raises ``ValueError`` if two of them claim a frame type."""
     handlers = [factory(server) for factory in _FACTORIES]
     claimed: dict[type, Handler] = {}
@@ -166,7 +177,7 @@ class PresenceHandler(BaseHandler):
 
     frames: ClassVar[tuple[type, ...]] = (PresenceUpdate,)
 
-    def __init__(self, server: RealtimeServer) -> None:
+    def __init__(self, server: ServerView) -> None:
         self._store = server.store
         self._config = server.config
         self._broadcast = server.broadcast
@@ -316,7 +327,7 @@ class TypingHandler(BaseHandler):
 
     frames: ClassVar[tuple[type, ...]] = (Typing,)
 
-    def __init__(self, server: RealtimeServer) -> None:
+    def __init__(self, server: ServerView) -> None:
         self.registry = TypingRegistry()
         self._broadcast = server.broadcast
 
@@ -363,7 +374,7 @@ class ReceiptsHandler(BaseHandler):
             context.broadcast(channel, ReadReceipt(channel, frame.offset, context.identity.user))
 
 
-def _receipts(server: RealtimeServer) -> Handler:
+def _receipts(server: ServerView) -> Handler:
     return ReceiptsHandler()
 
 

@@ -167,9 +167,18 @@ async def test_resubscribing_while_events_flow_keeps_them_in_order(tmp_path: Pat
 
         cursor, live, resubscribes, seen = 0, True, 0, 0
         pending: dict[int, int] = {}
+
+        def state() -> str:
+            sessions = {s.user: s for s in server.sessions}
+            a = sessions.get("alice")
+            server_side = (
+                f"lagging={a.lagging} positions={a.positions} queued={a.out_bytes}" if a else "-"
+            )
+            return f"cursor={cursor} live={live} pending={pending} seen={seen}; {server_side}"
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(publish)
-            with trio.fail_after(60):
+            with trio.move_on_after(60) as waited:
                 while cursor < total:
                     frame = await alice.next()
                     assert frame is not None, alice.close_code
@@ -193,6 +202,7 @@ async def test_resubscribing_while_events_flow_keeps_them_in_order(tmp_path: Pat
                                 unsubscribe = {"type": "unsubscribe", "rid": alice.rid()}
                                 unsubscribe["channel"] = "room"
                                 await alice.send(unsubscribe, subscribe)
+            assert not waited.cancelled_caught, f"stuck: {state()}"
             nursery.cancel_scope.cancel()
         assert resubscribes >= 10
 

@@ -240,3 +240,29 @@ async def test_a_presence_store_failure_does_not_end_the_server(
         assert ack["ack_seq"] == 1
     assert store.failed
     assert "presence: a departure failed" in caplog.text
+
+
+async def test_a_replay_whose_pages_change_size_reads_to_the_end() -> None:
+    """Each catch-up page is sized by the events of the one before: with events that grow, every
+    page has another size. A full page must never be taken for the end of the log (it was, when
+    compared with the next page's size: the subscriber went live with events still unread)."""
+    count = 3000
+    config = ServerConfig(send_queue_bytes=64 * 1024, max_frame_bytes=4 * 1024 * 1024)
+    store = MemoryStore()
+    async with open_front("memory", store, config=config) as server:
+        async with connect(server, "pub") as pub:
+            for first in range(0, count, 500):
+                batch = [
+                    pub.event("grow", {"i": i, "pad": "x" * (50 + i // 2)})
+                    for i in range(first, first + 500)
+                ]
+                await pub.publish(*batch)
+        async with connect(server, "sub") as sub:
+            sub.keep_events = False
+            await sub.subscribe("grow", offset=0)
+            got: list[int] = []
+            with trio.fail_after(30):
+                while len(got) < count:
+                    frame = await sub.until(lambda f: f["type"] == "event")
+                    got.append(frame["payload"]["i"])
+            assert got == list(range(count))

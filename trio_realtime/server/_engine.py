@@ -300,27 +300,29 @@ class _Session:
         """One page of the first lagging channel (what it read is dropped on return, so no page
         is held while the queue drains)."""
         server = self.server
-        store = server.store
         channel, after = next(iter(self.lagging.items()))
-        events = await store.read(channel, after, self._page)
-        if self.lagging.get(channel) != after:
-            return  # unsubscribed (or resubscribed) meanwhile
-        if events and (not self._queue_replay(channel, events) or len(events) == self._page):
-            return  # more to read, after the queue drained
+        if not await self._replay_page(channel, after):
+            return  # more to read, after the queue drained (or unsubscribed meanwhile)
         # As far as the store had: go live under the fan-out lock (no commit can land between
         # the last read and the switch).
         async with server._fanout:
             position = self.lagging.get(channel)
-            if position is None:
-                return
-            events = await store.read(channel, position, self._page)
-            if self.lagging.get(channel) != position:
-                return
-            if events and (not self._queue_replay(channel, events) or len(events) == self._page):
+            if position is None or not await self._replay_page(channel, position):
                 return
             if self.close_code is None:
                 del self.lagging[channel]
                 await self.send_attached(channel)
+
+    async def _replay_page(self, channel: str, after: int) -> bool:
+        """Queue the page of ``channel`` after ``after``; returns whether that reached the end
+        of what the store holds (a short page, queued whole)."""
+        page = self._page  # _queue_replay sizes the next page: compare with this one's size
+        events = await self.server.store.read(channel, after, page)
+        if self.lagging.get(channel) != after:
+            return False  # unsubscribed (or subscribed again) meanwhile
+        if not events:
+            return True
+        return self._queue_replay(channel, events) and len(events) < page
 
     def _queue_replay(self, channel: str, events: list[StoredEvent]) -> bool:
         """Queue ``events`` of a lagging channel while the queue has room (one at least), and

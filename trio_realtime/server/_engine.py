@@ -11,7 +11,6 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Hashable
 from typing import Any
 
 import attrs
@@ -106,7 +105,6 @@ class _Session:
         self.context: _Context | None = None
         """What handlers see of this connection (once it resumed)."""
         self.client_id: str | None = None
-        self.channels: set[str] = set()
         self._out: deque[bytes] = deque()
         self.out_bytes = 0
         self._limit = server.config.send_queue_bytes
@@ -115,7 +113,8 @@ class _Session:
         self._changed = trio.Event()
         """Set when the queue drained some or a channel started lagging: wakes the catch-up."""
         self.positions: dict[str, int] = {}
-        """Per attached channel, the offset of the last event queued (or the attach point)."""
+        """The channels this connection is fed: the offset of the last event queued (or the
+        attach point) of each."""
         self.lagging: dict[str, int] = {}
         """Channels fed from the store, not from memory, with the offset to read after."""
         self.close_code: int | None = None
@@ -217,7 +216,6 @@ class _Session:
         """Start feeding ``channel`` after offset ``after`` (the head is ``head``); called under
         the server's fan-out lock. Returns whether it is live at once (else the catch-up task
         replays it from the store first)."""
-        self.channels.add(channel)
         self.positions[channel] = after
         if after < head:
             self.lagging[channel] = after
@@ -236,7 +234,6 @@ class _Session:
                     self.queue(self.proto.send(frame), answer=False)  # type: ignore[arg-type]
 
     def detach(self, channel: str) -> None:
-        self.channels.discard(channel)
         self.positions.pop(channel, None)
         self.lagging.pop(channel, None)
 
@@ -359,10 +356,6 @@ class _Context:
         self.identity = identity
 
     @property
-    def connection(self) -> Hashable:
-        return self._session
-
-    @property
     def connection_id(self) -> str:
         return self._session.id
 
@@ -399,6 +392,12 @@ class _CommitRequest:
     refusals: list[Error]
     done: trio.Event = attrs.Factory(trio.Event)
     failed: bool = False
+
+
+def _recoverable(info: ChannelInfo, offset: int, epoch: str | None) -> bool:
+    """Whether a client at ``offset`` of ``epoch`` can be replayed what it missed: same epoch,
+    and nothing it lacks dropped by retention."""
+    return epoch in (None, info.epoch) and info.first - 1 <= offset <= info.head
 
 
 def _downstream(event: StoredEvent) -> DownstreamEvent:
@@ -502,15 +501,17 @@ class RealtimeServer:
         finally:
             self.sessions.discard(session)
             session.finished.set()
-            for channel in session.channels:
-                self._unsubscribe(session, channel)
+            for channel in list(session.positions):
+                self._detach(session, channel)
             if session.context is not None:
                 for handler in self.handlers:
                     handler.disconnected(session.context)
             with trio.CancelScope(shield=True):
                 await transport.aclose(session.close_code or 1000, session.close_reason)
 
-    def _unsubscribe(self, session: _Session, channel: str) -> None:
+    def _detach(self, session: _Session, channel: str) -> None:
+        """Stop feeding ``channel`` to ``session``."""
+        session.detach(channel)
         subscribers = self._subscribers.get(channel)
         if subscribers is not None:
             subscribers.discard(session)
@@ -597,10 +598,7 @@ class RealtimeServer:
             if not await self.authenticator.authorize(identity, Action.SUBSCRIBE, channel):
                 answers[channel] = ChannelResume(info.epoch, info.head, False)
                 continue
-            recovered = (
-                position.epoch in (None, info.epoch)
-                and info.first - 1 <= position.offset <= info.head
-            )
+            recovered = _recoverable(info, position.offset, position.epoch)
             answers[channel] = ChannelResume(info.epoch, info.head, recovered)
             wanted[channel] = position if recovered else ChannelPosition(info.head, info.epoch)
         response = ResumeResponse(
@@ -644,9 +642,6 @@ class RealtimeServer:
             if live:
                 await session.send_attached(channel)  # the full presence state once, then diffs
 
-    def _refuse(self, seq: int, code: ErrorCode, message: str) -> Error:
-        return Error(code, message, seq=seq)
-
     def _check_event(self, event: UpstreamEvent) -> Error | None:
         """Refuse an event no store or encoder could take (checked here, at the edge, so that it
         never fails a commit shared with others)."""
@@ -657,12 +652,11 @@ class RealtimeServer:
             ("idempotency_key", event.idempotency_key),
         ):
             if _name_too_long(name, limit):
-                return self._refuse(
-                    event.seq, ErrorCode.INVALID_NAME, f"{field} is over {limit} bytes"
-                )
+                message = f"{field} is over {limit} bytes"
+                return Error(ErrorCode.INVALID_NAME, message, seq=event.seq)
         reason = check_payload(event.payload, max_depth=self.config.max_payload_depth)
         if reason is not None:
-            return self._refuse(event.seq, ErrorCode.INVALID_PAYLOAD, reason)
+            return Error(ErrorCode.INVALID_PAYLOAD, reason, seq=event.seq)
         return None
 
     async def _process(self, session: _Session, oversized: bool) -> None:
@@ -701,6 +695,9 @@ class RealtimeServer:
                         identity, Action.PUBLISH, event.channel
                     )
                     allowed[event.channel] = may
+                    if may:  # typing stops when its user publishes: once per channel
+                        for handler in self.handlers:
+                            handler.published(user, event.channel)
                 if not may:
                     refusals.append(
                         Error(
@@ -710,8 +707,6 @@ class RealtimeServer:
                         )
                     )
                     continue
-                for handler in self.handlers:
-                    handler.published(user, event.channel)
                 accepted.append(
                     NewEvent(
                         event.channel,
@@ -737,8 +732,7 @@ class RealtimeServer:
             elif isinstance(event, Subscribe):
                 await self._subscribe(session, event)
             elif isinstance(event, Unsubscribe):
-                session.detach(event.channel)
-                self._unsubscribe(session, event.channel)
+                self._detach(session, event.channel)
                 session.send(Unsubscribed(event.rid, event.channel))
             elif isinstance(event, Ping):
                 session.send(event.response())
@@ -915,26 +909,29 @@ class RealtimeServer:
         assert context is not None
         channel = frame.channel
         rid = getattr(frame, "rid", None)
-        limit = self.config.max_name_bytes
-        if _name_too_long(channel, limit):
-            message = f"channel name is over {limit} bytes"
-            session.send(Error(ErrorCode.INVALID_NAME, message, rid=rid))
+        if self._refuse_name(session, channel, rid):
             return
         if not await context.authorize(Action.SUBSCRIBE, channel):
             session.send(Error(ErrorCode.FORBIDDEN, f"may not use {channel!r}", rid=rid))
             return
         await self._handler_of[type(frame)].handle(context, frame)
 
+    def _refuse_name(self, session: _Session, channel: str, rid: int | None) -> bool:
+        """Refuse a request about a channel whose name is over ``max_name_bytes``."""
+        limit = self.config.max_name_bytes
+        if not _name_too_long(channel, limit):
+            return False
+        session.send(Error(ErrorCode.INVALID_NAME, f"channel name is over {limit} bytes", rid=rid))
+        return True
+
     async def _subscribe(self, session: _Session, request: Subscribe) -> None:
         identity = session.identity
         assert identity is not None
         config = self.config
-        if _name_too_long(request.channel, config.max_name_bytes):
-            message = f"channel name is over {config.max_name_bytes} bytes"
-            session.send(Error(ErrorCode.INVALID_NAME, message, rid=request.rid))
+        if self._refuse_name(session, request.channel, request.rid):
             return
-        resubscribe = request.channel in session.channels
-        if not resubscribe and len(session.channels) >= config.max_subscriptions:
+        resubscribe = request.channel in session.positions
+        if not resubscribe and len(session.positions) >= config.max_subscriptions:
             message = f"at most {config.max_subscriptions} subscriptions per connection"
             session.send(Error(ErrorCode.TOO_MANY_SUBSCRIPTIONS, message, rid=request.rid))
             return
@@ -951,15 +948,11 @@ class RealtimeServer:
         if request.offset is None:
             recovered, after = True, info.head
         else:
-            recovered = (
-                request.epoch in (None, info.epoch)
-                and info.first - 1 <= request.offset <= info.head
-            )
+            recovered = _recoverable(info, request.offset, request.epoch)
             after = request.offset if recovered else info.head
         if resubscribe:
             # Stop the live feed first: an event fanned out after ``subscribed`` and before
             # the replay would arrive ahead of older ones.
-            session.detach(request.channel)
-            self._unsubscribe(session, request.channel)
+            self._detach(session, request.channel)
         session.send(Subscribed(request.rid, request.channel, info.epoch, info.head, recovered))
         await self._attach(session, request.channel, after)

@@ -18,7 +18,7 @@ import heapq
 import logging
 import math
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 import attrs
@@ -69,13 +69,9 @@ class MetaContext(Protocol):
     def identity(self) -> Identity: ...
 
     @property
-    def connection(self) -> Hashable:
-        """This connection (a key for per-connection state; it is gone after
-        :meth:`Handler.disconnected`)."""
-
-    @property
     def connection_id(self) -> str:
-        """This connection's id, unique across server nodes (for rows in a shared store)."""
+        """This connection's id, unique across server nodes (a key for per-connection state,
+        and for rows in a shared store; it is gone after :meth:`Handler.disconnected`)."""
 
     @property
     def config(self) -> ServerConfig: ...
@@ -335,7 +331,7 @@ class TypingHandler(BaseHandler):
         await trio.lowlevel.checkpoint()
         user = context.identity.user
         limit = context.config.max_subscriptions
-        connection = context.connection
+        connection = context.connection_id
         if (
             frame.typing
             and self.registry.count(connection) >= limit
@@ -351,7 +347,7 @@ class TypingHandler(BaseHandler):
         self.registry.stopped(user, channel)
 
     def disconnected(self, context: MetaContext) -> None:
-        for channel, user in self.registry.disconnected(context.connection):
+        for channel, user in self.registry.disconnected(context.connection_id):
             self._broadcast(channel, Typing(channel, False, user), skip_user=user)
 
 

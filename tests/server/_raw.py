@@ -107,6 +107,17 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _find_malloc_trim()
 
 
+def presence(channel: str, metadata: object = None, status: str = "online") -> Frame:
+    """A presence update frame."""
+    return {
+        "type": "meta",
+        "kind": "presence",
+        "channel": channel,
+        "status": status,
+        "metadata": {} if metadata is None else metadata,
+    }
+
+
 def is_error(code: str, **fields: object) -> Callable[[Frame], bool]:
     def match(frame: Frame) -> bool:
         return (

@@ -38,6 +38,7 @@ from ._raw import (
     is_error,
     nested,
     open_front,
+    presence,
     rss,
 )
 
@@ -60,16 +61,6 @@ def sqlite_server(
     front: Front, path: Path, config: ServerConfig | None = None
 ) -> contextlib.AbstractAsyncContextManager[RunningServer]:
     return open_front(front, SqliteStore(path), config=config)
-
-
-def presence(channel: str, metadata: object = None, status: str = "online") -> Frame:
-    return {
-        "type": "meta",
-        "kind": "presence",
-        "channel": channel,
-        "status": status,
-        "metadata": {} if metadata is None else metadata,
-    }
 
 
 def typing(channel: str, value: object = True) -> Frame:
@@ -611,8 +602,7 @@ async def test_names_are_limited_in_utf8_bytes(server: RunningServer) -> None:
         answer = await bob.resume("bob")
         assert (answer["type"], answer.get("fatal")) == ("error", True), answer
         code = await bob.closed()
-    assert code is not None
-    assert 4000 <= code < 5000
+    assert code == 4000
 
 
 async def test_presence_entries_per_user_are_limited(front: Front) -> None:
@@ -652,3 +642,25 @@ async def test_the_close_reason_reaches_the_client_on_both_fronts(front: str) ->
             await bob.resume("bob")
             assert await bob.closed() == 4003
             assert bob.close_reason == "client_id taken"
+
+
+async def test_a_receipt_at_offset_zero_is_refused_and_keeps_no_row(front: Front) -> None:
+    store = MemoryStore()
+    async with open_front(front, store) as server, connect(server, "alice") as alice:
+        receipt = {"type": "meta", "kind": "receipt", "channel": "never-used", "offset": 0}
+        await alice.send(receipt)
+        await alice.ping()
+        assert [f["code"] for f in alice.errors()] == ["invalid_receipt"]
+    assert await store.receipts("never-used") == {}
+
+
+async def test_a_resume_with_too_many_channels_is_refused_for_good(front: Front) -> None:
+    config = ServerConfig(max_subscriptions=2)
+    async with (
+        open_front(front, MemoryStore(), config=config) as server,
+        connect(server, "alice", "cid-many", resume=False) as alice,
+    ):
+        channels = {f"ch{n}": {"offset": 0} for n in range(3)}
+        await alice.resume("alice", channels=channels)
+        assert await alice.closed() == 4003
+        assert is_error("too_many_subscriptions", fatal=True)(alice.errors()[-1])

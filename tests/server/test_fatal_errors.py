@@ -27,12 +27,21 @@ QUICK = RealtimeConfig(
 
 
 def test_every_fatal_error_code_announces_its_close() -> None:
-    assert fatal_close_code(ErrorCode.CLIENT_ID_TAKEN) == CloseCode.FORBIDDEN
-    assert fatal_close_code(ErrorCode.TOKEN_EXPIRED) == CloseCode.UNAUTHORIZED
-    assert fatal_close_code(ErrorCode.UNAUTHORIZED) == CloseCode.UNAUTHORIZED
-    assert fatal_close_code(ErrorCode.TOO_SLOW) == CloseCode.RATE_LIMITED
-    assert fatal_close_code(ErrorCode.INTERNAL) == CloseCode.INTERNAL_ERROR
-    assert fatal_close_code("something new") == CloseCode.PROTOCOL_ERROR
+    """The table of docs/protocol.md ("Heartbeat and close codes")."""
+    expected = {
+        ErrorCode.UNAUTHORIZED: CloseCode.UNAUTHORIZED,
+        ErrorCode.TOKEN_EXPIRED: CloseCode.UNAUTHORIZED,
+        ErrorCode.CLIENT_ID_TAKEN: CloseCode.FORBIDDEN,
+        ErrorCode.TOO_MANY_SUBSCRIPTIONS: CloseCode.FORBIDDEN,
+        ErrorCode.RATE_LIMITED: CloseCode.RATE_LIMITED,
+        ErrorCode.TOO_SLOW: CloseCode.RATE_LIMITED,
+        ErrorCode.TOO_LARGE: CloseCode.MESSAGE_TOO_BIG,
+        ErrorCode.INTERNAL: CloseCode.INTERNAL_ERROR,
+        ErrorCode.PROTOCOL_ERROR: CloseCode.PROTOCOL_ERROR,
+        ErrorCode.OUT_OF_ORDER: CloseCode.PROTOCOL_ERROR,
+        "something new": CloseCode.PROTOCOL_ERROR,
+    }
+    assert {code: fatal_close_code(code) for code in expected} == expected
 
 
 async def test_a_client_id_of_another_user_fails_the_connection_at_once(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from trio_realtime.server import (
     BaseHandler,
     Fields,
     FrameKind,
+    MemoryStore,
     MetaContext,
     Role,
     register_frame_kind,
@@ -26,6 +27,7 @@ from trio_realtime.services import STANDARD_SERVICES
 from trio_realtime.testing import open_memory_server
 
 from ..helpers import Watched
+from ._raw import connect, open_front
 
 CONFIG = RealtimeConfig(durability="memory", network_monitor=False)
 
@@ -128,8 +130,14 @@ async def test_a_service_of_a_new_kind_works_end_to_end(
             mine.react("room", "🎉")
             await theirs.seen.wait_until(lambda: len(theirs.seen) == 1)
             assert theirs.seen == [Reacted("room", "🎉", "alice")]
-            # The engine's checks apply to new kinds too: a channel name over the limit is refused.
-            mine.react("x" * 300, "🎉")
-            mine.react("room", "👍")
-            await theirs.seen.wait_until(lambda: len(theirs.seen) == 2)
-            assert theirs.seen[-1] == Reacted("room", "👍", "alice")
+
+
+async def test_the_engine_checks_a_new_kind_before_its_handler() -> None:
+    """The channel name of a frame of a new kind is checked by the engine (so is the sender's
+    right to subscribe), before any handler sees it."""
+    async with open_front("memory", MemoryStore()) as server, connect(server, "alice") as alice:
+        await alice.send(React("x" * 300, "🎉").to_wire(), React("room", "👍").to_wire())
+        await alice.ping()
+        assert [(f["code"], f.get("fatal", False)) for f in alice.errors()] == [
+            ("invalid_name", False)
+        ]

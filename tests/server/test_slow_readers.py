@@ -19,7 +19,7 @@ from trio_realtime.server import (
 )
 from trio_realtime.server._store import StoredEvent
 
-from ._raw import connect, open_front
+from ._raw import connect, open_front, presence
 
 MiB = 1024 * 1024
 
@@ -108,15 +108,11 @@ async def test_a_replay_of_large_events_reads_pages_that_fit_the_queue() -> None
     assert len(store.reads) >= count * size // (2 * MiB + size)
 
 
-def presence(channel: str, status: str = "online") -> dict[str, object]:
-    return {"type": "meta", "kind": "presence", "channel": channel, "status": status}
-
-
 async def test_presence_keeps_nothing_of_a_channel_everyone_left() -> None:
     store = MemoryStore()
     async with open_front("memory", store) as server, connect(server, "alice") as alice:
         for n in range(300):
-            await alice.send(presence(f"room-{n}"), presence(f"room-{n}", "offline"))
+            await alice.send(presence(f"room-{n}"), presence(f"room-{n}", status="offline"))
         await alice.ping()
         assert alice.errors() == []
         assert await store.presence_channels("alice") == set()

@@ -40,16 +40,15 @@ async def test_a_token_that_expires_mid_connection_is_refreshed_and_nothing_is_l
             open_realtime(url, config=QUICK, auth=auth) as alice,
         ):
             await bob.subscribe("room")
-            expired_closes = 0
             receipts = []
             for number in range(count):  # 4 s of sending: across at least two expiries
                 receipts.append(await alice.send("room", "n", number))
                 await trio.sleep(0.05)  # pacing, not waiting for anything
-                expired_closes = max(expired_closes, len(minted) - 1)
             with trio.fail_after(20):
                 outcomes = [await receipt.wait() for receipt in receipts]
             got = await collect(bob, "room", count)
     assert outcomes == [Acked(seq=n) for n in range(1, count + 1)]
     assert [m.payload for m in got] == list(range(count))  # in order, once each
-    assert expired_closes >= 2  # the server closed 4001 at expiry and a new token was fetched
-    assert auth.refreshes == len(minted)
+    # A token is fetched again only after the server refused the last one (4001): at least two
+    # expiries happened during the sends, each followed by a refresh and a resume.
+    assert len(minted) >= 3

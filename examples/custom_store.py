@@ -14,10 +14,10 @@ from trio_realtime import Acked, RealtimeConfig, open_realtime
 from trio_realtime.server import (
     ChannelInfo,
     ClientRow,
+    Message,
     PresenceEntry,
     Snapshot,
     StoreConflict,
-    StoredEvent,
     WriteBatch,
 )
 from trio_realtime.testing import check_store, open_memory_server
@@ -31,7 +31,7 @@ class DictStore:
         self.epoch = "dict-1"
         self.clients: dict[str, ClientRow] = {}
         self.heads: dict[str, tuple[str, int]] = {}  # channel -> (epoch, head)
-        self.events: dict[str, dict[int, tuple[float, StoredEvent]]] = {}
+        self.events: dict[str, dict[int, tuple[float, Message]]] = {}
         self.keys: dict[tuple[str, str], float] = {}
         self.reads: dict[tuple[str, str], int] = {}
         self.present: dict[tuple[str, str, str], PresenceEntry] = {}
@@ -86,7 +86,7 @@ class DictStore:
             cutoff = batch.forget_keys_before
             self.keys = {k: at for k, at in self.keys.items() if at >= cutoff}
 
-    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+    async def read(self, channel: str, after: int, limit: int) -> list[Message]:
         await trio.lowlevel.checkpoint()
         log = self.events.get(channel, {})
         return [log[o][1] for o in sorted(log) if o > after][:limit]

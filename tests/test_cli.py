@@ -270,3 +270,27 @@ def test_serve_rate_limit_and_send_queue_bytes_are_checked() -> None:
     out = run("serve", "--port", "0", "--send-queue-bytes", "0")
     assert out.returncode == 2
     assert "send_queue_bytes: must be a positive integer" in out.stderr
+
+
+def test_default_data_is_under_xdg_data_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trio_realtime._cli import build_parser
+
+    monkeypatch.setenv("XDG_DATA_HOME", os.fspath(tmp_path))
+    parser = build_parser()
+    data = os.fspath(tmp_path / "trio-realtime")
+    assert parser.parse_args(["serve"]).data == os.path.join(data, "server")
+    assert parser.parse_args(["token", "--user", "a"]).data == os.path.join(data, "server")
+    assert parser.parse_args(["chat", "--name", "a"]).data == data
+
+
+def test_chat_journals_have_safe_names_and_old_ones_are_kept(tmp_path: Path) -> None:
+    from trio_realtime._chat import chat_journal_dir
+
+    data = os.fspath(tmp_path)
+    assert chat_journal_dir(data, "alice") == os.path.join(data, "chat", "alice")
+    assert chat_journal_dir(data, "Bob Smith") == os.path.join(data, "chat", "Bob_Smith")
+    assert chat_journal_dir(data, "../x") == os.path.join(data, "chat", ".._x")
+    (tmp_path / "chat" / "Bob Smith").mkdir(parents=True)  # an earlier version's journal
+    assert chat_journal_dir(data, "Bob Smith") == os.path.join(data, "chat", "Bob Smith")

@@ -17,7 +17,7 @@ def test_defaults() -> None:
     assert config.delivery_strategy is DeliveryStrategy.AT_LEAST_ONCE
     assert config.durability is Durability.ALWAYS
     assert config.max_retries is None
-    assert config.log_level == logging.WARNING
+    assert config.log_level == logging.NOTSET
 
 
 def test_strings_are_accepted_for_enums_and_levels() -> None:

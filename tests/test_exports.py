@@ -40,7 +40,10 @@ EXPECTED = {
     "JournalCorrupt",
     "JournalError",
     "JournalLocked",
+    "LinkClosed",
     "LocalProtocolError",
+    "RemoteProtocolError",
+    "ServiceHost",
     "OutboxFull",
     "ProtocolError",
     "RealtimeBrokenError",
@@ -101,9 +104,65 @@ def test_subpackage_surfaces() -> None:
         "MEMORY_URL",
         "MemoryServer",
         "check_store",
+        "check_transport",
         "ProxyStats",
         "ServerProcess",
         "open_fault_proxy",
         "open_memory_server",
         "open_server_process",
     }
+
+
+def test_transports_surface() -> None:
+    import trio_realtime.transports as transports
+
+    assert {name for name in transports.__dict__ if not name.startswith("_")} >= {
+        "Connector",
+        "ConnectorFactory",
+        "LinkClosed",
+        "MemoryTransport",
+        "Transport",
+        "WebSocketTransport",
+        "connect_websocket",
+        "connector_for",
+        "memory_transport_pair",
+        "register_transport",
+        "registered_schemes",
+    }
+    assert transports.LinkClosed is trio_realtime.LinkClosed
+    assert issubclass(transports.LinkClosed, trio_realtime.RealtimeBrokenError)
+
+
+def test_every_public_exception_lives_in_errors() -> None:
+    """One module holds every exception a user may catch, whichever package exports it."""
+    import trio_realtime.queue
+    import trio_realtime.server
+    import trio_realtime.services
+    import trio_realtime.testing
+    import trio_realtime.transports
+
+    modules = (
+        trio_realtime,
+        trio_realtime.queue,
+        trio_realtime.server,
+        trio_realtime.services,
+        trio_realtime.testing,
+        trio_realtime.transports,
+    )
+    found = {
+        f"{module.__name__}.{name}": obj
+        for module in modules
+        for name, obj in vars(module).items()
+        if not name.startswith("_") and isinstance(obj, type) and issubclass(obj, BaseException)
+    }
+    assert "trio_realtime.server.StoreConflict" in found
+    elsewhere = {name for name, obj in found.items() if obj.__module__ != "trio_realtime._errors"}
+    assert not elsewhere
+
+
+def test_local_and_remote_protocol_errors_are_siblings() -> None:
+    local, remote = trio_realtime.LocalProtocolError, trio_realtime.RemoteProtocolError
+    assert issubclass(local, trio_realtime.ProtocolError)
+    assert issubclass(remote, trio_realtime.ProtocolError)
+    assert not issubclass(local, remote)
+    assert not issubclass(remote, local)

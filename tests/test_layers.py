@@ -1,9 +1,16 @@
-"""The package's layers import downwards only (ARCHITECTURE.md): _protocol <- _journal <- _outbox
-<- _connection + _transports <- services <- server, CLI."""
+"""The package's dependency rules, checked on every import (``if TYPE_CHECKING:`` imports and
+imports inside functions included: a cycle hidden from the interpreter is still a cycle).
+
+1. Layers: a module imports only its own layer and lower ones (docs/architecture.md).
+2. The client, the server and the local queue never import each other; they meet only in the
+   shared layers (protocol, journal, transports, errors, config).
+3. Services see only the public service host, never the connection's internals.
+"""
 
 from __future__ import annotations
 
 import ast
+from collections import Counter
 from pathlib import Path
 
 import trio_realtime
@@ -14,52 +21,73 @@ ROOT = Path(trio_realtime.__file__).parent
 LAYERS = {
     "_errors": 0,
     "_version": 0,
+    "_paths": 0,
     "_protocol": 1,
     "_journal": 2,
     "_config": 3,
     "_backoff": 3,
-    "_outbox": 4,
-    "queue": 4,
-    "_transports": 5,
-    "_connection": 6,
-    "services": 7,
-    "_realtime": 8,
-    "server": 9,
-    "_chat": 10,
-    "_cli": 10,
-    "testing": 10,
-    "__main__": 10,
-    "__init__": 10,
+    "transports": 4,
+    "_outbox": 5,
+    "_stream": 5,
+    "queue": 5,
+    "_service": 6,
+    "_inbox": 6,
+    "_metrics": 6,
+    "_supervisor": 7,
+    "_tokens": 8,
+    "_link": 8,
+    "_reconnect": 9,
+    "_connection": 9,
+    "services": 10,
+    "_realtime": 11,
+    "server": 11,
+    "_chat": 12,
+    "_cli": 12,
+    "testing": 12,
+    "__main__": 12,
+    "__init__": 12,
 }
+
+SHARED = {
+    "_errors",
+    "_version",
+    "_paths",
+    "_protocol",
+    "_journal",
+    "_config",
+    "_backoff",
+    "transports",
+}
+CLIENT = {
+    "_outbox",
+    "_stream",
+    "_service",
+    "_inbox",
+    "_metrics",
+    "_supervisor",
+    "_tokens",
+    "_link",
+    "_reconnect",
+    "_connection",
+    "services",
+    "_realtime",
+}
+SERVER = {"server"}
+QUEUE = {"queue"}
+#: What services may import: the public service host and the shared layers.
+SERVICE_HOST = SHARED | {"_service", "_stream", "services"}
 
 
 def top(parts: tuple[str, ...]) -> str:
     return parts[0].removesuffix(".py") if parts else "__init__"
 
 
-def type_only(tree: ast.AST) -> set[ast.AST]:
-    """Imports under ``if TYPE_CHECKING:``: annotations only, no import at run time."""
-    nodes: set[ast.AST] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) in (
-            "TYPE_CHECKING",
-            "typing.TYPE_CHECKING",
-        ):
-            for child in node.body:
-                nodes.update(ast.walk(child))
-    return nodes
-
-
 def imports(source: str, relpath: Path) -> list[tuple[str, int]]:
-    """(imported top-level part of trio_realtime, line) for each run-time import in ``source``,
-    the text of the module at ``relpath`` inside the package."""
+    """(imported top-level part of trio_realtime, line) for every import in ``source``, the text
+    of the module at ``relpath`` inside the package."""
     package = relpath.parent.parts
     found = []
-    tree = ast.parse(source)
-    skip = type_only(tree)
-    for node in ast.walk(tree):
-        if node in skip:
-            continue
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
@@ -79,29 +107,88 @@ def imports(source: str, relpath: Path) -> list[tuple[str, int]]:
     return found
 
 
+def graph() -> list[tuple[str, str, str]]:
+    """(importing top-level part, imported part, where) for every import across parts."""
+    edges = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        own = top(rel.parts)
+        for target, line in imports(path.read_text(), rel):
+            if target != own:
+                edges.append((own, target, f"{rel}:{line}"))
+    return edges
+
+
 def test_every_module_has_a_layer() -> None:
     for path in ROOT.rglob("*.py"):
         assert top(path.relative_to(ROOT).parts) in LAYERS, path
+    assert set(LAYERS) >= CLIENT | SERVER | QUEUE | SHARED
 
 
 def test_imports_point_down() -> None:
-    wrong = []
-    for path in sorted(ROOT.rglob("*.py")):
-        own = top(path.relative_to(ROOT).parts)
-        for target, line in imports(path.read_text(), path.relative_to(ROOT)):
-            if target != own and LAYERS[target] > LAYERS[own]:
-                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {target} (a higher layer)")
+    wrong = [
+        f"{where} imports {target} (layer {LAYERS[target]} > {LAYERS[own]})"
+        for own, target, where in graph()
+        if LAYERS[target] > LAYERS[own]
+    ]
     assert not wrong, "\n".join(wrong)
 
 
-def test_the_check_can_fail() -> None:
-    source = "from ..services import PresenceService\nfrom .._errors import RealtimeError\n"
-    assert imports(source, Path("_protocol/_x.py")) == [("services", 1), ("_errors", 2)]
-    assert imports("from trio_realtime.server import serve\n", Path("_outbox.py")) == [
-        ("server", 1)
+def test_client_server_and_queue_are_independent() -> None:
+    groups = {"client": CLIENT, "server": SERVER, "queue": QUEUE}
+    wrong = [
+        f"{where}: the {a} imports {target} (the {b})"
+        for own, target, where in graph()
+        for a, mine in groups.items()
+        for b, theirs in groups.items()
+        if a != b and own in mine and target in theirs
     ]
-    guarded = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .services import X\n"
-    assert imports(guarded, Path("_connection.py")) == []
+    assert not wrong, "\n".join(wrong)
+
+
+def test_services_use_only_the_public_host() -> None:
+    wrong = [
+        f"{where} imports {target}"
+        for own, target, where in graph()
+        if own == "services" and target not in SERVICE_HOST
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_cycles() -> None:
+    edges: dict[str, set[str]] = {}
+    for own, target, _ in graph():
+        if own not in ("__init__", "__main__"):  # the package's surface re-exports everything
+            edges.setdefault(own, set()).add(target)
+    seen: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        seen[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if seen.get(nxt) == 1:
+                raise AssertionError(" -> ".join([*path, node, nxt]))
+            if nxt not in seen:
+                visit(nxt, [*path, node])
+        seen[node] = 2
+
+    for node in sorted(edges):
+        if node not in seen:
+            visit(node, [])
+
+
+def test_every_import_is_counted() -> None:
+    """The rules see imports the interpreter skips (type-checking ones, imports in functions)."""
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from .services import X\n"
+        "def f():\n"
+        "    from ._realtime import Connection\n"
+        "import trio_realtime.server\n"
+    )
+    found = Counter(imports(source, Path("_connection.py")))
+    assert found == Counter([("services", 3), ("_realtime", 5), ("server", 6)])
+    assert imports("from ..services import P\n", Path("_protocol/_x.py")) == [("services", 1)]
 
 
 def test_the_server_engine_knows_no_websocket() -> None:
@@ -109,7 +196,6 @@ def test_the_server_engine_knows_no_websocket() -> None:
     for path in (ROOT / "server").glob("*.py"):
         if path.name in ("_websocket.py", "__init__.py"):
             continue
-        name = path.name
         tree = ast.parse(path.read_text())
         modules = [
             node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
@@ -119,4 +205,4 @@ def test_the_server_engine_knows_no_websocket() -> None:
             if isinstance(node, ast.Import)
             for alias in node.names
         ]
-        assert not [m for m in modules if "websocket" in m], (name, modules)
+        assert not [m for m in modules if "websocket" in m], (path.name, modules)

@@ -15,21 +15,26 @@ from urllib.parse import urlsplit
 import trio
 
 from ._config import RealtimeConfig
-from ._connection import Connection, Gap, Message
-from ._protocol import PresenceStatus
-from ._realtime import open_realtime
+from ._paths import safe_name
+from ._protocol import Gap, Message, PresenceStatus
+from ._realtime import Connection, open_realtime
 from .server import RealtimeServer, load_or_create_secret, make_token, serve
 
-__all__ = ["chat", "default_data_dir", "demo", "demo_sender"]
+__all__ = ["chat", "chat_journal_dir", "demo", "demo_sender"]
 
 Out = Callable[[str], None]
 
 
-def default_data_dir() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return os.path.join(base, "trio-realtime")
+def chat_journal_dir(data_dir: str, name: str) -> str:
+    """The journal of user ``name``'s chat: ``DATA/chat/<safe_name(name)>``. A journal that an
+    older version kept under the raw name (when that differs but was a plain file name) is kept
+    on while the new place does not exist."""
+    path = os.path.join(data_dir, "chat", safe_name(name))
+    old = os.path.join(data_dir, "chat", name)
+    plain = name not in ("", ".", "..") and os.sep not in name and "/" not in name
+    if plain and old != path and os.path.isdir(old) and not os.path.exists(path):
+        return old
+    return path
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -77,7 +82,7 @@ async def chat(
         if token is None:
             secret = await trio.to_thread.run_sync(load_or_create_secret, server_dir)
             token = make_token(secret, name)
-        journal = os.path.join(data_dir, "chat", name)
+        journal = chat_journal_dir(data_dir, name)
         async with open_realtime(url, journal_dir=journal, token=token) as conn:
             nursery.start_soon(_show_states, conn, out)
             await conn.subscribe(room)

@@ -176,7 +176,7 @@ def _demo_sender(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ._chat import default_data_dir
+    from ._paths import data_dir
 
     parser = argparse.ArgumentParser(
         prog="trio-realtime",
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue_inspect.add_argument("--limit", type=int, default=20, help="items to list")
     queue_inspect.set_defaults(handler=_queue_inspect)
 
-    data = default_data_dir()
+    data = data_dir()
     serve = commands.add_parser("serve", help="run the reference server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)

@@ -154,23 +154,17 @@ class RealtimeConfig:
     use_tls: bool = False
     ssl_context: ssl.SSLContext | None = None
     """TLS settings for ``wss://`` (default: the system's trust store, verification on)."""
-    log_level: int = attrs.field(default=logging.WARNING, converter=_log_level)
+    log_level: int = attrs.field(default=logging.NOTSET, converter=_log_level)
+    """The least severe of this connection's log messages to pass on to the ``trio_realtime``
+    logger (``NOTSET``: all; the logger's own level and your handlers still apply). It filters
+    this connection only: it never changes the logger's level for the process."""
     max_auth_failures: int = attrs.field(default=3, validator=_count("max_auth_failures"))
     """Consecutive token refusals (4001), each after a refresh by the auth delegate, before the
     connection gives up with :class:`AuthenticationFailed`."""
-    typing_timeout: float = attrs.field(default=6.0, validator=_positive("typing_timeout"))
-    """How long another user's typing flag lasts unless refreshed (receiver side)."""
-    typing_refresh_interval: float = attrs.field(
-        default=3.0, validator=_positive("typing_refresh_interval")
-    )
-    """``typing.set(channel, True)`` sends at most once per this interval (sender side)."""
     network_monitor: bool = True
-    """Watch the host's network (netlink on Linux, else a poll) and reconnect at once when it
-    comes back instead of waiting out the backoff."""
-    network_poll_interval: float = attrs.field(
-        default=2.0, validator=_positive("network_poll_interval")
-    )
-    """How often the fallback poll looks at the network when netlink is unavailable."""
+    """Run the standard :class:`~trio_realtime.services.NetworkMonitor` (it watches the host's
+    network and reconnects at once when it comes back instead of waiting out the backoff);
+    ``False`` leaves it out of ``open_realtime``'s services."""
 
     @jitter.validator
     def _check_jitter(self, _: attrs.Attribute[float], value: float) -> None:
@@ -184,11 +178,6 @@ class RealtimeConfig:
                 "drop_oldest is not supported yet: a journaled event cannot be dropped without "
                 "leaving a gap in the seqs the server expects; use 'block' or 'raise'",
             )
-        if self.typing_refresh_interval >= self.typing_timeout:
-            raise ConfigError(
-                "typing_refresh_interval",
-                "must be shorter than typing_timeout, or typing flags would expire between refreshes",
-            )
         if self.max_retry_delay < self.initial_retry_delay:
             raise ConfigError("max_retry_delay", "must not be smaller than initial_retry_delay")
         if (
@@ -197,3 +186,15 @@ class RealtimeConfig:
         ):
             # Only at_least_once journals; the others keep events in memory whatever is asked.
             object.__setattr__(self, "durability", Durability.MEMORY)
+
+
+class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The ``trio_realtime`` logger as one connection uses it: messages below the connection's
+    ``log_level`` are dropped here, the rest go on to the logger (and its level) as usual."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(logging.getLogger("trio_realtime"), {})
+        self.level = level
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level >= self.level and self.logger.isEnabledFor(level)

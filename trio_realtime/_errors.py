@@ -14,18 +14,25 @@ nothing else. This module imports nothing from the rest of the package.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationFailed",
     "ConfigError",
+    "ConnectionFailed",
     "JournalBroken",
     "JournalClosed",
     "JournalCorrupt",
     "JournalError",
     "JournalLocked",
+    "LinkClosed",
     "LocalProtocolError",
     "OutboxFull",
     "ProtocolError",
     "RealtimeBrokenError",
     "RealtimeClosedError",
     "RealtimeError",
+    "RemoteProtocolError",
+    "RequestRefused",
+    "StoreConflict",
+    "TokenRefreshFailed",
 ]
 
 
@@ -82,7 +89,9 @@ class ConfigError(RealtimeError, ValueError):
 
 
 class ProtocolError(RealtimeError):
-    """Data received from the peer breaks the wire protocol (PROTOCOL.md).
+    """The wire protocol (PROTOCOL.md) was broken, by the peer (:class:`RemoteProtocolError`) or by
+    this side (:class:`LocalProtocolError`). Catch the subclass you mean: they call for opposite
+    actions (close the link and retry, or fix the calling code).
 
     Attributes:
         field: the JSON field at fault (dotted path, e.g. ``"channels.room:1.offset"``), or ``None`` when
@@ -96,8 +105,62 @@ class ProtocolError(RealtimeError):
         self.close_code = close_code
 
 
+class RemoteProtocolError(ProtocolError):
+    """Data received from the peer breaks the wire protocol: the link must be closed with
+    ``close_code``. A client then reconnects; the peer's next message may be fine."""
+
+
 class LocalProtocolError(ProtocolError):
-    """This side tried to send something the protocol forbids in the current state (a caller's bug)."""
+    """This side tried to send something the protocol forbids in the current state, or could not
+    encode it: a bug in the calling code, raised to it and never retried as a link failure."""
+
+
+# --- links and connections -----------------------------------------------------------------------
+
+
+class LinkClosed(RealtimeBrokenError):
+    """A link (a :class:`~trio_realtime.transports.Transport`) is closed: by either side, or dropped
+    (``code`` 1006), or it could not be opened (``code`` ``None``). A connection treats it as a
+    link failure and reconnects.
+
+    Attributes:
+        code: the WebSocket close code, or ``None`` when there was none.
+        reason: the close reason, or why the link could not be opened.
+    """
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"link closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionFailed(RealtimeBrokenError):
+    """The connection reached the ``failed`` state.
+
+    Attributes:
+        code: the last close code, if the server sent one.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """The server kept refusing the token (close 4001): there was no auth delegate to refresh
+    it, the delegate failed, or ``max_auth_failures`` refreshed tokens were refused in a row."""
+
+
+class TokenRefreshFailed(RealtimeError):
+    """The function that fetches tokens raised, or returned something that is not a token."""
+
+
+# --- server stores -------------------------------------------------------------------------------
+
+
+class StoreConflict(RealtimeError):
+    """A :meth:`Store.write` found rows other than its preconditions say (another writer, such as
+    another server node, wrote first): nothing was written. Load again and plan again."""
 
 
 # --- client journal ------------------------------------------------------------------------------

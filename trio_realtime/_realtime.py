@@ -1,19 +1,51 @@
-"""``open_realtime`` / ``connect_realtime``: a :class:`Connection` with the standard services."""
+"""``open_realtime`` / ``connect_realtime``, and :class:`Connection` with its typed service
+accessors (``conn.presence``, ``conn.typing``, ``conn.receipts``).
+
+The accessors live here, above both the connection and the services, so neither imports the
+other (``tests/test_layers.py``)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import trio
 
 from ._config import RealtimeConfig
-from ._connection import AuthDelegate, Connection, Service
-from ._transports import Connector
-from .services import STANDARD_SERVICES
+from ._connection import BaseConnection
+from ._service import ServiceSpec
+from ._tokens import AuthDelegate
+from .services import (
+    STANDARD_SERVICES,
+    NetworkMonitor,
+    PresenceService,
+    ReceiptsService,
+    TypingService,
+)
+from .transports import Connector
 
-__all__ = ["connect_realtime", "open_realtime"]
+__all__ = ["Connection", "connect_realtime", "open_realtime"]
+
+
+class Connection(BaseConnection):
+    """A durable connection to a trio_realtime server. Get one from :func:`open_realtime` or
+    :func:`connect_realtime`."""
+
+    @property
+    def presence(self) -> PresenceService:
+        """Who is present in a channel, and this client's own status (:doc:`presence`)."""
+        return self.service(PresenceService)  # type: ignore[no-any-return]
+
+    @property
+    def typing(self) -> TypingService:
+        """Typing indicators (:doc:`typing`)."""
+        return self.service(TypingService)  # type: ignore[no-any-return]
+
+    @property
+    def receipts(self) -> ReceiptsService:
+        """Read receipts (:doc:`receipts`)."""
+        return self.service(ReceiptsService)  # type: ignore[no-any-return]
 
 
 async def connect_realtime(
@@ -25,22 +57,16 @@ async def connect_realtime(
     token: str | None = None,
     auth: AuthDelegate | None = None,
     connector: Connector | None = None,
-    services: Sequence[Callable[[Connection], Service]] = STANDARD_SERVICES,
+    services: Sequence[ServiceSpec] = STANDARD_SERVICES,
 ) -> Connection:
     """Start a connection in ``nursery``; returns once the first connection attempt has finished
     (connected, or reconnecting in the background). Close it with :meth:`Connection.aclose`.
 
-    ``services`` are the features the connection runs beside it: presence, typing, receipts and
-    the network monitor by default."""
-    connection = Connection(
-        url,
-        config=config or RealtimeConfig(),
-        journal_dir=journal_dir,
-        token=token,
-        auth=auth,
-        connector=connector,
-        services=services,
-    )
+    ``url`` picks the transport by its scheme (``ws://``, ``wss://``, or one added with
+    :func:`trio_realtime.transports.register_transport`); ``connector`` overrides it.
+    ``services`` are the features the connection runs beside it (instances, or factories such
+    as the classes): presence, typing, receipts and the network monitor by default."""
+    connection = _connection(url, config, journal_dir, token, auth, connector, services)
     result: Connection = await nursery.start(connection._run)
     return result
 
@@ -54,7 +80,7 @@ async def open_realtime(
     token: str | None = None,
     auth: AuthDelegate | None = None,
     connector: Connector | None = None,
-    services: Sequence[Callable[[Connection], Service]] = STANDARD_SERVICES,
+    services: Sequence[ServiceSpec] = STANDARD_SERVICES,
 ) -> AsyncIterator[Connection]:
     """Open a durable connection for the duration of the block::
 
@@ -64,17 +90,10 @@ async def open_realtime(
     Leaving the block waits up to ``config.close_grace_period`` for pending events to be
     acknowledged, then closes; what is still pending stays in the journal for next time.
     """
+    # Built before the nursery opens: a bad argument raises itself, not inside a group.
+    connection = _connection(url, config, journal_dir, token, auth, connector, services)
     async with trio.open_nursery() as nursery:
-        connection = await connect_realtime(
-            nursery,
-            url,
-            config=config,
-            journal_dir=journal_dir,
-            token=token,
-            auth=auth,
-            connector=connector,
-            services=services,
-        )
+        await nursery.start(connection._run)
         try:
             yield connection
         except BaseException:
@@ -83,3 +102,28 @@ async def open_realtime(
                 await connection.aclose(grace_period=0, abort=True)
             raise
         await connection.aclose()
+
+
+def _connection(
+    url: str,
+    config: RealtimeConfig | None,
+    journal_dir: str | os.PathLike[str] | None,
+    token: str | None,
+    auth: AuthDelegate | None,
+    connector: Connector | None,
+    services: Sequence[ServiceSpec],
+) -> Connection:
+    config = config or RealtimeConfig()
+    if not config.network_monitor:
+        services = [
+            s for s in services if s is not NetworkMonitor and not isinstance(s, NetworkMonitor)
+        ]
+    return Connection(
+        url,
+        config=config,
+        journal_dir=journal_dir,
+        token=token,
+        auth=auth,
+        connector=connector,
+        services=services,
+    )

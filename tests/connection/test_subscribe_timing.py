@@ -6,7 +6,7 @@ import attrs
 import trio
 
 from trio_realtime import ConnectionState, open_realtime
-from trio_realtime._transports import Transport, memory_transport_pair
+from trio_realtime.transports import Transport, memory_transport_pair
 
 from ..helpers import collect
 from ..services.conftest import MEMORY, URL, drop, memory_server, wait_state

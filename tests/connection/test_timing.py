@@ -8,7 +8,7 @@ import trio.testing
 
 from trio_realtime import ConnectionFailed, ConnectionState, RealtimeConfig, open_realtime
 from trio_realtime._protocol import Ping, ResumeResponse, ServerProtocol
-from trio_realtime._transports import Transport, TransportClosed, memory_transport_pair
+from trio_realtime.transports import LinkClosed, Transport, memory_transport_pair
 
 from ..helpers import Watched
 
@@ -23,7 +23,7 @@ async def test_backoff_schedule_and_failed_after_max_retries(
     async def refuse(nursery: trio.Nursery, url: str, connect_timeout: float) -> Transport:
         attempts.append(trio.current_time())
         await trio.lowlevel.checkpoint()
-        raise TransportClosed(None, "connection refused")
+        raise LinkClosed(None, "connection refused")
 
     config = RealtimeConfig(
         initial_retry_delay=1.0, max_retry_delay=8.0, jitter=0.0, max_retries=6, durability="memory"
@@ -57,7 +57,7 @@ def silent_server(answer_pings: bool):  # type: ignore[no-untyped-def]
                         )
                     elif isinstance(event, Ping) and answer_pings:
                         await end.send(proto.send(event.response()))
-        except TransportClosed:
+        except LinkClosed:
             pass
 
     async def connect(nursery: trio.Nursery, url: str, connect_timeout: float) -> Transport:

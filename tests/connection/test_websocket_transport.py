@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from trio_realtime._transports import TransportClosed, connect_websocket
+from trio_realtime.transports import LinkClosed, connect_websocket
 
 
 async def test_a_peer_closing_during_the_handshake_fails_the_connect_at_once(
@@ -18,5 +18,5 @@ async def test_a_peer_closing_during_the_handshake_fails_the_connect_at_once(
     listeners = await nursery.start(trio.serve_tcp, read_request_then_close, 0)
     port = listeners[0].socket.getsockname()[1]
     with trio.fail_after(5):  # well before the 60 s connect timeout below
-        with pytest.raises(TransportClosed, match="closed during the handshake"):
+        with pytest.raises(LinkClosed, match="closed during the handshake"):
             await connect_websocket(nursery, f"ws://127.0.0.1:{port}/realtime", 60.0)

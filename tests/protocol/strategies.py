@@ -10,8 +10,8 @@ from trio_realtime._protocol import (
     Ack,
     ChannelPosition,
     ChannelResume,
-    DownstreamEvent,
     Error,
+    Message,
     Ping,
     Pong,
     PresenceDiff,
@@ -129,7 +129,7 @@ server_frames = st.one_of(
         rid=st.none() | uint,
     ),
     _server(
-        DownstreamEvent,
+        Message,
         channel=name,
         offset=pos,
         epoch=name,

@@ -19,8 +19,8 @@ from trio_realtime._protocol import (
     ChannelPosition,
     ChannelResume,
     ClientProtocol,
-    DownstreamEvent,
     DuplicateEvent,
+    Message,
     Resume,
     ResumeResponse,
     ServerProtocol,
@@ -104,7 +104,7 @@ class Conversation(RuleBasedStateMachine):
                 for seq in [s for s in self.journal if s <= event.ack_seq]:
                     del self.journal[seq]
                 self.acked = max(self.acked, event.ack_seq)
-            elif isinstance(event, DownstreamEvent):
+            elif isinstance(event, Message):
                 assert event.offset == self.cursor + 1, (event.offset, self.cursor)
                 self.received.append(event.payload)  # type: ignore[arg-type]
                 self.cursor = event.offset
@@ -140,9 +140,7 @@ class Conversation(RuleBasedStateMachine):
         for offset in range(self.fanned_out + 1, min(len(self.store), self.fanned_out + count) + 1):
             _, payload = self.store[offset - 1]
             self.to_client.append(
-                self.server.send(
-                    DownstreamEvent(CHANNEL, offset, EPOCH, "n", payload, 1, "u", None)
-                )
+                self.server.send(Message(CHANNEL, offset, EPOCH, "n", payload, 1, "u", None))
             )
             self.fanned_out = offset
 

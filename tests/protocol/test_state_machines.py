@@ -8,15 +8,15 @@ import pytest
 from trio_realtime import LocalProtocolError, ProtocolError
 from trio_realtime._protocol import (
     Ack,
-    ChannelGap,
     ChannelPosition,
     ChannelResume,
     ClientProtocol,
     CloseAction,
     CloseCode,
-    DownstreamEvent,
     DuplicateEvent,
     Error,
+    Gap,
+    Message,
     OutOfOrderEvent,
     Ping,
     Pong,
@@ -46,8 +46,8 @@ def event(seq: int, channel: str = "room:1") -> UpstreamEvent:
     return UpstreamEvent(seq, channel, "chat", {"n": seq}, 1000 + seq, f"{CID}:{seq}")
 
 
-def down(offset: int, epoch: str = "e1", channel: str = "room:1") -> DownstreamEvent:
-    return DownstreamEvent(channel, offset, epoch, "chat", {"n": offset}, 1, "alice", None)
+def down(offset: int, epoch: str = "e1", channel: str = "room:1") -> Message:
+    return Message(channel, offset, epoch, "chat", {"n": offset}, 1, "alice", None)
 
 
 def response(ack_seq: int = 0, channels: dict[str, ChannelResume] | None = None) -> ResumeResponse:
@@ -327,8 +327,8 @@ def test_resume_not_recovered_reports_the_gap() -> None:
         )
     )
     events = list(client.events())
-    assert ChannelGap("a", "e1", 18, 90) in events
-    assert ChannelGap("b", "new", 1, 2) in events
+    assert Gap("a", "e1", 18, 90) in events
+    assert Gap("b", "new", 1, 2) in events
     assert client.cursors["a"] == ChannelPosition(90, "e1")
     # Events from the head on are delivered.
     client.receive_data(server.send(down(91, channel="a")))
@@ -351,9 +351,9 @@ def test_gap_inside_a_live_stream_and_epoch_change() -> None:
     client.receive_data(server.send_many([down(6), down(9), down(3, epoch="e2")]))
     assert list(client.events()) == [
         down(6),
-        ChannelGap("room:1", "e1", 7, 8),
+        Gap("room:1", "e1", 7, 8),
         down(9),
-        ChannelGap("room:1", "e2", 1, 2),
+        Gap("room:1", "e2", 1, 2),
         down(3, epoch="e2"),
     ]
 

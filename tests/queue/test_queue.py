@@ -14,8 +14,7 @@ import pytest
 import trio
 
 from trio_realtime import JournalCorrupt, JournalLocked
-from trio_realtime._journal._files import list_segments
-from trio_realtime._journal._format import HEADER
+from trio_realtime._journal import SEGMENT_HEADER, list_segments
 from trio_realtime.queue import QueueItem, QueueProducer, open_queue
 from trio_realtime.queue._common import runtime_socket
 
@@ -111,7 +110,7 @@ async def test_clear_all_acknowledges_everything(tmp_path: Path) -> None:
         assert queue.pending_count == 0
     assert os.listdir(tmp_path / "producers") == []  # gone and fully acked: collected
     # The ack log was compacted at the last open: nothing is left to remember.
-    assert (tmp_path / "acks.log").read_bytes() == HEADER
+    assert (tmp_path / "acks.log").read_bytes() == SEGMENT_HEADER
 
 
 def disk_use(directory: str) -> int:

@@ -24,12 +24,6 @@ from trio_realtime import (
     open_realtime,
 )
 from trio_realtime._protocol import Ack, ResumeResponse, ServerProtocol, decode_server_message
-from trio_realtime._transports import (
-    Transport,
-    TransportClosed,
-    connect_websocket,
-    memory_transport_pair,
-)
 from trio_realtime.server import (
     AllowAll,
     MemoryStore,
@@ -38,6 +32,12 @@ from trio_realtime.server import (
     SqliteStore,
     WriteBatch,
     open_server,
+)
+from trio_realtime.transports import (
+    LinkClosed,
+    Transport,
+    connect_websocket,
+    memory_transport_pair,
 )
 
 from ..figures import record
@@ -83,7 +83,7 @@ async def test_slowloris_connections_are_timed_out_and_others_are_served() -> No
         async def silent_websocket(nursery: trio.Nursery) -> None:  # upgraded, never resumes
             transport = await connect_websocket(nursery, url, 10.0)
             try:
-                with pytest.raises(TransportClosed) as info:
+                with pytest.raises(LinkClosed) as info:
                     await transport.receive()  # nothing comes: the server only closes (4000)
                 assert info.value.code == 4000
                 closed.append(trio.current_time())
@@ -159,7 +159,7 @@ async def converse(server: RealtimeServer, messages: Sequence[bytes | str]) -> t
                 await client.send(message)  # type: ignore[arg-type]
             while True:
                 frames.extend(decode_server_message(await client.receive()))
-        except TransportClosed as exc:
+        except LinkClosed as exc:
             return frames, exc.code or 1006
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -270,7 +270,7 @@ async def test_a_stalled_server_cannot_grow_the_client_past_its_outbox_limits() 
                                     )
                                 )
                             )
-            except TransportClosed:
+            except LinkClosed:
                 pass
 
         nursery.start_soon(resume_then_ignore)

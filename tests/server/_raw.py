@@ -23,10 +23,10 @@ from typing import Any, Literal, Protocol
 import trio
 import trio_websocket
 
-from trio_realtime._transports import TransportClosed, memory_transport_pair
 from trio_realtime.server import AllowAll, Authenticator, RealtimeServer, ServerConfig, Store
 from trio_realtime.server import open_server as open_websocket_server
 from trio_realtime.testing import open_memory_server
+from trio_realtime.transports import LinkClosed, memory_transport_pair
 
 Frame = dict[str, Any]
 Front = Literal["memory", "websocket"]
@@ -130,7 +130,7 @@ def is_error(code: str, **fields: object) -> Callable[[Frame], bool]:
 
 
 class Link(Protocol):
-    """A raw connection's messages, either front: a closed link raises ``TransportClosed``."""
+    """A raw connection's messages, either front: a closed link raises ``LinkClosed``."""
 
     async def send(self, data: str | bytes) -> None: ...
 
@@ -157,10 +157,10 @@ class _WebSocketLink:
             raise _closed(exc) from None
 
 
-def _closed(exc: trio_websocket.ConnectionClosed) -> TransportClosed:
+def _closed(exc: trio_websocket.ConnectionClosed) -> LinkClosed:
     if exc.reason is None:
-        return TransportClosed(1006)
-    return TransportClosed(exc.reason.code, exc.reason.reason or "")
+        return LinkClosed(1006)
+    return LinkClosed(exc.reason.code, exc.reason.reason or "")
 
 
 class RawClient:
@@ -187,7 +187,7 @@ class RawClient:
 
     async def send_raw(self, message: str | bytes) -> None:
         """Send, as an attacker would: a close already received shows when reading, not here."""
-        with contextlib.suppress(TransportClosed):
+        with contextlib.suppress(LinkClosed):
             await self.link.send(message)
 
     def event(
@@ -223,7 +223,7 @@ class RawClient:
                 return None
             try:
                 data = json.loads(await self.link.receive())
-            except TransportClosed as exc:
+            except LinkClosed as exc:
                 self.close_code = 1006 if exc.code is None else exc.code
                 self.close_reason = exc.reason
                 return None

@@ -6,9 +6,9 @@ import json
 
 import trio
 
-from trio_realtime._transports import TransportClosed
 from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer
 from trio_realtime.server._engine import _BATCH_BYTES, _BATCH_FRAMES, _Session
+from trio_realtime.transports import LinkClosed
 
 
 class Recorder:
@@ -23,7 +23,7 @@ class Recorder:
 
     async def receive(self) -> bytes | str:
         await trio.sleep_forever()
-        raise TransportClosed(None, "")  # pragma: no cover
+        raise LinkClosed(None, "")  # pragma: no cover
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         await trio.lowlevel.checkpoint()

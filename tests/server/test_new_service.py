@@ -1,9 +1,7 @@
 """A service with a new meta kind, defined here only: its frames (declared to the protocol), its
 server half (a handler registered by kind) and its client half (a Service). It works end to end
-with no edit to any module of the package.
-
-(The client half sends through ``Connection._queue_control``; the public service host is the
-"client seams" issue's.)"""
+with no edit to any module of the package, and with public names only (the client half talks to
+the connection through the public ``ServiceHost``)."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
-from trio_realtime import Connection, RealtimeConfig, Service, open_realtime
+from trio_realtime import RealtimeConfig, Service, open_realtime
 from trio_realtime.server import (
     BaseHandler,
     Fields,
@@ -96,12 +94,12 @@ class Reactions(Service):
     name = "reactions"
     frames = (Reacted,)
 
-    def __init__(self, connection: Connection) -> None:
-        super().__init__(connection)
+    def __init__(self) -> None:
         self.seen: Watched[Reacted] = Watched()
 
     def react(self, channel: str, emoji: str) -> None:
-        self.connection._queue_control(React(channel, emoji))
+        self.host.check_open()
+        self.host.send_control(React(channel, emoji))
 
     def on_frame(self, frame: object) -> None:  # type: ignore[override]
         assert isinstance(frame, Reacted)
@@ -123,8 +121,8 @@ async def test_a_service_of_a_new_kind_works_end_to_end(
             ) as alice,
         ):
             await bob.subscribe("room")
-            mine = alice._services["reactions"]
-            theirs = bob._services["reactions"]
+            mine = alice.service(Reactions)
+            theirs = bob.service(Reactions)
             assert isinstance(mine, Reactions)
             assert isinstance(theirs, Reactions)
             mine.react("room", "🎉")

@@ -8,8 +8,8 @@ import json
 import trio
 
 from trio_realtime._protocol import Ack, ResumeResponse, decode_server_message
-from trio_realtime._transports import Transport, memory_transport_pair
 from trio_realtime.server import AllowAll, MemoryStore, RealtimeServer, WriteBatch
+from trio_realtime.transports import Transport, memory_transport_pair
 
 
 class GatedStore(MemoryStore):

@@ -17,7 +17,7 @@ from trio_realtime.server import (
     SqliteStore,
     open_server,
 )
-from trio_realtime.server._store import StoredEvent
+from trio_realtime.server._store import Message
 
 from ._raw import connect, open_front, presence
 
@@ -77,7 +77,7 @@ class ReadSpy(MemoryStore):
         super().__init__()
         self.reads: list[int] = []
 
-    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+    async def read(self, channel: str, after: int, limit: int) -> list[Message]:
         events = await super().read(channel, after, limit)
         self.reads.append(sum(len(e.payload["blob"]) for e in events))
         return events

@@ -11,7 +11,7 @@ import pytest
 
 from trio_realtime.server import ChannelInfo, MemoryStore, SqliteStore, Store
 from trio_realtime.server._rules import Retention, commit
-from trio_realtime.server._store import NewEvent, StoredEvent
+from trio_realtime.server._store import Message, NewEvent
 
 
 def ev(n: int, key: str | None = None) -> NewEvent:
@@ -28,7 +28,7 @@ class Ruled:
 
     async def commit_many(
         self, requests: Sequence[tuple[str, int, Sequence[NewEvent]]]
-    ) -> list[list[StoredEvent | None] | None]:
+    ) -> list[list[Message | None] | None]:
         with_users = [
             (client_id, next((e.sender for e in events if e.sender), None), ack_seq, events)
             for client_id, ack_seq, events in requests
@@ -37,7 +37,7 @@ class Ruled:
 
     async def commit(
         self, client_id: str, ack_seq: int, events: Sequence[NewEvent]
-    ) -> list[StoredEvent | None] | None:
+    ) -> list[Message | None] | None:
         (stored,) = await self.commit_many([(client_id, ack_seq, events)])
         return stored
 

@@ -19,12 +19,12 @@ from trio_realtime.server import (
     ChannelInfo,
     ClientRow,
     MemoryStore,
+    Message,
     PresenceEntry,
     Snapshot,
     SqliteStore,
     Store,
     StoreConflict,
-    StoredEvent,
     WriteBatch,
 )
 from trio_realtime.testing import check_store, open_memory_server
@@ -43,7 +43,7 @@ class DictData:
     clients: dict[str, ClientRow] = attrs.Factory(dict)
     heads: dict[str, tuple[str, int]] = attrs.Factory(dict)
     """channel -> (epoch, head)"""
-    events: dict[str, dict[int, tuple[float, StoredEvent]]] = attrs.Factory(dict)
+    events: dict[str, dict[int, tuple[float, Message]]] = attrs.Factory(dict)
     """channel -> offset -> (stored at, event), the retained ones"""
     keys: dict[tuple[str, str], float] = attrs.Factory(dict)
     receipts: dict[tuple[str, str], int] = attrs.Factory(dict)
@@ -129,7 +129,7 @@ class DictStore:
         self.apply_appends(batch)
         self.apply_rest(batch)
 
-    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+    async def read(self, channel: str, after: int, limit: int) -> list[Message]:
         await trio.lowlevel.checkpoint()
         info = self._info(channel)
         if info is None:
@@ -248,13 +248,13 @@ class AppliesAppendsBeforeCheckingClients(DictStore):
 
 
 class SkipsAnEventWhenPaging(DictStore):
-    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+    async def read(self, channel: str, after: int, limit: int) -> list[Message]:
         events = await super().read(channel, after, limit + 1)
         return events[1:] if after > 0 and len(events) > 2 else events[:limit]
 
 
 class CapsPagesAt1000(DictStore):
-    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+    async def read(self, channel: str, after: int, limit: int) -> list[Message]:
         return await super().read(channel, after, min(limit, 1000))
 
 

@@ -11,9 +11,9 @@ import trio
 
 from trio_realtime import Connection, ConnectionState, RealtimeConfig, open_realtime
 from trio_realtime._protocol import ClientFrame, decode_client_message
-from trio_realtime._transports import Transport, memory_transport_pair
 from trio_realtime.server import RealtimeServer, ServerConfig
 from trio_realtime.testing import open_memory_server
+from trio_realtime.transports import Transport, memory_transport_pair
 
 from ..helpers import Watched
 

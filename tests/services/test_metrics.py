@@ -9,8 +9,8 @@ import trio
 import trio.testing
 
 from trio_realtime import Acked, ConnectionState, RealtimeConfig, Rejected, open_realtime
-from trio_realtime._transports import TransportClosed
 from trio_realtime.server import MemoryStore, ServerConfig, WriteBatch
+from trio_realtime.transports import LinkClosed
 
 from .conftest import MEMORY, URL, memory_server, wait_state
 
@@ -108,7 +108,7 @@ async def test_reconnect_time_and_replays(
 
     async def refused(nursery: trio.Nursery, url: str, connect_timeout: float):  # type: ignore[no-untyped-def]
         await trio.lowlevel.checkpoint()
-        raise TransportClosed(None, "refused")
+        raise LinkClosed(None, "refused")
 
     async with open_realtime(URL, config=config, journal_dir=tmp_path, connector=refused) as conn:
         await conn.send_many("room", "n", [1, 2, 3])

@@ -10,9 +10,9 @@ import trio
 import trio.testing
 
 from trio_realtime import ConnectionState, RealtimeConfig, open_realtime
-from trio_realtime._transports import Transport, TransportClosed
 from trio_realtime.services import NetworkMonitor
 from trio_realtime.services._network import netlink_says_up
+from trio_realtime.transports import LinkClosed, Transport
 
 from ..helpers import Watched
 from .conftest import URL
@@ -41,7 +41,7 @@ def refusing(attempts: Watched[float]):  # type: ignore[no-untyped-def]
     async def connect(nursery: trio.Nursery, url: str, connect_timeout: float) -> Transport:
         attempts.append(trio.current_time())
         await trio.lowlevel.checkpoint()
-        raise TransportClosed(None, "network unreachable")
+        raise LinkClosed(None, "network unreachable")
 
     return connect
 
@@ -78,14 +78,14 @@ async def test_the_poll_sees_a_change_and_reconnects_at_once(
         await trio.lowlevel.checkpoint()
         return next(fingerprints, "eth0 up")
 
-    def monitor(conn):  # type: ignore[no-untyped-def]
-        return NetworkMonitor(conn, fingerprint=fingerprint, use_netlink=False)
+    monitor = NetworkMonitor(fingerprint=fingerprint, use_netlink=False)
 
     async with open_realtime(
         URL, config=SLOW, connector=refusing(attempts), services=[monitor]
     ) as conn:
-        await conn._service("network").watching.wait()  # type: ignore[attr-defined]
-        assert conn._service("network").mode == "poll"  # type: ignore[attr-defined]
+        assert conn.service(NetworkMonitor) is monitor
+        await monitor.watching.wait()
+        assert monitor.mode == "poll"
         # The third attempt is the one the poll's change triggered: at 4 s, not after the backoff.
         await attempts.wait_until(lambda: len(attempts) >= 3)
     assert attempts[:3] == [0.0, 0.0, 4.0]
@@ -96,10 +96,10 @@ async def test_netlink_sees_an_address_appear() -> None:
     attempts: Watched[float] = Watched()
     address = "127.77.77.77/32"
     async with open_realtime(URL, config=SLOW, connector=refusing(attempts)) as conn:
-        monitor = conn._service("network")
+        monitor = conn.service(NetworkMonitor)
         with trio.fail_after(5):
-            await monitor.watching.wait()  # type: ignore[attr-defined]
-        if monitor.mode != "netlink":  # type: ignore[attr-defined]
+            await monitor.watching.wait()
+        if monitor.mode != "netlink":
             pytest.skip("netlink is not available here")
         added = await trio.run_process(
             ["ip", "addr", "add", address, "dev", "lo"], capture_stderr=True, check=False

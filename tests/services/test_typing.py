@@ -6,8 +6,9 @@ import pytest
 import trio
 import trio.testing
 
-from trio_realtime import ConfigError, RealtimeConfig, open_realtime
+from trio_realtime import ConfigError, open_realtime
 from trio_realtime._protocol import Typing
+from trio_realtime.services import TypingService
 
 from .conftest import MEMORY, URL, MemoryServer, memory_server, next_item
 
@@ -127,5 +128,8 @@ async def test_bad_arguments_raise_typed_errors() -> None:
         with pytest.raises(TypeError, match="bool"):
             await conn.typing.set("room", "yes")  # type: ignore[arg-type]
     with pytest.raises(ConfigError) as info:
-        RealtimeConfig(typing_timeout=2.0, typing_refresh_interval=2.0)
-    assert info.value.option == "typing_refresh_interval"
+        TypingService(timeout=2.0, refresh_interval=2.0)
+    assert info.value.option == "refresh_interval"
+    with pytest.raises(ConfigError) as info:
+        TypingService(timeout=0)
+    assert info.value.option == "timeout"

@@ -25,12 +25,15 @@ from .._errors import JournalBroken, JournalCorrupt, JournalError, JournalLocked
 from ._backlog import Backlog, BacklogPart, Frames
 from ._format import (
     HEADER,
+    AckLogRecord,
     AckMark,
     Append,
     Checkpoint,
     CursorMark,
     Record,
     Seal,
+    ack_log_records,
+    encode_ack_log,
     encode_append,
     encode_record,
     scan,
@@ -38,15 +41,22 @@ from ._format import (
 )
 
 __all__ = [
+    "LOCK_NAME",
     "Rebase",
     "Recovery",
     "SegmentInfo",
     "SegmentWriter",
     "acquire_lock",
+    "create_segment_log",
+    "fsync_dir",
+    "is_lock_held",
+    "list_segments",
     "load_client_id",
+    "read_ack_log",
     "recover",
     "release_lock",
     "segment_path",
+    "write_ack_log",
 ]
 
 LOCK_NAME = "LOCK"
@@ -68,6 +78,8 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 def fsync_dir(directory: str) -> None:
+    """fsync ``directory`` itself, so that files created, renamed or deleted in it stay so after a
+    machine crash."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -102,7 +114,24 @@ def acquire_lock(directory: str) -> int:
 
 
 def release_lock(fd: int) -> None:
+    """Release the lock :func:`acquire_lock` returned."""
     os.close(fd)  # closing the descriptor releases the flock
+
+
+def is_lock_held(directory: str) -> bool:
+    """Whether some process (this one included) holds ``directory``'s lock now: ``False`` once its
+    holder is gone, even if it crashed. Changes nothing."""
+    try:
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock if we took it
+    return False
 
 
 def load_client_id(directory: str) -> str:
@@ -211,6 +240,11 @@ class Recovery(JournalState):
 
 
 def list_segments(directory: str) -> list[tuple[int, str]]:
+    """The segment files in ``directory`` as ``(index, path)``, oldest first.
+
+    Raises:
+        FileNotFoundError: ``directory`` does not exist.
+    """
     found = []
     for name in os.listdir(directory):
         match = _SEGMENT_RE.match(name)
@@ -299,6 +333,39 @@ def _remove_staged(directory: str) -> None:
     for name in os.listdir(directory):
         if name.endswith(_STAGED_SUFFIX) and _SEGMENT_RE.match(name[: -len(_STAGED_SUFFIX)]):
             os.unlink(os.path.join(directory, name))
+
+
+# --- ack logs ------------------------------------------------------------------------------------
+
+
+def read_ack_log(path: str) -> list[AckLogRecord]:
+    """The records of the ack log at ``path`` (none if it does not exist), in order. A torn tail
+    (a write cut short by a crash, nothing valid after it) is ignored.
+
+    Raises:
+        JournalCorrupt: a damaged record is followed by valid ones.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    result = scan(data)
+    if result.damage is not None and result.damage.valid_after:
+        raise JournalCorrupt(path, result.damage.offset, result.damage.reason)
+    return ack_log_records(result.records)
+
+
+def write_ack_log(path: str, records: Sequence[AckLogRecord]) -> None:
+    """Replace the ack log at ``path`` with one holding ``records``, atomically and durably (a
+    crash leaves the old file or the new one)."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(encode_ack_log(records))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -506,3 +573,19 @@ class SegmentWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def create_segment_log(directory: str, *, segment_bytes: int, sync: bool) -> SegmentWriter:
+    """A writer for a new segment log in ``directory``, which must hold no segments yet (lock it
+    first with :func:`acquire_lock`, which also creates it).
+
+    Write appends with ``writer.write([(seq, encode_append(seq, data))])``, make them durable with
+    ``writer.sync()``, check ``writer.fits(n)`` before a write if a concurrent ``sync`` must not
+    see the segment roll, and ``writer.close()`` it. With ``sync=False`` segment creation is not
+    fsynced either. A reader follows it with :func:`list_segments` and
+    :func:`~trio_realtime._journal._format.scan`.
+
+    Raises:
+        JournalBroken: the first segment cannot be created.
+    """
+    return SegmentWriter(directory, Recovery(), segment_bytes=segment_bytes, sync=sync)

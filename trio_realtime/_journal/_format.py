@@ -20,6 +20,20 @@ Every segment starts with a CHECKPOINT, so the state it summarises (the last seq
 ack watermark and the cursors) survives the deletion of older segments. A segment that rolled over
 ends with a SEAL: opening the journal checks a sealed segment with one CRC over the whole file and
 reads its records only when they are needed.
+
+Ack logs. Other local logs built on these segments (the durable queue's ``acks.log``) record which
+seqs of which stream (a queue producer) a consumer acknowledged. They reuse the CURSOR record, so an
+ack log is an ordinary segment file; :func:`encode_ack_record` and :func:`ack_log_records` name
+the three uses:
+
+======================== ======================================================
+:class:`StreamAck`       ``{"channel": stream, "offset": seq, "epoch": null}``
+:class:`StreamWatermark` ``{"channel": stream, "offset": seq, "epoch": "w"}``
+:class:`StreamForgotten` ``{"channel": stream, "offset": null, "epoch": null}``
+======================== ======================================================
+
+(Reading, a CURSOR record with a null offset is a :class:`StreamForgotten` whatever its epoch, and
+one with an epoch other than ``"w"`` a :class:`StreamAck`, as they always were.)
 """
 
 from __future__ import annotations
@@ -37,6 +51,8 @@ __all__ = [
     "HEADER",
     "MAX_RECORD_BYTES",
     "SEAL_RECORD_BYTES",
+    "WATERMARK_EPOCH",
+    "AckLogRecord",
     "AckMark",
     "Append",
     "Checkpoint",
@@ -46,7 +62,13 @@ __all__ = [
     "Record",
     "ScanResult",
     "Seal",
+    "StreamAck",
+    "StreamForgotten",
+    "StreamWatermark",
+    "ack_log_records",
     "decode_body",
+    "encode_ack_log",
+    "encode_ack_record",
     "encode_append",
     "encode_record",
     "encode_records",
@@ -67,6 +89,8 @@ _SEAL = struct.Struct("<BIQ")
 
 
 class Kind(enum.IntEnum):
+    """The first byte of a record body."""
+
     APPEND = 1
     ACK = 2
     CURSOR = 3
@@ -157,6 +181,69 @@ def encode_append(seq: int, data: bytes) -> bytes:
 
 def encode_records(records: Iterable[Record]) -> bytes:
     return b"".join(encode_record(record) for record in records)
+
+
+# --- ack logs ------------------------------------------------------------------------------------
+
+#: The epoch of a CURSOR record that stands for a :class:`StreamWatermark` in an ack log.
+WATERMARK_EPOCH = "w"
+
+
+@attrs.frozen
+class StreamAck:
+    """Ack log: seq ``seq`` of ``stream`` is acknowledged (acks may come in any order)."""
+
+    stream: str
+    seq: int
+
+
+@attrs.frozen
+class StreamWatermark:
+    """Ack log: every seq of ``stream`` up to ``seq`` is acknowledged."""
+
+    stream: str
+    seq: int
+
+
+@attrs.frozen
+class StreamForgotten:
+    """Ack log: ``stream`` is gone; forget every ack recorded for it."""
+
+    stream: str
+
+
+AckLogRecord = StreamAck | StreamWatermark | StreamForgotten
+
+
+def encode_ack_record(record: AckLogRecord) -> bytes:
+    """The framed bytes of one ack-log record (a CURSOR record: see the module docstring)."""
+    if isinstance(record, StreamAck):
+        mark = CursorMark(record.stream, record.seq, None)
+    elif isinstance(record, StreamWatermark):
+        mark = CursorMark(record.stream, record.seq, WATERMARK_EPOCH)
+    else:
+        mark = CursorMark(record.stream, None, None)
+    return encode_record(mark)
+
+
+def encode_ack_log(records: Iterable[AckLogRecord]) -> bytes:
+    """A whole ack-log file: the segment header, then ``records``."""
+    return HEADER + b"".join(encode_ack_record(record) for record in records)
+
+
+def ack_log_records(records: Iterable[Record]) -> list[AckLogRecord]:
+    """The ack-log records among decoded segment records (others are skipped)."""
+    found: list[AckLogRecord] = []
+    for record in records:
+        if not isinstance(record, CursorMark):
+            continue
+        if record.offset is None:
+            found.append(StreamForgotten(record.channel))
+        elif record.epoch == WATERMARK_EPOCH:
+            found.append(StreamWatermark(record.channel, record.offset))
+        else:
+            found.append(StreamAck(record.channel, record.offset))
+    return found
 
 
 def decode_body(body: bytes | memoryview) -> Record:

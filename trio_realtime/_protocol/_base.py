@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, NoReturn, TypeVar
 
-from .._errors import LocalProtocolError, ProtocolError
+from .._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._close import CloseCode
 from ._codec import encode_frame, join_encoded
 from ._state import TABLE, Role, State, transition
@@ -115,4 +115,4 @@ class ProtocolBase(Generic[_Out, _In]):
 
     def _fail(self, message: str, *, field: str | None = None) -> NoReturn:
         """Raise a remote protocol error (the caller closes with 4000)."""
-        raise ProtocolError(message, field=field, close_code=CloseCode.PROTOCOL_ERROR)
+        raise RemoteProtocolError(message, field=field, close_code=CloseCode.PROTOCOL_ERROR)

@@ -7,13 +7,13 @@ from collections.abc import Mapping, Sequence
 from .._errors import LocalProtocolError
 from ._base import ProtocolBase
 from ._codec import decode_server_message, join_encoded
-from ._events import ChannelGap
+from ._events import Gap
 from ._frames import (
     Ack,
     ChannelPosition,
     ClientFrame,
-    DownstreamEvent,
     Error,
+    Message,
     Receipts,
     ReceiptsQuery,
     Resume,
@@ -37,10 +37,10 @@ class ClientProtocol(ProtocolBase[ClientFrame, ServerFrame]):
     ``resume`` first; upstream ``seq`` contiguous from ``resume_response.ack_seq + 1`` (a skipped seq
     would be a silent loss). On what it receives: acks never go backwards nor past what was sent,
     answers match a request id, and downstream events are deduplicated by offset per channel, with a
-    :class:`ChannelGap` event whenever continuity is lost.
+    :class:`Gap` event whenever continuity is lost.
 
     Events: the received frames, except downstream duplicates (dropped and counted in
-    :attr:`duplicates_dropped`) and :class:`ChannelGap` where history is missing.
+    :attr:`duplicates_dropped`) and :class:`Gap` where history is missing.
     """
 
     _role = Role.CLIENT
@@ -104,7 +104,7 @@ class ClientProtocol(ProtocolBase[ClientFrame, ServerFrame]):
     # --- receiving -------------------------------------------------------------------------------
 
     def _on_receive(self, frame: ServerFrame) -> None:
-        if isinstance(frame, DownstreamEvent):
+        if isinstance(frame, Message):
             self._on_downstream(frame)
             return
         if isinstance(frame, Ack):
@@ -140,7 +140,7 @@ class ClientProtocol(ProtocolBase[ClientFrame, ServerFrame]):
         if not recovered and asked is not None:
             # Offsets of another epoch say nothing about this one: then all of it up to head is lost.
             first = asked.offset + 1 if asked.epoch == epoch else 1
-            self._events.append(ChannelGap(name, epoch, first, head if first <= head else None))
+            self._events.append(Gap(name, epoch, first, head if first <= head else None))
 
     def _on_ack(self, frame: Ack) -> None:
         sent = self._next_seq - 1
@@ -178,7 +178,7 @@ class ClientProtocol(ProtocolBase[ClientFrame, ServerFrame]):
         elif isinstance(frame, Unsubscribed):
             self._cursors.pop(frame.channel, None)
 
-    def _on_downstream(self, frame: DownstreamEvent) -> None:
+    def _on_downstream(self, frame: Message) -> None:
         cursor = self._cursors.get(frame.channel)
         if cursor is None:
             # Not subscribed (any more): a late event after an unsubscribe. Nothing to deliver.
@@ -190,10 +190,10 @@ class ClientProtocol(ProtocolBase[ClientFrame, ServerFrame]):
                 return
             if frame.offset > cursor.offset + 1:
                 self._events.append(
-                    ChannelGap(frame.channel, frame.epoch, cursor.offset + 1, frame.offset - 1)
+                    Gap(frame.channel, frame.epoch, cursor.offset + 1, frame.offset - 1)
                 )
         elif frame.offset > 1:
             # The log's continuity was lost (new epoch) and this is not its first event.
-            self._events.append(ChannelGap(frame.channel, frame.epoch, 1, frame.offset - 1))
+            self._events.append(Gap(frame.channel, frame.epoch, 1, frame.offset - 1))
         self._cursors[frame.channel] = ChannelPosition(frame.offset, frame.epoch)
         self._events.append(frame)

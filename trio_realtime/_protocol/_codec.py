@@ -23,16 +23,16 @@ from typing import Any, NoReturn
 
 import orjson
 
-from .._errors import LocalProtocolError, ProtocolError
+from .._errors import LocalProtocolError, RemoteProtocolError
 from ._frames import (
     JSON,
     Ack,
     ChannelPosition,
     ChannelResume,
     ClientFrame,
-    DownstreamEvent,
     Error,
     Frame,
+    Message,
     Ping,
     Pong,
     PresenceDiff,
@@ -120,7 +120,7 @@ class _Fields:
         self._prefix = prefix
 
     def fail(self, key: str, message: str) -> NoReturn:
-        raise ProtocolError(message, field=self._prefix + key)
+        raise RemoteProtocolError(message, field=self._prefix + key)
 
     def _get(self, key: str, required: bool) -> Any:
         """The field's value; ``None`` if it is absent and optional. A JSON null comes back as
@@ -269,8 +269,8 @@ def _upstream_event(f: _Fields) -> UpstreamEvent:
     )
 
 
-def _downstream_event(f: _Fields) -> DownstreamEvent:
-    return DownstreamEvent(
+def _downstream_event(f: _Fields) -> Message:
+    return Message(
         channel=f.string("channel"),
         offset=f.integer("offset", minimum=1),
         epoch=f.string("epoch"),
@@ -392,7 +392,9 @@ def _decode_frame(
     obj: object, prefix: str, types: dict[str, _Decoder], meta: dict[str, _Decoder]
 ) -> Any:
     if type(obj) is not dict:
-        raise ProtocolError(f"expected a frame object, got {_type_name(obj)}", field=prefix or None)
+        raise RemoteProtocolError(
+            f"expected a frame object, got {_type_name(obj)}", field=prefix or None
+        )
     fields = _Fields(obj, f"{prefix}." if prefix else "")
     frame_type = fields.string("type")
     if frame_type == "meta":
@@ -514,9 +516,9 @@ def _loads_exact(data: bytes | bytearray | memoryview | str) -> Any:
         return json.loads(text, parse_int=_exact_int)
     except RecursionError:
         # The standard library's parser nests on the C stack; orjson's limit (1,024) is deeper.
-        raise ProtocolError("message nested too deeply") from None
+        raise RemoteProtocolError("message nested too deeply") from None
     except Exception as exc:  # orjson accepted it, so nothing else is expected; still ProtocolError
-        raise ProtocolError(f"message is not valid JSON: {exc}") from None
+        raise RemoteProtocolError(f"message is not valid JSON: {exc}") from None
 
 
 def _decode_message(
@@ -527,14 +529,16 @@ def _decode_message(
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"message is not valid JSON: {exc}") from None
+        raise RemoteProtocolError(f"message is not valid JSON: {exc}") from None
     except TypeError:
-        raise ProtocolError(f"message must be bytes or str, not {type(data).__name__}") from None
+        raise RemoteProtocolError(
+            f"message must be bytes or str, not {type(data).__name__}"
+        ) from None
     if types is _CLIENT_TYPES and _may_hold_big_integer(data) and _has_huge_float(obj):
         obj = _loads_exact(data)
     if type(obj) is list:
         if not obj:
-            raise ProtocolError("a batch must hold at least one frame")
+            raise RemoteProtocolError("a batch must hold at least one frame")
         if types is _CLIENT_TYPES:
             frames: list[Any] = []
             append = frames.append

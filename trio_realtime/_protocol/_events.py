@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["ChannelGap", "DuplicateEvent", "OutOfOrderEvent"]
+__all__ = ["DuplicateEvent", "Gap", "OutOfOrderEvent"]
 
 
 @attrs.frozen
@@ -31,10 +31,11 @@ class OutOfOrderEvent:
 
 
 @attrs.frozen
-class ChannelGap:
-    """Client side: events of a channel were lost to this client (PROTOCOL.md section 2: never a silent
-    gap). ``first_missing`` is the first offset not received; ``last_missing`` the last one, when known.
-    ``epoch`` is the epoch the channel continues under."""
+class Gap:
+    """Events of a channel were lost to this client: the server no longer had them, or the log's
+    continuity was lost (PROTOCOL.md section 2: never a silent gap). Offsets ``first_missing`` to
+    ``last_missing`` (``None``: unknown) of ``epoch``, the epoch the channel continues under.
+    Resync from your source of truth. ``conn.messages()`` yields it where the events would be."""
 
     channel: str
     epoch: str

@@ -20,9 +20,9 @@ __all__ = [
     "ChannelPosition",
     "ChannelResume",
     "ClientFrame",
-    "DownstreamEvent",
     "Error",
     "Frame",
+    "Message",
     "Ping",
     "Pong",
     "PresenceDiff",
@@ -275,8 +275,13 @@ class Unsubscribed:
 
 
 @attrs.frozen
-class DownstreamEvent:
-    """An event of a channel's log delivered to a subscriber (section 4)."""
+class Message:
+    """An event of a channel's log: as the server's store keeps it, as the wire carries it to a
+    subscriber (``type: "event"``, section 4), and as ``conn.messages()`` delivers it, once per
+    connection and in offset order. One type for all three, so no layer copies it into another.
+
+    ``timestamp`` is the sender's clock (milliseconds); ``sender`` the user who sent it (set by
+    the server); ``idempotency_key`` the key it was sent with."""
 
     TYPE: ClassVar[str] = "event"
     channel: str
@@ -495,7 +500,7 @@ ServerFrame = (
     ResumeResponse
     | Ack
     | Error
-    | DownstreamEvent
+    | Message
     | Subscribed
     | Unsubscribed
     | Ping

@@ -19,8 +19,8 @@ from . import _codec
 from ._codec import _Fields as Fields
 from ._frames import (
     Ack,
-    DownstreamEvent,
     Error,
+    Message,
     Ping,
     Pong,
     PresenceDiff,
@@ -105,7 +105,7 @@ DECLARATIONS = (
     # that an ack covers only what was received).
     FrameKind(UpstreamEvent, _C_, _codec._upstream_event),
     FrameKind(Ack, _S_, _codec._ack, {_O: _O, _C: _C}),
-    FrameKind(DownstreamEvent, _S_, _codec._downstream_event),
+    FrameKind(Message, _S_, _codec._downstream_event),
     # Subscriptions.
     FrameKind(Subscribe, _C_, _codec._subscribe),
     FrameKind(Subscribed, _S_, _codec._subscribed),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Set
 
-from .._errors import LocalProtocolError, ProtocolError
+from .._errors import LocalProtocolError, RemoteProtocolError
 from ._base import ProtocolBase
 from ._close import CloseCode
 from ._codec import decode_client_message
@@ -14,8 +14,8 @@ from ._frames import (
     PROTOCOL_VERSION,
     Ack,
     ClientFrame,
-    DownstreamEvent,
     Error,
+    Message,
     Receipts,
     ReceiptsQuery,
     Resume,
@@ -85,7 +85,7 @@ class ServerProtocol(ProtocolBase[ServerFrame, ClientFrame]):
             return
         if isinstance(frame, Resume):
             if frame.protocol != PROTOCOL_VERSION:
-                raise ProtocolError(
+                raise RemoteProtocolError(
                     f"unsupported protocol version {frame.protocol}",
                     field="protocol",
                     close_code=CloseCode.UNSUPPORTED_PROTOCOL,
@@ -145,7 +145,7 @@ class ServerProtocol(ProtocolBase[ServerFrame, ClientFrame]):
                 self._requests.pop(frame.rid, None)
         elif isinstance(frame, Subscribed | Unsubscribed | Receipts):
             self._on_answer(frame)
-        elif isinstance(frame, DownstreamEvent) and frame.channel not in self._subscriptions:
+        elif isinstance(frame, Message) and frame.channel not in self._subscriptions:
             raise LocalProtocolError(f"not subscribed to {frame.channel!r}", field="channel")
 
     def _on_ack(self, frame: Ack) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 
-from .._errors import LocalProtocolError, ProtocolError
+from .._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["TABLE", "Role", "State", "transition"]
 
@@ -55,5 +55,5 @@ def transition(me: Role, sender: Role, state: State, frame: object) -> State:
         name = type(frame).__name__
         if sender is me:
             raise LocalProtocolError(f"cannot send {name} in state {state.value}")
-        raise ProtocolError(f"{sender.value} sent {name} in state {state.value}")
+        raise RemoteProtocolError(f"{sender.value} sent {name} in state {state.value}")
     return next_state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 import re
@@ -13,8 +14,11 @@ import attrs
 import cattrs
 import orjson
 
+from .._paths import data_dir
+
 __all__ = [
     "Envelope",
+    "ItemKind",
     "decode_item",
     "encode_item",
     "queue_directory",
@@ -22,8 +26,17 @@ __all__ = [
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_HEAD = struct.Struct("<Bd")  # kind, enqueue time (seconds since the epoch)
-_JSON, _BYTES, _ATTRS = 1, 2, 3
+_HEAD = struct.Struct("<Bd")  # ItemKind, enqueue time (seconds since the epoch)
+
+
+class ItemKind(enum.IntEnum):
+    """How an item's payload is encoded (the first byte of its record body)."""
+
+    JSON = 1
+    BYTES = 2
+    ATTRS = 3
+    """cattrs-unstructured JSON, after u16 length + the class's ``module.QualName``."""
+
 
 converter = cattrs.Converter()
 
@@ -36,14 +49,13 @@ def check_name(name: str) -> str:
 
 def queue_directory(name: str, directory: str | os.PathLike[str] | None = None) -> str:
     """The data directory of queue ``name``: ``directory`` if given, else
-    ``$XDG_DATA_HOME/trio_realtime/queues/NAME`` (``~/.local/share/...`` by default)."""
+    ``$XDG_DATA_HOME/trio-realtime/queues/NAME`` (``~/.local/share/...`` by default). A queue
+    that older versions created at ``$XDG_DATA_HOME/trio_realtime/queues/NAME`` stays there
+    (while the new place does not exist), so no item is lost on upgrade."""
     check_name(name)
     if directory is not None:
         return os.fspath(directory)
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return os.path.join(base, "trio_realtime", "queues", name)
+    return data_dir("queues", name, legacy=[("trio_realtime", "queues", name)])
 
 
 def runtime_socket(data_dir: str) -> str:
@@ -71,27 +83,27 @@ def encode_item(obj: Any, enqueued_at: float) -> bytes:
     """The record body for ``obj``: raw bytes as they are, an attrs instance through cattrs (with
     its class name, for a typed round trip), anything else as JSON."""
     if isinstance(obj, bytes | bytearray | memoryview):
-        return _HEAD.pack(_BYTES, enqueued_at) + bytes(obj)
+        return _HEAD.pack(ItemKind.BYTES, enqueued_at) + bytes(obj)
     if attrs.has(type(obj)):
         name = f"{type(obj).__module__}.{type(obj).__qualname__}".encode()
         data = orjson.dumps(converter.unstructure(obj))
-        return _HEAD.pack(_ATTRS, enqueued_at) + struct.pack("<H", len(name)) + name + data
+        return _HEAD.pack(ItemKind.ATTRS, enqueued_at) + struct.pack("<H", len(name)) + name + data
     try:
         data = orjson.dumps(obj)
     except TypeError as exc:
         raise TypeError(
             f"a queue item must be bytes, an attrs instance or JSON-able, not {type(obj).__name__}"
         ) from exc
-    return _HEAD.pack(_JSON, enqueued_at) + data
+    return _HEAD.pack(ItemKind.JSON, enqueued_at) + data
 
 
 def decode_item(body: bytes) -> Envelope:
     kind, enqueued_at = _HEAD.unpack_from(body)
     rest = body[_HEAD.size :]
-    if kind == _ATTRS:
+    if kind == ItemKind.ATTRS:
         (size,) = struct.unpack_from("<H", rest)
         return Envelope(kind, enqueued_at, rest[2 : 2 + size].decode(), rest[2 + size :])
-    if kind not in (_JSON, _BYTES):
+    if kind not in (ItemKind.JSON, ItemKind.BYTES):
         raise ValueError(f"unknown queue item kind {kind}")
     return Envelope(kind, enqueued_at, None, rest)
 
@@ -99,7 +111,7 @@ def decode_item(body: bytes) -> Envelope:
 def payload_of(envelope: Envelope, types: dict[str, type[Any]]) -> Any:
     """The item as the producer sent it: bytes, an instance of a registered attrs class, or the
     JSON value (an unregistered attrs class arrives as its unstructured dict)."""
-    if envelope.kind == _BYTES:
+    if envelope.kind == ItemKind.BYTES:
         return envelope.data
     value = orjson.loads(envelope.data)
     cls = types.get(envelope.type_name or "")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
 import shutil
@@ -17,15 +16,27 @@ import attrs
 import trio
 
 from .._errors import JournalCorrupt
-from .._journal._files import LOCK_NAME, acquire_lock, fsync_dir, list_segments, release_lock
-from .._journal._format import HEADER, Append, CursorMark, encode_record, scan
-from ._common import converter, decode_item, payload_of, queue_directory, runtime_socket
+from .._journal import (
+    AckLogRecord,
+    Append,
+    StreamAck,
+    StreamForgotten,
+    StreamWatermark,
+    acquire_lock,
+    encode_ack_record,
+    is_lock_held,
+    list_segments,
+    read_ack_log,
+    release_lock,
+    scan_segment,
+    write_ack_log,
+)
+from ._common import ItemKind, converter, decode_item, payload_of, queue_directory, runtime_socket
 
 __all__ = ["PersistentQueue", "QueueItem", "open_queue"]
 
 _T = TypeVar("_T")
 _ACKS = "acks.log"
-_WATERMARK = "w"
 _COALESCE = 0.001
 
 
@@ -106,7 +117,7 @@ class _ProducerLog:
                     data = f.read()
             except FileNotFoundError:
                 continue
-            result = scan(data, check_header=self.offset == 0)
+            result = scan_segment(data, check_header=self.offset == 0)
             for record in result.records:
                 if isinstance(record, Append) and record.seq > self.last_seq:
                     found.append(record)
@@ -313,7 +324,7 @@ class PersistentQueue:
             raise batch.error
 
     async def _flush(self, batch: _AckBatch) -> None:
-        data = b"".join(encode_record(CursorMark(i.producer_id, i.seq, None)) for i in batch.items)
+        data = b"".join(encode_ack_record(StreamAck(i.producer_id, i.seq)) for i in batch.items)
         try:
             await trio.to_thread.run_sync(self._write_acks, data)
         except OSError as exc:
@@ -350,11 +361,11 @@ class PersistentQueue:
                 if index < log.segment and log.max_seq.get(index, 0) <= watermark:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
-            if log.last_seq <= watermark and _is_abandoned(log.path):
+            if log.last_seq <= watermark and not is_lock_held(log.path):
                 log.read_new()  # nothing can be added now: make sure nothing was
                 if log.last_seq <= watermark:
                     shutil.rmtree(log.path, ignore_errors=True)
-                    os.write(self._ack_fd, encode_record(CursorMark(name, None, None)))
+                    os.write(self._ack_fd, encode_ack_record(StreamForgotten(name)))
                     removed.append(name)
         return removed
 
@@ -364,17 +375,11 @@ class PersistentQueue:
         """Read acks.log, then rewrite it compacted (one watermark per producer)."""
         path = os.path.join(self.directory, _ACKS)
         self._acks = read_acks(path)
-        compacted = [HEADER]
+        compacted: list[AckLogRecord] = []
         for producer, acks in self._acks.items():
-            compacted.append(encode_record(CursorMark(producer, acks.watermark, _WATERMARK)))
-            compacted += [encode_record(CursorMark(producer, s, None)) for s in sorted(acks.extra)]
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(b"".join(compacted))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(self.directory)
+            compacted.append(StreamWatermark(producer, acks.watermark))
+            compacted += [StreamAck(producer, seq) for seq in sorted(acks.extra)]
+        write_ack_log(path, compacted)
         self._ack_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
 
     def _close(self) -> None:
@@ -387,25 +392,15 @@ class PersistentQueue:
 
 def read_acks(path: str) -> dict[str, _Acks]:
     """Fold an acks.log: per producer, what the consumer acknowledged."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return {}
-    result = scan(data)
-    if result.damage is not None and result.damage.valid_after:
-        raise JournalCorrupt(path, result.damage.offset, result.damage.reason)
     acks: dict[str, _Acks] = {}
-    for record in result.records:
-        if not isinstance(record, CursorMark):
-            continue
-        if record.offset is None:
-            acks.pop(record.channel, None)
-        elif record.epoch == _WATERMARK:
-            mark = acks.setdefault(record.channel, _Acks())
-            mark.watermark = max(mark.watermark, record.offset)
+    for record in read_ack_log(path):
+        if isinstance(record, StreamForgotten):
+            acks.pop(record.stream, None)
+        elif isinstance(record, StreamWatermark):
+            mark = acks.setdefault(record.stream, _Acks())
+            mark.watermark = max(mark.watermark, record.seq)
         else:
-            acks.setdefault(record.channel, _Acks()).add(record.offset)
+            acks.setdefault(record.stream, _Acks()).add(record.seq)
     return acks
 
 
@@ -436,7 +431,7 @@ def inspect_queue(directory: str) -> tuple[list[PendingItem], dict[str, bool]]:
             records = log.read_new()
         except FileNotFoundError:
             continue  # collected by the consumer meanwhile: nothing pending there
-        alive[name] = not _is_abandoned(log.path)
+        alive[name] = is_lock_held(log.path)
         mark = acks.get(name, _Acks())
         for record in records:
             if record.seq in mark:
@@ -444,7 +439,7 @@ def inspect_queue(directory: str) -> tuple[list[PendingItem], dict[str, bool]]:
             envelope = decode_item(record.data)
             if envelope.type_name is not None:
                 preview = f"{envelope.type_name} {envelope.data[:60].decode('utf-8', 'replace')}"
-            elif envelope.kind == 2:
+            elif envelope.kind == ItemKind.BYTES:
                 preview = f"bytes {envelope.data[:30].hex()}"
             else:
                 preview = envelope.data[:80].decode("utf-8", "replace")
@@ -452,21 +447,6 @@ def inspect_queue(directory: str) -> tuple[list[PendingItem], dict[str, bool]]:
                 PendingItem(name, record.seq, envelope.enqueued_at, len(envelope.data), preview)
             )
     return pending, alive
-
-
-def _is_abandoned(directory: str) -> bool:
-    """Whether the producer that wrote ``directory`` is gone (its lock is free)."""
-    try:
-        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # also releases the lock if we took it
-    return True
 
 
 @asynccontextmanager

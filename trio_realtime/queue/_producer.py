@@ -10,15 +10,12 @@ import threading
 import time
 from typing import Any
 
+# anyio, not trio: asend() is documented (docs/queue.md) and tested
+# (tests/queue/test_many_producers.py) to work under asyncio as well as trio, and anyio's
+# to_thread.run_sync runs on whichever of the two is running.
 import anyio.to_thread
 
-from .._journal._files import (
-    Recovery,
-    SegmentWriter,
-    acquire_lock,
-    release_lock,
-)
-from .._journal._format import encode_append
+from .._journal import acquire_lock, create_segment_log, encode_append, release_lock
 from ._common import encode_item, queue_directory, runtime_socket
 
 __all__ = ["QueueProducer"]
@@ -56,7 +53,7 @@ class QueueProducer:
         self.producer_id = f"{int(time.time() * 1000):013d}-{os.getpid()}-{secrets.token_hex(4)}"
         own = os.path.join(self.directory, "producers", self.producer_id)
         self._lock_fd = acquire_lock(own)
-        self._writer = SegmentWriter(own, Recovery(), segment_bytes=segment_bytes, sync=sync)
+        self._writer = create_segment_log(own, segment_bytes=segment_bytes, sync=sync)
         self._socket_path = runtime_socket(self.directory)
         self._wake = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._wake.setblocking(False)
@@ -101,7 +98,7 @@ class QueueProducer:
         return seq
 
     async def asend(self, obj: Any) -> int:
-        """:meth:`send` from asyncio or trio, in a worker thread."""
+        """:meth:`send` from asyncio or trio (through anyio), in a worker thread."""
         return await anyio.to_thread.run_sync(self.send, obj)
 
     def _notify(self) -> None:

@@ -1,7 +1,9 @@
 """The trio_realtime reference server (``trio-realtime serve``) and its Python API."""
 
+from .._errors import StoreConflict as StoreConflict
 from .._protocol import Fields as Fields
 from .._protocol import FrameKind as FrameKind
+from .._protocol import Message as Message
 from .._protocol import Role as Role
 from .._protocol import register_frame_kind as register_frame_kind
 from ._auth import Action as Action
@@ -28,8 +30,6 @@ from ._store import MemoryStore as MemoryStore
 from ._store import PresenceEntry as PresenceEntry
 from ._store import Snapshot as Snapshot
 from ._store import Store as Store
-from ._store import StoreConflict as StoreConflict
-from ._store import StoredEvent as StoredEvent
 from ._store import WriteBatch as WriteBatch
 from ._websocket import open_server as open_server
 from ._websocket import serve as serve

@@ -16,15 +16,15 @@ from typing import Any
 import attrs
 import trio
 
-from .._errors import LocalProtocolError, ProtocolError
+from .._errors import LocalProtocolError, ProtocolError, StoreConflict
 from .._protocol import (
     ChannelPosition,
     ChannelResume,
     CloseCode,
-    DownstreamEvent,
     DuplicateEvent,
     Error,
     ErrorCode,
+    Message,
     OutOfOrderEvent,
     Ping,
     Resume,
@@ -38,13 +38,13 @@ from .._protocol import (
     check_payload,
     encode_frame,
 )
-from .._transports import Transport, TransportClosed
+from ..transports import LinkClosed, Transport
 from ._auth import Action, Authenticator, Identity
 from ._config import ServerConfig
 from ._handlers import make_handlers
 from ._rules import Retention
 from ._rules import commit as commit_rows
-from ._store import ChannelInfo, NewEvent, Store, StoreConflict, StoredEvent
+from ._store import ChannelInfo, NewEvent, Store
 
 logger = logging.getLogger("trio_realtime.server")
 
@@ -263,7 +263,7 @@ class _Session:
                     self.too_slow(f"nothing accepted for {max_lag:g} s")
                     return
                 self._lag_changed()
-        except TransportClosed:
+        except LinkClosed:
             self.scope.cancel()
         finally:
             self._writer_done.set()
@@ -321,7 +321,7 @@ class _Session:
             return True
         return self._queue_replay(channel, events) and len(events) < page
 
-    def _queue_replay(self, channel: str, events: list[StoredEvent]) -> bool:
+    def _queue_replay(self, channel: str, events: list[Message]) -> bool:
         """Queue ``events`` of a lagging channel while the queue has room (one at least), and
         size the next page by them; returns whether all of them were queued. The channel goes
         to the back of the line, so that lagging channels are served in turn."""
@@ -400,8 +400,8 @@ def _recoverable(info: ChannelInfo, offset: int, epoch: str | None) -> bool:
     return epoch in (None, info.epoch) and info.first - 1 <= offset <= info.head
 
 
-def _downstream(event: StoredEvent) -> DownstreamEvent:
-    return DownstreamEvent(
+def _downstream(event: Message) -> Message:
+    return Message(
         event.channel,
         event.offset,
         event.epoch,
@@ -473,7 +473,7 @@ class RealtimeServer:
                         await self._serve(session, nursery)
                     except _Closing as exc:
                         closing = exc
-                    except TransportClosed:
+                    except LinkClosed:
                         session.close(1000, "")
                     except Exception:
                         # A store (or authenticator) that failed: this connection only.
@@ -775,9 +775,7 @@ class RealtimeServer:
                 request.failed = True
                 request.done.set()
 
-    async def _commit_rows(
-        self, batch: list[_CommitRequest]
-    ) -> list[list[StoredEvent | None] | None]:
+    async def _commit_rows(self, batch: list[_CommitRequest]) -> list[list[Message | None] | None]:
         """Store the requests of ``batch`` in one atomic write, under the rules (``_rules.py``)."""
         now = time.time()
         forget_keys = now >= self._next_key_purge  # a scan of the keys: once a minute is enough
@@ -793,7 +791,7 @@ class RealtimeServer:
 
     async def _store_batch(
         self, batch: list[_CommitRequest]
-    ) -> tuple[list[tuple[_CommitRequest, list[StoredEvent | None]]], list[_CommitRequest]]:
+    ) -> tuple[list[tuple[_CommitRequest, list[Message | None]]], list[_CommitRequest]]:
         """Commit ``batch`` in one transaction; if that fails, request by request, so that a
         failure stays with the connection that caused it. Returns what was stored, and the
         requests that failed (with every later one of their connections): a store failure, or
@@ -812,7 +810,7 @@ class RealtimeServer:
             logger.warning("a shared store commit failed: committing request by request")
         else:
             return self._sort_results(batch, results)
-        done: list[tuple[_CommitRequest, list[StoredEvent | None]]] = []
+        done: list[tuple[_CommitRequest, list[Message | None]]] = []
         failed: list[_CommitRequest] = []
         failing: set[_Session] = set()
         for request in batch:
@@ -832,8 +830,8 @@ class RealtimeServer:
         return done, failed
 
     def _sort_results(
-        self, batch: list[_CommitRequest], results: list[list[StoredEvent | None] | None]
-    ) -> tuple[list[tuple[_CommitRequest, list[StoredEvent | None]]], list[_CommitRequest]]:
+        self, batch: list[_CommitRequest], results: list[list[Message | None] | None]
+    ) -> tuple[list[tuple[_CommitRequest, list[Message | None]]], list[_CommitRequest]]:
         done = []
         failed = []
         refused: set[_Session] = set()

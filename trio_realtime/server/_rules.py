@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
+from .._protocol import Message
 from ._store import (
     Append,
     ClientRow,
@@ -38,7 +39,6 @@ from ._store import (
     Snapshot,
     Store,
     StoreConflict,
-    StoredEvent,
     WriteBatch,
 )
 
@@ -68,7 +68,7 @@ class Retention:
 @attrs.frozen
 class Plan:
     batch: WriteBatch
-    results: list[list[StoredEvent | None] | None]
+    results: list[list[Message | None] | None]
     """Per request: each event as stored (``None``: a duplicate, not stored again); ``None`` for
     a request refused whole (its client_id belongs to another user)."""
 
@@ -104,10 +104,10 @@ def plan_commit(
     """What to write for ``requests``, given the rows of ``snapshot`` (see the module's rules)."""
     clients: dict[str, ClientRow] = dict(snapshot.clients)
     heads: dict[str, tuple[str, int]] = {}  # channel -> (epoch, head) as planned so far
-    appended: dict[str, list[StoredEvent]] = {}
+    appended: dict[str, list[Message]] = {}
     keys_seen = dict(snapshot.keys)
     new_keys: list[tuple[str, str]] = []
-    results: list[list[StoredEvent | None] | None] = []
+    results: list[list[Message | None] | None] = []
     window = retention.dedup_window
     for client_id, user, ack_seq, events in requests:
         row = clients.get(client_id)
@@ -117,7 +117,7 @@ def plan_commit(
             continue
         watermark = row.ack_seq if row is not None else 0
         own = f"{client_id}:"
-        stored: list[StoredEvent | None] = []
+        stored: list[Message | None] = []
         for new in events:
             if new.seq is not None and new.seq <= watermark:
                 stored.append(None)
@@ -138,7 +138,7 @@ def plan_commit(
                 position = (info.epoch, info.head)
             epoch, head = position[0], position[1] + 1
             heads[channel] = (epoch, head)
-            event = StoredEvent(
+            event = Message(
                 channel, head, epoch, new.event, new.payload, new.timestamp, new.sender, key
             )
             appended.setdefault(channel, []).append(event)
@@ -182,7 +182,7 @@ async def commit(
     retention: Retention,
     now: float | None = None,
     forget_keys: bool = False,
-) -> list[list[StoredEvent | None] | None]:
+) -> list[list[Message | None] | None]:
     """Store ``requests`` in one atomic write, under the rules; the results of
     :func:`plan_commit`. If another writer moved the rows read meanwhile, read and plan again.
 

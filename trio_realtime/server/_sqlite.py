@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import orjson
 import trio
 
+from .._protocol import Message
 from ._store import (
     Append,
     ChannelInfo,
@@ -26,7 +27,6 @@ from ._store import (
     PresenceEntry,
     Snapshot,
     StoreConflict,
-    StoredEvent,
     WriteBatch,
     new_epoch,
 )
@@ -415,8 +415,8 @@ class SqliteStore:
 
         await self._run(transaction)
 
-    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
-        def query() -> list[StoredEvent]:
+    async def read(self, channel: str, after: int, limit: int) -> list[Message]:
+        def query() -> list[Message]:
             db = self._connect()
             info = _channel_row(db, channel)
             if info is None:
@@ -428,7 +428,7 @@ class SqliteStore:
                 "ORDER BY first",
                 (channel, after_ + 1),
             )
-            found: list[StoredEvent] = []
+            found: list[Message] = []
             try:
                 for first, data in cursor:
                     for offset, (event, payload, timestamp, sender, key) in enumerate(
@@ -436,7 +436,7 @@ class SqliteStore:
                     ):
                         if offset > after_:
                             found.append(
-                                StoredEvent(
+                                Message(
                                     channel,
                                     offset,
                                     info.epoch,

@@ -10,6 +10,9 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from .._errors import StoreConflict
+from .._protocol import Message
+
 __all__ = [
     "Append",
     "ChannelInfo",
@@ -22,7 +25,6 @@ __all__ = [
     "Snapshot",
     "Store",
     "StoreConflict",
-    "StoredEvent",
     "WriteBatch",
     "new_epoch",
 ]
@@ -54,18 +56,6 @@ class NewEvent:
     seq: int | None = None
     """The client's upstream seq: at or below the client's stored watermark, it was stored
     already (by an earlier, overlapping connection of the same client) and is not stored again."""
-
-
-@attrs.frozen
-class StoredEvent:
-    channel: str
-    offset: int
-    epoch: str
-    event: str
-    payload: Any
-    timestamp: int
-    sender: str | None
-    idempotency_key: str | None
 
 
 @attrs.frozen
@@ -114,7 +104,7 @@ class Append:
     after: int
     """The channel's head before this append: the store refuses the whole write
     (:class:`StoreConflict`) if it is another (someone else appended meanwhile)."""
-    events: tuple[StoredEvent, ...]
+    events: tuple[Message, ...]
     """Offsets ``after + 1`` onwards, contiguous."""
     keep_from: int
     """Retention by count: events with lower offsets are dropped."""
@@ -164,11 +154,6 @@ class PresenceEntry:
     """Set when the connection went away: the end of its grace period (unix seconds)."""
 
 
-class StoreConflict(Exception):
-    """A :meth:`Store.write` found rows other than its preconditions say (another writer, such as
-    another server node, wrote first): nothing was written. Load again and plan again."""
-
-
 class Store(Protocol):
     """Where the server keeps its rows: channel logs, client watermarks, caller keys, read
     receipts. A store keeps rows and applies a batch of writes atomically; the *rules* (dedup by
@@ -198,7 +183,7 @@ class Store(Protocol):
     async def write(self, batch: WriteBatch) -> None:
         """Apply ``batch`` atomically and durably (see the class docstring)."""
 
-    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+    async def read(self, channel: str, after: int, limit: int) -> list[Message]:
         """Retained events with offset > ``after``, oldest first: ``limit`` of them, or all
         there are if fewer (a short page means the end of the log)."""
 
@@ -230,7 +215,7 @@ class Store(Protocol):
 class _Log:
     epoch: str
     head: int
-    events: list[StoredEvent] = attrs.Factory(list)
+    events: list[Message] = attrs.Factory(list)
     stored_at: list[float] = attrs.Factory(list)
 
 
@@ -311,7 +296,7 @@ class MemoryStore:
             self._keys = {key: at for key, at in self._keys.items() if at >= cutoff}
         await trio.lowlevel.checkpoint()
 
-    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+    async def read(self, channel: str, after: int, limit: int) -> list[Message]:
         await trio.lowlevel.checkpoint()
         log = self._logs.get(channel)
         if log is None or not log.events:

@@ -13,7 +13,7 @@ import trio
 import trio_websocket
 
 from .._protocol import CloseCode
-from .._transports import RECEIVE_BUFFER_BYTES, SUBPROTOCOL, WebSocketTransport
+from ..transports import RECEIVE_BUFFER_BYTES, SUBPROTOCOL, WebSocketTransport
 from ._auth import Authenticator
 from ._config import ServerConfig
 from ._engine import RealtimeServer

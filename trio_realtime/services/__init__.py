@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .._connection import Connection, Service
+from .._service import Service
 from ._auth import CachedAuth as CachedAuth
 from ._auth import TokenRefreshFailed as TokenRefreshFailed
 from ._network import NetworkMonitor as NetworkMonitor
@@ -16,7 +16,7 @@ from ._receipts import ReceiptUpdate as ReceiptUpdate
 from ._typing import TypingService as TypingService
 
 #: What ``open_realtime`` runs by default.
-STANDARD_SERVICES: tuple[Callable[[Connection], Service], ...] = (
+STANDARD_SERVICES: tuple[Callable[[], Service], ...] = (
     PresenceService,
     TypingService,
     ReceiptsService,

@@ -13,13 +13,9 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from .._errors import RealtimeError
+from .._errors import TokenRefreshFailed
 
 __all__ = ["CachedAuth", "TokenRefreshFailed"]
-
-
-class TokenRefreshFailed(RealtimeError):
-    """The function that fetches tokens raised, or returned something that is not a token."""
 
 
 @attrs.define(eq=False)

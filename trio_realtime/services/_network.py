@@ -16,7 +16,8 @@ from typing import ClassVar
 
 import trio
 
-from .._connection import Connection, Service
+from .._errors import ConfigError
+from .._service import Service
 
 __all__ = ["NetworkMonitor", "netlink_says_up"]
 
@@ -60,12 +61,18 @@ class NetworkMonitor(Service):
 
     def __init__(
         self,
-        connection: Connection,
         *,
+        poll_interval: float = 2.0,
         fingerprint: Callable[[], Awaitable[str]] = _fingerprint,
         use_netlink: bool = True,
     ) -> None:
-        super().__init__(connection)
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float):
+            raise ConfigError(
+                "poll_interval", f"must be a number of seconds, got {poll_interval!r}"
+            )
+        if not poll_interval > 0:
+            raise ConfigError("poll_interval", f"must be positive, got {poll_interval!r}")
+        self.poll_interval = float(poll_interval)
         self._fingerprint = fingerprint
         self._use_netlink = use_netlink
         self.mode = "off"
@@ -74,9 +81,6 @@ class NetworkMonitor(Service):
         """Set once :attr:`mode` is ``netlink`` or ``poll``."""
 
     async def run(self) -> None:
-        if not self.connection.config.network_monitor:
-            await trio.lowlevel.checkpoint()
-            return
         sock = self._netlink_socket() if self._use_netlink else None
         if sock is None:
             await self._poll()
@@ -95,7 +99,7 @@ class NetworkMonitor(Service):
                 data = await sock.recv(65536)
                 if netlink_says_up(data):
                     logger.debug("netlink: the network changed")
-                    self.connection.notify_network_change()
+                    self.host.notify_network_change()
 
     def _netlink_socket(self) -> trio.socket.SocketType | None:
         family = getattr(socket, "AF_NETLINK", None)
@@ -110,12 +114,12 @@ class NetworkMonitor(Service):
     async def _poll(self) -> None:
         self.mode = "poll"
         self.watching.set()
-        interval = self.connection.config.network_poll_interval
+        interval = self.poll_interval
         last = await self._fingerprint()
         while True:
             await trio.sleep(interval)
             current = await self._fingerprint()
             if current != last:
                 logger.debug("the network interfaces or routes changed")
-                self.connection.notify_network_change()
+                self.host.notify_network_change()
             last = current

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
-from .._connection import Connection, ConnectionState, Service, Stream
 from .._protocol import (
     PresenceDiff,
     PresenceMember,
@@ -25,7 +24,9 @@ from .._protocol import (
     ServerFrame,
     encode_frame,
 )
-from ._common import ChannelListeners, check_channel
+from .._service import ConnectionState, Service
+from .._stream import Broadcast, Stream
+from ._common import check_channel
 
 __all__ = ["PresenceChange", "PresenceService"]
 
@@ -47,11 +48,10 @@ class PresenceService(Service):
     name: ClassVar[str] = "presence"
     frames: ClassVar[tuple[type, ...]] = (PresenceState, PresenceDiff)
 
-    def __init__(self, connection: Connection) -> None:
-        super().__init__(connection)
+    def __init__(self) -> None:
         self._members: dict[str, dict[str, PresenceMember]] = {}
         self._mine: dict[str, PresenceUpdate] = {}
-        self._listeners = ChannelListeners[PresenceChange]()
+        self._listeners = Broadcast[PresenceChange]()
 
     async def update(
         self,
@@ -82,10 +82,10 @@ class PresenceService(Service):
         await self._send(frame)
 
     async def _send(self, frame: PresenceUpdate) -> None:
-        connection = self.connection
-        connection._require_outbox()
+        connection = self.host
+        connection.check_open()
         if connection.state is ConnectionState.CONNECTED:
-            connection._queue_control(frame)
+            connection.send_control(frame)
         await trio.lowlevel.checkpoint()
 
     def members(self, channel: str) -> dict[str, PresenceMember]:
@@ -116,19 +116,20 @@ class PresenceService(Service):
             joins = {u: m for u, m in after.items() if before.get(u) != m}
             leaves = {u: m for u, m in before.items() if u not in after}
             if joins or leaves:
-                self._listeners.emit(frame.channel, PresenceChange(frame.channel, joins, leaves))
+                self._listeners.emit_nowait(
+                    PresenceChange(frame.channel, joins, leaves), frame.channel
+                )
         elif isinstance(frame, PresenceDiff):
             members = self._members.setdefault(frame.channel, {})
             for user in frame.leaves:
                 members.pop(user, None)
             members.update(frame.joins)
-            self._listeners.emit(
-                frame.channel, PresenceChange(frame.channel, dict(frame.joins), dict(frame.leaves))
-            )
+            change = PresenceChange(frame.channel, dict(frame.joins), dict(frame.leaves))
+            self._listeners.emit_nowait(change, frame.channel)
 
     def on_resumed(self) -> None:
         for frame in self._mine.values():
-            self.connection._queue_control(frame)
+            self.host.send_control(frame)
 
     def close(self) -> None:
         self._listeners.close()

@@ -10,15 +10,17 @@ answers without a round trip, and re-sends this client's own watermarks after ev
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import ClassVar
 
 import attrs
 import trio
 
-from .._connection import Connection, ConnectionState, Service, Stream
 from .._errors import RealtimeError, RequestRefused
 from .._protocol import ReadReceipt, Receipts, ReceiptsQuery, ServerFrame
-from ._common import ChannelListeners, check_channel, check_offset
+from .._service import ConnectionState, Service
+from .._stream import Broadcast, Stream
+from ._common import check_channel, check_offset
 
 __all__ = ["ReceiptUpdate", "ReceiptsService"]
 
@@ -38,11 +40,10 @@ class ReceiptsService(Service):
     name: ClassVar[str] = "receipts"
     frames: ClassVar[tuple[type, ...]] = (ReadReceipt, Receipts)
 
-    def __init__(self, connection: Connection) -> None:
-        super().__init__(connection)
+    def __init__(self) -> None:
         self._mine: dict[str, int] = {}  # channel -> this client's watermark
         self._readers: dict[str, dict[str, int]] = {}  # channel -> user -> watermark
-        self._listeners = ChannelListeners[ReceiptUpdate]()
+        self._listeners = Broadcast[ReceiptUpdate]()
         self._resumed = trio.Event()
 
     async def mark_read(self, channel: str, offset: int) -> None:
@@ -51,11 +52,11 @@ class ReceiptsService(Service):
         next resume; the server keeps it and tells the channel's subscribers."""
         check_channel(channel)
         check_offset(offset)
-        self.connection._require_outbox()
+        self.host.check_open()
         if offset > self._mine.get(channel, 0):
             self._mine[channel] = offset
-            if self.connection.state is ConnectionState.CONNECTED:
-                self.connection._queue_control(ReadReceipt(channel, offset))
+            if self.host.state is ConnectionState.CONNECTED:
+                self.host.send_control(ReadReceipt(channel, offset))
         await trio.lowlevel.checkpoint()
 
     async def get_receipts(self, channel: str, offset: int) -> set[str]:
@@ -64,10 +65,10 @@ class ReceiptsService(Service):
         allowed in the channel), :class:`ConnectionFailed` if the connection fails first."""
         check_channel(channel)
         check_offset(offset)
-        connection = self.connection
+        connection = self.host
         while True:
-            await connection._wait_connected()
-            answer = await connection._request(ReceiptsQuery(connection._rid(), channel))
+            await connection.wait_connected()
+            answer = await connection.request(functools.partial(_query, channel=channel))
             if isinstance(answer, Receipts):
                 return {user for user, read in answer.readers.items() if read >= offset}
             if connection.state is ConnectionState.CONNECTED:
@@ -94,13 +95,13 @@ class ReceiptsService(Service):
     async def run(self) -> None:
         """After each resume, ask again for the channels this client knows receipts of: the
         server relayed none while the link was down."""
-        connection = self.connection
+        connection = self.host
         while True:
             await self._resumed.wait()
             self._resumed = trio.Event()
             for channel in list(self._readers):
                 with contextlib.suppress(RequestRefused):
-                    await connection._request(ReceiptsQuery(connection._rid(), channel))
+                    await connection.request(functools.partial(_query, channel=channel))
 
     def on_frame(self, frame: ServerFrame) -> None:
         if isinstance(frame, ReadReceipt) and frame.user is not None:
@@ -113,12 +114,16 @@ class ReceiptsService(Service):
         readers = self._readers.setdefault(channel, {})
         if offset > readers.get(user, 0):
             readers[user] = offset
-            self._listeners.emit(channel, ReceiptUpdate(channel, user, offset))
+            self._listeners.emit_nowait(ReceiptUpdate(channel, user, offset), channel)
 
     def on_resumed(self) -> None:
         for channel, offset in self._mine.items():
-            self.connection._queue_control(ReadReceipt(channel, offset))
+            self.host.send_control(ReadReceipt(channel, offset))
         self._resumed.set()
 
     def close(self) -> None:
         self._listeners.close()
+
+
+def _query(rid: int, *, channel: str) -> ReceiptsQuery:
+    return ReceiptsQuery(rid, channel)

@@ -13,9 +13,11 @@ from typing import ClassVar
 
 import trio
 
-from .._connection import Connection, ConnectionState, Message, Service, Stream
-from .._protocol import ServerFrame, Typing
-from ._common import ChannelListeners, check_channel
+from .._errors import ConfigError
+from .._protocol import Message, ServerFrame, Typing
+from .._service import ConnectionState, Service
+from .._stream import Broadcast, Stream
+from ._common import check_channel
 
 __all__ = ["TypingService"]
 
@@ -26,11 +28,23 @@ class TypingService(Service):
     name: ClassVar[str] = "typing"
     frames: ClassVar[tuple[type, ...]] = (Typing,)
 
-    def __init__(self, connection: Connection) -> None:
-        super().__init__(connection)
+    def __init__(self, *, timeout: float = 6.0, refresh_interval: float = 3.0) -> None:
+        """``timeout``: another user's flag lasts this long (seconds) unless refreshed.
+        ``refresh_interval``: ``set(channel, True)`` sends at most once per interval; it must be
+        shorter than ``timeout``, or flags would expire between refreshes."""
+        for option, value in (("timeout", timeout), ("refresh_interval", refresh_interval)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(option, f"must be a positive number of seconds, got {value!r}")
+        if refresh_interval >= timeout:
+            raise ConfigError(
+                "refresh_interval",
+                "must be shorter than timeout, or typing flags would expire between refreshes",
+            )
+        self.timeout = float(timeout)
+        self.refresh_interval = float(refresh_interval)
         self._typists: dict[str, dict[str, float]] = {}  # channel -> user -> expiry (trio time)
         self._mine: dict[str, float] = {}  # channel -> when this client last said "typing"
-        self._listeners = ChannelListeners[frozenset[str]]()
+        self._listeners = Broadcast[frozenset[str]]()
         self._changed = trio.Event()
 
     async def set(self, channel: str, typing: bool) -> None:
@@ -39,12 +53,12 @@ class TypingService(Service):
         check_channel(channel)
         if not isinstance(typing, bool):
             raise TypeError(f"typing must be a bool, got {typing!r}")
-        connection = self.connection
-        connection._require_outbox()
+        connection = self.host
+        connection.check_open()
         now = trio.current_time()
         if typing:
             last = self._mine.get(channel)
-            if last is None or now - last >= connection.config.typing_refresh_interval:
+            if last is None or now - last >= self.refresh_interval:
                 self._mine[channel] = now
                 self._queue(Typing(channel, True))
         elif self._mine.pop(channel, None) is not None:
@@ -52,8 +66,8 @@ class TypingService(Service):
         await trio.lowlevel.checkpoint()
 
     def _queue(self, frame: Typing) -> None:
-        if self.connection.state is ConnectionState.CONNECTED:
-            self.connection._queue_control(frame)
+        if self.host.state is ConnectionState.CONNECTED:
+            self.host.send_control(frame)
 
     def users(self, channel: str) -> frozenset[str]:
         """Who is typing in ``channel`` now (never this client's own user)."""
@@ -89,7 +103,7 @@ class TypingService(Service):
         if frame.typing:
             typists = self._typists.setdefault(frame.channel, {})
             known = frame.user in typists
-            typists[frame.user] = trio.current_time() + self.connection.config.typing_timeout
+            typists[frame.user] = trio.current_time() + self.timeout
             self._changed.set()
             if not known:
                 self._emit(frame.channel)
@@ -106,11 +120,11 @@ class TypingService(Service):
     def on_resumed(self) -> None:
         # The server forgot this client's flags with the old connection: say them again.
         now = trio.current_time()
-        timeout = self.connection.config.typing_timeout
+        timeout = self.timeout
         for channel, last in list(self._mine.items()):
             if now - last < timeout:
                 self._mine[channel] = now
-                self.connection._queue_control(Typing(channel, True))
+                self.host.send_control(Typing(channel, True))
             else:
                 del self._mine[channel]
 
@@ -125,4 +139,4 @@ class TypingService(Service):
             self._emit(channel)
 
     def _emit(self, channel: str) -> None:
-        self._listeners.emit(channel, self.users(channel))
+        self._listeners.emit_nowait(self.users(channel), channel)

@@ -23,3 +23,4 @@ from ._proxy import open_fault_proxy as open_fault_proxy
 from ._server import ServerProcess as ServerProcess
 from ._server import open_server_process as open_server_process
 from ._store_kit import check_store as check_store
+from ._transport_kit import check_transport as check_transport

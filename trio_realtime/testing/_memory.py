@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-from .._transports import Connector, Transport, memory_transport_pair
 from ..server import AllowAll, Authenticator, RealtimeServer, ServerConfig, Store, store_from_url
+from ..transports import Connector, Transport, memory_transport_pair
 
 __all__ = ["MEMORY_URL", "MemoryServer", "open_memory_server"]
 
@@ -37,11 +37,16 @@ class MemoryServer:
 
         async def connect(nursery: trio.Nursery, url: str, connect_timeout: float) -> Transport:
             client, server_end = memory_transport_pair()
-            self._nursery.start_soon(self.server.handle, server_end)
+            self.serve(server_end)
             await trio.lowlevel.checkpoint()
             return client
 
         return connect
+
+    def serve(self, transport: Transport) -> None:
+        """Serve one link: ``transport`` is the server's end of it (of any transport, yours
+        included), handled like every connection until it closes."""
+        self._nursery.start_soon(self.server.handle, transport)
 
     def drop(self, user: str, code: int = 1001) -> int:
         """Close ``user``'s connections from the server's side (1001, going away: the clients

@@ -16,11 +16,11 @@ from ..server import (
     ChannelInfo,
     ClientRow,
     ClientUpdate,
+    Message,
     PresenceEntry,
     Snapshot,
     Store,
     StoreConflict,
-    StoredEvent,
     WriteBatch,
 )
 
@@ -105,7 +105,7 @@ AFTER_REOPEN = "a reopened store takes writes that continue from the rows it had
 class _Log:
     epoch: str
     head: int
-    events: list[tuple[float, StoredEvent]] = attrs.Factory(list)
+    events: list[tuple[float, Message]] = attrs.Factory(list)
 
     def info(self) -> ChannelInfo:
         first = self.events[0][1].offset if self.events else self.head + 1
@@ -203,13 +203,13 @@ class _Kit:
 
     def events(
         self, channel: str, payloads: Sequence[Any], *, after: int | None = None
-    ) -> tuple[StoredEvent, ...]:
+    ) -> tuple[Message, ...]:
         """Events for ``channel`` with offsets after its head (or ``after``)."""
         log = self.model.logs.get(channel)
         epoch = log.epoch if log is not None else self.model.epoch
         start = self.model.head(channel) if after is None else after
         return tuple(
-            StoredEvent(
+            Message(
                 channel,
                 offset,
                 epoch,
@@ -227,7 +227,7 @@ class _Kit:
         channel: str,
         payloads: Sequence[Any] = (),
         *,
-        events: tuple[StoredEvent, ...] | None = None,
+        events: tuple[Message, ...] | None = None,
         after: int | None = None,
         keep_from: int = 0,
         drop_before: float = 0.0,
@@ -361,21 +361,21 @@ class _Kit:
                     also=what,
                 )
 
-    async def read(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
+    async def read(self, channel: str, after: int, limit: int) -> list[Message]:
         got = await self.store.read(channel, after, limit)
         self.expect(
             isinstance(got, list), READ, f"read({channel!r}, ...) returned {_short(type(got))}"
         )
         return got
 
-    def _same(self, rule: str, call: str, got: list[StoredEvent], want: list[StoredEvent]) -> None:
+    def _same(self, rule: str, call: str, got: list[Message], want: list[Message]) -> None:
         if got == want:
             return
         for index, (a, b) in enumerate(zip(got, want, strict=False)):
             if a != b:
                 fields = [
                     field.name
-                    for field in attrs.fields(StoredEvent)
+                    for field in attrs.fields(Message)
                     if getattr(a, field.name) != getattr(b, field.name)
                 ]
                 self.fail(

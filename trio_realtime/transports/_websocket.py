@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from ._base import TransportClosed
+from ._base import LinkClosed
 
 __all__ = ["RECEIVE_BUFFER_BYTES", "SUBPROTOCOL", "WebSocketTransport", "connect_websocket"]
 
@@ -32,8 +32,11 @@ class WebSocketTransport:
     def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
         self._ws = ws
         self._torn = False
+        self._aborted = False
 
     async def send(self, data: bytes | str) -> None:
+        if self._aborted:
+            raise LinkClosed(1006, "aborted")
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         try:
             await self._ws.send_message(text)
@@ -47,12 +50,20 @@ class WebSocketTransport:
             raise
 
     async def receive(self) -> bytes | str:
+        if self._aborted:
+            raise LinkClosed(1006, "aborted")
         try:
-            return await self._ws.get_message()
+            message = await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc) from None
+        if self._aborted:
+            # trio-websocket keeps the messages it had queued when the stream was dropped (it
+            # drops them only on its own close): after an abort, none is delivered.
+            raise LinkClosed(1006, "aborted")
+        return message
 
     async def abort(self) -> None:
+        self._aborted = True
         stream = getattr(self._ws, "_stream", None)
         if stream is not None:
             with trio.CancelScope(shield=True):
@@ -73,11 +84,11 @@ class WebSocketTransport:
                 await trio.aclose_forcefully(stream)
 
 
-def _closed(exc: trio_websocket.ConnectionClosed) -> TransportClosed:
+def _closed(exc: trio_websocket.ConnectionClosed) -> LinkClosed:
     reason = exc.reason
     code = getattr(reason, "code", None)
     text = getattr(reason, "reason", None) or ""
-    return TransportClosed(code, text)
+    return LinkClosed(code, text)
 
 
 class _HandshakeWatch(trio.abc.Stream):
@@ -129,7 +140,7 @@ async def connect_websocket(
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) offering our subprotocol.
 
     Raises:
-        TransportClosed: the connection could not be opened in ``connect_timeout`` seconds or was
+        LinkClosed: the connection could not be opened in ``connect_timeout`` seconds or was
             refused.
     """
     parts = urlsplit(url)
@@ -177,19 +188,19 @@ async def connect_websocket(
                 )
                 race.cancel_scope.cancel()
             if ws is None:
-                raise TransportClosed(1006, "the connection closed during the handshake")
+                raise LinkClosed(1006, "the connection closed during the handshake")
     except BaseException as exc:
         if stream is not None:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
         if isinstance(exc, trio.TooSlowError):
-            raise TransportClosed(None, f"connect timed out after {connect_timeout} s") from None
+            raise LinkClosed(None, f"connect timed out after {connect_timeout} s") from None
         if isinstance(exc, trio_websocket.HandshakeError):
-            raise TransportClosed(None, f"handshake failed: {exc}") from None
+            raise LinkClosed(None, f"handshake failed: {exc}") from None
         if isinstance(exc, OSError | trio.BrokenResourceError):
             # OSError: refused, unreachable; BrokenResourceError: the TLS handshake failed (a
             # certificate that does not verify, among others).
             cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-            raise TransportClosed(None, f"cannot connect: {cause}") from None
+            raise LinkClosed(None, f"cannot connect: {cause}") from None
         raise
     return WebSocketTransport(ws)

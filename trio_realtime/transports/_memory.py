@@ -6,7 +6,7 @@ import math
 
 import trio
 
-from ._base import TransportClosed
+from ._base import LinkClosed
 
 __all__ = ["MemoryTransport", "memory_transport_pair"]
 
@@ -27,19 +27,19 @@ class MemoryTransport:
 
     async def send(self, data: bytes | str) -> None:
         if self.close_code is not None:
-            raise TransportClosed(self.close_code, self.close_reason)
+            raise LinkClosed(self.close_code, self.close_reason)
         try:
             await self._out.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise TransportClosed(*self._peer_close()) from None
+            raise LinkClosed(*self._peer_close()) from None
 
     async def receive(self) -> bytes | str:
         try:
             return await self._in.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             if self.close_code is not None:
-                raise TransportClosed(self.close_code, self.close_reason) from None
-            raise TransportClosed(*self._peer_close()) from None
+                raise LinkClosed(self.close_code, self.close_reason) from None
+            raise LinkClosed(*self._peer_close()) from None
 
     def _peer_close(self) -> tuple[int, str]:
         """The code and reason the peer closed with (1006: it never said)."""

@@ -20,7 +20,10 @@ class DeliveryStrategy(enum.StrEnum):
     """What the client promises about upstream events."""
 
     AT_MOST_ONCE = "at_most_once"
-    """Sent once, never retransmitted; nothing is journaled. A send lost with a link stays lost."""
+    """Today: nothing is journaled (the durability becomes ``memory``); events are otherwise
+    handled as ``best_effort_ordered``: kept in memory and retransmitted after a reconnect
+    within the process, lost with the process. A stricter at-most-once (never retransmitted) is
+    planned; do not rely on either behaviour yet."""
     AT_LEAST_ONCE = "at_least_once"
     """Journaled and retransmitted until acknowledged; the server's dedup makes it exactly once."""
     BEST_EFFORT_ORDERED = "best_effort_ordered"

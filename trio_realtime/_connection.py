@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import trio
 
 from ._config import ConnectionLog, RealtimeConfig
-from ._errors import RealtimeClosedError, RequestRefused
+from ._errors import RealtimeClosedError
 from ._inbox import Inbox
 from ._journal import Journal, open_journal
 from ._link import LinkHooks
@@ -30,7 +30,6 @@ from ._protocol import (
     ChannelPosition,
     ClientFrame,
     ClientSession,
-    Error,
     Gap,
     Message,
     Request,
@@ -38,8 +37,10 @@ from ._protocol import (
     SubscriptionStarted,
 )
 from ._reconnect import Reconnect
+from ._requests import Requests
 from ._service import ConnectionState, Service, ServiceSpec, make_service
 from ._stream import Broadcast, Stream
+from ._supervisor import Event, step
 from ._tokens import AuthDelegate, Tokens
 from .transports import Connector, connector_for
 
@@ -87,14 +88,14 @@ class BaseConnection:
         )
         self._services = {s.name: s for s in map(make_service, services)}
         self._routes = {kind: s for s in self._services.values() for kind in s.frames}
+        self._requests = Requests(lambda: self._session, self._wake)
         self._dispatch_map: dict[type, Callable[[Any], Any]] = {
             Message: self._on_message,
             Gap: self._on_gap,
             SubscriptionStarted: self._on_subscription_started,
-            Answered: self._on_answered,
+            Answered: self._requests.answered,
             ServerNotice: self._on_notice,
         }
-        self._answers: dict[int, tuple[trio.Event, list[Answer]]] = {}
         for service in self._services.values():
             service.attach(self)
 
@@ -118,6 +119,9 @@ class BaseConnection:
 
     def send_control(self, frame: ClientFrame) -> None:
         self._session.queue(frame)
+        self._wake()
+
+    def _wake(self) -> None:
         if self._outbox is not None:
             self._outbox.wake()
 
@@ -125,28 +129,7 @@ class BaseConnection:
         if not self._session.is_open:
             await trio.lowlevel.checkpoint()
             return None
-        return await self._wait_answer(self._session.request(make))
-
-    async def _wait_answer(self, frame: Request | None) -> Answer | None:
-        """The answer to ``frame``; ``None`` if none was sent, or none came in time or before
-        the link went down. A refusal raises :class:`RequestRefused`."""
-        if frame is None:
-            await trio.lowlevel.checkpoint()
-            return None
-        done, answer = self._answers[frame.rid] = (trio.Event(), [])
-        if self._outbox is not None:
-            self._outbox.wake()
-        try:
-            with trio.move_on_after(self.config.connect_timeout):
-                await done.wait()
-        finally:
-            del self._answers[frame.rid]
-            self._session.forget(frame.rid)
-        if answer and isinstance(answer[0], Error):
-            refusal = answer[0]
-            what = f"{type(frame).__name__} of {frame.channel!r}"
-            raise RequestRefused(f"{what} refused: {refusal.code}: {refusal.message}", refusal.code)
-        return answer[0] if answer else None
+        return await self._requests.wait(self._session.request(make), self.config.connect_timeout)
 
     async def wait_connected(self) -> None:
         """Wait until connected; raise if the connection fails or closes meanwhile."""
@@ -297,7 +280,9 @@ class BaseConnection:
             position = ChannelPosition(cursor.offset, cursor.epoch)
         elif from_offset is not None:
             position = ChannelPosition(from_offset)
-        await self._wait_answer(self._session.subscribe(channel, position))
+        await self._requests.wait(
+            self._session.subscribe(channel, position), self.config.connect_timeout
+        )
 
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel`` and forget its position."""
@@ -309,7 +294,7 @@ class BaseConnection:
             return
         request = self._session.unsubscribe(channel)
         await journal.remove_cursor(channel)
-        await self._wait_answer(request)
+        await self._requests.wait(request, self.config.connect_timeout)
 
     def messages(self, channel: str | None = None) -> Stream[Message | Gap]:
         """Iterate over the events of ``channel`` (or of every subscribed channel) as they
@@ -334,7 +319,9 @@ class BaseConnection:
     async def _dispatch(self, event: object) -> None:
         handler = self._dispatch_map.get(type(event))
         if handler is not None:
-            await handler(event)
+            result = handler(event)
+            if result is not None:
+                await result
         elif type(event) in self._routes:
             self._routes[type(event)].on_frame(event)  # type: ignore[arg-type]
 
@@ -354,16 +341,8 @@ class BaseConnection:
         assert self._inbox is not None
         await self._inbox.starting_point(event.channel, event.position)
 
-    async def _on_answered(self, event: Answered) -> None:
-        waiter = self._answers.get(event.rid)
-        if waiter is not None:
-            waiter[1].append(event.answer)
-            waiter[0].set()
-        await trio.lowlevel.checkpoint()
-
-    async def _on_notice(self, event: ServerNotice) -> None:
+    def _on_notice(self, event: ServerNotice) -> None:
         self._log.warning("server error %s: %s", event.code, event.message)
-        await trio.lowlevel.checkpoint()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -407,8 +386,7 @@ class BaseConnection:
         finally:
             if self._outbox is not None:
                 self._outbox.close()
-            if self._state is not ConnectionState.FAILED:
-                self._set_state(ConnectionState.CLOSED)
+            self._set_state(step(self._state, Event.CLOSE_REQUESTED)[0])  # failed stays failed
             if self._inbox is not None:
                 self._inbox.close()
             self._outcomes.close()
@@ -468,7 +446,4 @@ class BaseConnection:
         started()
 
     def _on_link_down(self) -> None:
-        for rid in self._session.link_lost():
-            waiter = self._answers.get(rid)
-            if waiter is not None:
-                waiter[0].set()
+        self._requests.lost(self._session.link_lost())

@@ -132,9 +132,12 @@ class _Link:
         journal = hooks.journal
         resume = hooks.session.start_link(journal.client_id, journal.ack_seq, token)
         with trio.move_on_after(hooks.config.connect_timeout) as scope:
-            await self.transport.send(resume)
-            while not hooks.session.is_open and self.down is None:
-                await self.handle(await self.transport.receive())
+            try:
+                await self.transport.send(resume)
+                while not hooks.session.is_open and self.down is None:
+                    await self.handle(await self.transport.receive())
+            except LinkClosed as exc:
+                self.down = LinkDown(exc.code, exc.reason)
         if scope.cancelled_caught and self.down is None:
             self.down = LinkDown(None, "no resume_response in time")
         return self.down is None
@@ -210,8 +213,6 @@ async def run_link(hooks: LinkHooks, url: str) -> LinkDown:
             nursery.start_soon(link.writer)
             nursery.start_soon(link.heartbeat)
         return link.ended()
-    except LinkClosed as exc:
-        return LinkDown(exc.code, exc.reason)
     finally:
         if transport is not None:
             # Cancelled from outside (not by aclose()): the transports' reader may be cancelled

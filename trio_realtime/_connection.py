@@ -79,10 +79,9 @@ class BaseConnection:
         self._journal: Journal | None = None
         self._outbox: Outbox | None = None
         self._inbox: Inbox | None = None
-        self._closing = self._aborting = False
+        self._aborting = False
         self._cancel = trio.CancelScope()
         self._stopped = trio.Event()
-        self._connected = trio.Event()
         self._reconnect = Reconnect(
             config, self._tokens, self._log, self._get_state, self._set_state
         )
@@ -205,10 +204,6 @@ class BaseConnection:
             return
         self._log.info("connection %s -> %s", self._state.value, state.value)
         self._state = state
-        if state is ConnectionState.CONNECTED:
-            self._connected.set()
-        else:
-            self._connected = trio.Event()
         self._states.emit_nowait(state)
         if state in (ConnectionState.CLOSED, ConnectionState.FAILED):
             self._states.close()
@@ -218,7 +213,7 @@ class BaseConnection:
     def _require_outbox(self) -> Outbox:
         if self._reconnect.failure is not None:
             raise self._reconnect.failure
-        if self._closing or self._outbox is None:
+        if self._cancel.cancel_called or self._outbox is None:
             raise RealtimeClosedError("the connection is closed")
         return self._outbox
 
@@ -352,7 +347,7 @@ class BaseConnection:
         once, without the close handshake). What is still unacknowledged stays in the journal for
         next time."""
         self._aborting = self._aborting or abort
-        if self._closing:
+        if self._cancel.cancel_called:  # closing already
             await self._stopped.wait()
             return
         outbox = self._outbox
@@ -362,7 +357,6 @@ class BaseConnection:
             with trio.move_on_after(grace_period):
                 while outbox.pending_count and self._state is ConnectionState.CONNECTED:
                     await outbox.wait_changed()
-        self._closing = True
         if outbox is not None:
             outbox.close()
         self._cancel.cancel()
@@ -421,7 +415,7 @@ class BaseConnection:
             get_token=self._tokens.current,
             dispatch=self._dispatch,
             on_up=lambda: self._on_link_up(started),
-            should_abort=lambda cancelled: self._aborting or (cancelled and not self._closing),
+            should_abort=self._should_abort,
         )
 
         def started() -> None:
@@ -435,6 +429,11 @@ class BaseConnection:
                 services.start_soon(service.run)
             await self._reconnect.run(hooks, self.url, self._on_link_down, started)
             services.cancel_scope.cancel()
+
+    def _should_abort(self, cancelled: bool) -> bool:
+        """Drop the link rather than close it: asked to, or cancelled from outside (not by
+        aclose()), when the transports' reader may be cancelled too."""
+        return self._aborting or (cancelled and not self._cancel.cancel_called)
 
     def _get_state(self) -> ConnectionState:
         return self._state

@@ -21,6 +21,7 @@ EXPECTED = {
     "TokenRefreshFailed",
     "Connection",
     "ConnectionFailed",
+    "ConnectTimeout",
     "ConnectionState",
     "Gap",
     "Message",

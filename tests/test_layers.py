@@ -22,6 +22,7 @@ LAYERS = {
     "_errors": 0,
     "_version": 0,
     "_paths": 0,
+    "_groups": 0,
     "_protocol": 1,
     "_journal": 2,
     "_config": 3,

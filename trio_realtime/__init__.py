@@ -6,6 +6,7 @@ from ._config import RealtimeConfig as RealtimeConfig
 from ._errors import AuthenticationFailed as AuthenticationFailed
 from ._errors import ConfigError as ConfigError
 from ._errors import ConnectionFailed as ConnectionFailed
+from ._errors import ConnectTimeout as ConnectTimeout
 from ._errors import JournalBroken as JournalBroken
 from ._errors import JournalClosed as JournalClosed
 from ._errors import JournalCorrupt as JournalCorrupt

@@ -10,6 +10,7 @@ protocol's rules (request ids, subscriptions and positions, answers) are the san
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 import trio
 
 from ._config import ConnectionLog, RealtimeConfig
-from ._errors import RealtimeClosedError
+from ._errors import ConnectTimeout, LinkClosed, RealtimeClosedError
 from ._inbox import Inbox
 from ._journal import Journal, open_journal
 from ._link import LinkHooks
@@ -130,16 +131,30 @@ class BaseConnection:
             return None
         return await self._requests.wait(self._session.request(make), self.config.connect_timeout)
 
-    async def wait_connected(self) -> None:
-        """Wait until connected; raise if the connection fails or closes meanwhile."""
-        while self._state is not ConnectionState.CONNECTED:
-            self._require_outbox()
-            async with self.states() as states:
-                async for state in states:
-                    if state is ConnectionState.CONNECTED:
-                        break
-            self._require_outbox()
-        await trio.lowlevel.checkpoint()
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until connected. Raises :class:`ConnectionFailed` if the connection fails (or
+        :class:`RealtimeClosedError` if it is closed) meanwhile, and :class:`ConnectTimeout` if
+        ``timeout`` seconds pass first (it goes on trying in the background): the way to fail
+        fast, where the default is to work offline."""
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            while self._state is not ConnectionState.CONNECTED:
+                self._require_outbox()
+                async with self.states() as states:
+                    async for state in states:
+                        if state is ConnectionState.CONNECTED:
+                            break
+                self._require_outbox()
+            await trio.lowlevel.checkpoint()
+            return
+        last = self._reconnect.last_error
+        why = f"; last error: {last.reason or last.code}" if last is not None else ""
+        raise ConnectTimeout(f"not connected to {self.url} within {timeout} s{why}", last)
+
+    @property
+    def last_error(self) -> LinkClosed | None:
+        """Why the last link ended or the last connection attempt failed (``None``: none has):
+        ``code`` is the close code (``None`` when there was none), ``reason`` says why."""
+        return self._reconnect.last_error
 
     # --- public state ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationFailed",
     "ConfigError",
+    "ConnectTimeout",
     "ConnectionFailed",
     "JournalBroken",
     "JournalClosed",
@@ -144,6 +145,19 @@ class ConnectionFailed(RealtimeBrokenError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ConnectTimeout(RealtimeBrokenError, TimeoutError):
+    """``wait_connected(timeout)`` ran out: the connection is still trying (it goes on trying in
+    the background; nothing sent is lost).
+
+    Attributes:
+        last_error: why the last attempt failed (a :class:`LinkClosed`), if one did.
+    """
+
+    def __init__(self, message: str, last_error: LinkClosed | None) -> None:
+        super().__init__(message)
+        self.last_error = last_error
 
 
 class AuthenticationFailed(ConnectionFailed):

@@ -14,6 +14,7 @@ import trio
 
 from ._config import RealtimeConfig
 from ._connection import BaseConnection
+from ._groups import single_error
 from ._service import ServiceSpec
 from ._tokens import AuthDelegate
 from .services import (
@@ -67,7 +68,8 @@ async def connect_realtime(
     ``services`` are the features the connection runs beside it (instances, or factories such
     as the classes): presence, typing, receipts and the network monitor by default."""
     connection = _connection(url, config, journal_dir, token, auth, connector, services)
-    result: Connection = await nursery.start(connection._run)
+    with single_error():
+        result: Connection = await nursery.start(connection._run)
     return result
 
 
@@ -92,16 +94,18 @@ async def open_realtime(
     """
     # Built before the nursery opens: a bad argument raises itself, not inside a group.
     connection = _connection(url, config, journal_dir, token, auth, connector, services)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(connection._run)
-        try:
-            yield connection
-        except BaseException:
-            # Cancelled or failing: close promptly, no grace period (the journal keeps the rest).
-            with trio.CancelScope(shield=True):
-                await connection.aclose(grace_period=0, abort=True)
-            raise
-        await connection.aclose()
+    with single_error():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(connection._run)
+            try:
+                yield connection
+            except BaseException:
+                # Cancelled or failing: close promptly, no grace period (the journal keeps the
+                # rest).
+                with trio.CancelScope(shield=True):
+                    await connection.aclose(grace_period=0, abort=True)
+                raise
+            await connection.aclose()
 
 
 def _connection(

@@ -9,7 +9,7 @@ import trio
 
 from ._backoff import Backoff
 from ._config import ConnectionLog, RealtimeConfig
-from ._errors import AuthenticationFailed, ConnectionFailed
+from ._errors import AuthenticationFailed, ConnectionFailed, LinkClosed
 from ._link import LinkDown, LinkHooks, run_link
 from ._service import ConnectionState
 from ._supervisor import Action, Event, after_refresh, link_down, step
@@ -46,6 +46,9 @@ class Reconnect:
         self.times: list[float] = []
         """Each time from losing a link to being connected again, in seconds."""
         self.failure: ConnectionFailed | None = None
+        self.last_error: LinkClosed | None = None
+        """Why the last link ended or the last attempt failed."""
+        self._warned: set[str] = set()  # causes already logged at WARNING since the last link
 
     def network_changed(self) -> None:
         self._network_changed.set()
@@ -56,6 +59,7 @@ class Reconnect:
             self.times.append(trio.current_time() - self._lost_at)
             self._lost_at = None
         self._tokens.failures = 0
+        self._warned.clear()
         self._set_state(step(self._get_state(), Event.LINK_UP)[0])
         self._backoff.reset()
 
@@ -66,6 +70,7 @@ class Reconnect:
         config = self._config
         while True:
             down = await self._run_link(hooks, url, on_down)
+            self._report(url, down)
             on_first()
             if down.journal_failed:
                 event = Event.JOURNAL_FAILED
@@ -94,6 +99,17 @@ class Reconnect:
                 await self._network_changed.wait()  # network_changed() cuts it short
                 self._log.info("network changed: reconnecting now")
             self.total += 1
+
+    def _report(self, url: str, down: LinkDown) -> None:
+        """Remember why the link ended; log each distinct cause once at WARNING (retries with
+        the same cause at INFO), so a wrong URL or a server down is said, not retried in silence."""
+        self.last_error = LinkClosed(down.code, down.reason)
+        cause = f"{down.code}: {down.reason}" if down.code is not None else down.reason
+        if cause in self._warned:
+            self._log.info("link to %s ended: %s", url, cause)
+        else:
+            self._warned.add(cause)
+            self._log.warning("link to %s ended: %s (retrying)", url, cause)
 
     async def _run_link(self, hooks: LinkHooks, url: str, on_down: Callable[[], None]) -> LinkDown:
         was_connected = False

@@ -61,9 +61,9 @@ class ServiceHost(Protocol):
         or no answer came within ``connect_timeout``. A refusal (an ``error`` frame answering
         it) raises :class:`~trio_realtime.RequestRefused`."""
 
-    async def wait_connected(self) -> None:
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Return once the connection is connected; raise as :meth:`check_open` if it fails or
-        closes first."""
+        closes first, :class:`~trio_realtime.ConnectTimeout` after ``timeout`` seconds."""
 
     def notify_network_change(self) -> None:
         """Tell the connection the network changed: a reconnect waiting for its backoff delay

@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from .._errors import ConfigError, JournalBroken, JournalClosed, JournalError
+from .._groups import single_error
 from ._backlog import Backlog
 from ._files import (
     Rebase,
@@ -587,6 +588,7 @@ async def open_journal(
     Raises:
         JournalLocked: another process has the directory open.
         JournalCorrupt: a damaged record is followed by valid ones.
+        JournalError: the directory cannot be created, read or written (the OS error chained).
         ConfigError: an option is invalid.
     """
     try:
@@ -615,9 +617,13 @@ async def open_journal(
 
     if directory is None:
         raise ConfigError("directory", f"is required with durability={mode.value!r}")
-    path, lock, client_id, recovery, writer = await trio.to_thread.run_sync(
-        _open_files, os.fspath(directory), mode, segment_bytes
-    )
+    try:
+        path, lock, client_id, recovery, writer = await trio.to_thread.run_sync(
+            _open_files, os.fspath(directory), mode, segment_bytes
+        )
+    except OSError as exc:
+        # Not a directory, no permission, a read-only or full disk: say which journal.
+        raise JournalError(f"cannot open the journal in {os.fspath(directory)!r}: {exc}") from exc
     journal = Journal(
         directory=path,
         client_id=client_id,
@@ -627,15 +633,16 @@ async def open_journal(
         batch_interval=batch_interval,
     )
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(journal._run_committer)
-            if mode is Durability.BATCH:
-                nursery.start_soon(journal._run_batch_flusher)
-            try:
-                yield journal
-            finally:
-                await journal._close()
-                nursery.cancel_scope.cancel()
+        with single_error():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(journal._run_committer)
+                if mode is Durability.BATCH:
+                    nursery.start_soon(journal._run_batch_flusher)
+                try:
+                    yield journal
+                finally:
+                    await journal._close()
+                    nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_close_files, writer, lock)

@@ -16,6 +16,7 @@ import attrs
 import trio
 
 from .._errors import JournalCorrupt
+from .._groups import single_error
 from .._journal import (
     AckLogRecord,
     Append,
@@ -481,13 +482,14 @@ async def open_queue(
         wake.bind(endpoint)
         await trio.to_thread.run_sync(queue._load_acks)
         await queue._refresh()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(queue._watch, wake)
-            try:
-                yield queue
-                await queue._collect_garbage(force=True)  # what the last acks freed
-            finally:
-                nursery.cancel_scope.cancel()
+        with single_error():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(queue._watch, wake)
+                try:
+                    yield queue
+                    await queue._collect_garbage(force=True)  # what the last acks freed
+                finally:
+                    nursery.cancel_scope.cancel()
     finally:
         queue._close()
         wake.close()

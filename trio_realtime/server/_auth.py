@@ -24,6 +24,7 @@ import enum
 import fnmatch
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -50,6 +51,8 @@ SECRET_NAME = "server.secret"
 
 MAX_TOKEN_CHARS = 4096
 """Longer tokens are refused unread."""
+
+logger = logging.getLogger("trio_realtime.server")
 
 _V2 = "v2"
 _B64 = re.compile(r"[A-Za-z0-9_-]*")
@@ -238,15 +241,22 @@ class HmacAuthenticator:
     def verify(self, token: str | None, now: float | None = None) -> Identity | None:
         """The identity of a valid, unexpired token; ``None`` for any other input (never raises)."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            logger.debug("token refused: none, or over %d characters", MAX_TOKEN_CHARS)
             return None
         try:
             identity = _parse(self._secret, token)
-        except ValueError:  # also orjson.JSONDecodeError and UnicodeDecodeError
+        except ValueError as exc:  # also orjson.JSONDecodeError and UnicodeDecodeError
+            logger.debug(
+                "token refused: %s",
+                "made with another secret" if str(exc) == "bad signature" else "malformed",
+            )
             return None
         if not identity.user:
+            logger.debug("token refused: no user")
             return None
         assert identity.expires_at is not None
         if identity.expires_at <= (time.time() if now is None else now):
+            logger.debug("token refused: %.40r's token expired", identity.user)
             return None
         return identity
 

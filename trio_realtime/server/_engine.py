@@ -501,6 +501,14 @@ class RealtimeServer:
         finally:
             self.sessions.discard(session)
             session.finished.set()
+            if session.identity is not None:
+                logger.info(
+                    "%.40s disconnected (client %.40s, close %s%s)",
+                    session.identity.user,
+                    session.client_id,
+                    session.close_code or 1000,
+                    f": {session.close_reason}" if session.close_reason else "",
+                )
             for channel in list(session.positions):
                 self._detach(session, channel)
             if session.context is not None:
@@ -548,7 +556,11 @@ class RealtimeServer:
         assert isinstance(resume, Resume)
         identity = await self.authenticator.authenticate(resume.token)
         if identity is None:
-            logger.info("refused a token (client %.40r)", resume.client_id)
+            logger.warning(
+                "refused a token (client %.40r): unknown, expired or made with another secret; "
+                "closed 4001",
+                resume.client_id,
+            )
             raise _fatal(
                 ErrorCode.UNAUTHORIZED,
                 "missing or invalid token",
@@ -588,6 +600,7 @@ class RealtimeServer:
         session.identity = identity
         session.client_id = resume.client_id
         session.context = _Context(self, session, identity)
+        logger.info("%.40s connected (client %.40s)", identity.user, resume.client_id)
         if identity.expires_at is not None:
             nursery.start_soon(self._expire, session, identity.expires_at)
         ack_seq = client.ack_seq if client is not None else 0

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import trio
 import trio_websocket
 
+from .._groups import single_error
 from .._protocol import CloseCode
 from ..transports import RECEIVE_BUFFER_BYTES, SUBPROTOCOL, WebSocketTransport
 from ._auth import Authenticator
@@ -37,8 +38,14 @@ async def _websocket_handler(
         )
     except trio_websocket.ConnectionClosed:
         return  # the peer went away before the handshake's answer
+    logger.debug("WebSocket connection from %s", ws.remote)
     transport = WebSocketTransport(ws)
     if allowed is not None and (origin is None or origin.decode("latin-1") not in allowed):
+        logger.warning(
+            "refused a connection from %s: Origin %.100r is not allowed",
+            ws.remote,
+            origin.decode("latin-1") if origin is not None else None,
+        )
         await transport.aclose(CloseCode.POLICY_VIOLATION, "origin not allowed")
         return
     await server.handle(transport)
@@ -63,41 +70,42 @@ async def open_server(
     server = RealtimeServer(store, authenticator, config)
     try:
         await store.open()
-        async with trio.open_nursery() as nursery:
+        with single_error():
+            async with trio.open_nursery() as nursery:
 
-            async def handler(request: trio_websocket.WebSocketRequest) -> None:
-                try:
-                    await _websocket_handler(server, request)
-                except Exception:
-                    # One connection's failure must never end the server (trio-websocket would
-                    # let it cancel every other connection).
-                    logger.exception("connection handler failed")
+                async def handler(request: trio_websocket.WebSocketRequest) -> None:
+                    try:
+                        await _websocket_handler(server, request)
+                    except Exception:
+                        # One connection's failure must never end the server (trio-websocket would
+                        # let it cancel every other connection).
+                        logger.exception("connection handler failed")
 
-            await nursery.start(server.run)
-            ws_server = await nursery.start(
-                lambda task_status: trio_websocket.serve_websocket(
-                    handler,
-                    host,
-                    port,
-                    ssl_context,
-                    # Up to 2x is read, so a lone oversized event is rejected by itself (see
-                    # _process); beyond that, trio-websocket closes with 1009. It counts text
-                    # in characters (up to 4 bytes each, and 4 bytes each in a Python str), so
-                    # a connection holds at most (2 queued + 1 being read) x 2 x 4 x
-                    # max_frame_bytes of messages not yet processed: 24 MiB by default.
-                    max_message_size=2 * server.config.max_frame_bytes,
-                    receive_buffer_size=RECEIVE_BUFFER_BYTES,
-                    connect_timeout=server.config.handshake_timeout,
-                    disconnect_timeout=2,
-                    message_queue_size=2,
-                    task_status=task_status,
+                await nursery.start(server.run)
+                ws_server = await nursery.start(
+                    lambda task_status: trio_websocket.serve_websocket(
+                        handler,
+                        host,
+                        port,
+                        ssl_context,
+                        # Up to 2x is read, so a lone oversized event is rejected by itself (see
+                        # _process); beyond that, trio-websocket closes with 1009. It counts text
+                        # in characters (up to 4 bytes each, and 4 bytes each in a Python str), so
+                        # a connection holds at most (2 queued + 1 being read) x 2 x 4 x
+                        # max_frame_bytes of messages not yet processed: 24 MiB by default.
+                        max_message_size=2 * server.config.max_frame_bytes,
+                        receive_buffer_size=RECEIVE_BUFFER_BYTES,
+                        connect_timeout=server.config.handshake_timeout,
+                        disconnect_timeout=2,
+                        message_queue_size=2,
+                        task_status=task_status,
+                    )
                 )
-            )
-            server.port = ws_server.port
-            try:
-                yield server
-            finally:
-                nursery.cancel_scope.cancel()
+                server.port = ws_server.port
+                try:
+                    yield server
+                finally:
+                    nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await store.aclose()

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
+from .._groups import single_error
 from ..server import AllowAll, Authenticator, RealtimeServer, ServerConfig, Store, store_from_url
 from ..transports import Connector, Transport, memory_transport_pair
 
@@ -81,10 +82,11 @@ async def open_memory_server(
     server = RealtimeServer(store, authenticator or AllowAll(), config)
     await store.open()
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
-            yield MemoryServer(server, nursery)
-            nursery.cancel_scope.cancel()
+        with single_error():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.run)
+                yield MemoryServer(server, nursery)
+                nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await store.aclose()

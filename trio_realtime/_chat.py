@@ -63,7 +63,6 @@ __all__ = [
     "clean",
     "demo",
     "demo_sender",
-    "drop_connections",
     "listen_error",
     "load_secret",
     "room_history",
@@ -147,17 +146,6 @@ def listen_error(host: str, port: int, exc: BaseException) -> str | None:
     if exc.errno == errno.EACCES:
         return f"cannot listen on {host}:{port}: permission denied"
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-
-
-async def drop_connections(server: RealtimeServer) -> None:
-    """Drop every connection of ``server`` at once (its clients see 1006, and reconnect): before
-    cancelling it, so that the cancellation does not give each one the 2 s a close handshake may
-    take (the server's readers being cancelled, no handshake could complete)."""
-    dropped: set[object] = set()
-    while fresh := [session for session in server.sessions if session not in dropped]:
-        for session in fresh:  # (one that arrived meanwhile is dropped on the next round)
-            dropped.add(session)
-            await session.transport.abort()
 
 
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,30}[A-Za-z0-9])?")
@@ -524,7 +512,6 @@ def _decoder() -> Any:
 
 # --- history -------------------------------------------------------------------------------------
 
-_BEYOND_ANY_HEAD = 2**62
 _HISTORY_TIMEOUT = 5.0  # seconds for reading the history (else the chat starts without)
 
 
@@ -535,10 +522,8 @@ async def room_history(
     by a short-lived second connection that journals nothing (so the chat's own journal, and its
     position in the room, are left alone). ``(None, [])`` if they could not be had in time.
 
-    The head comes from subscribing from beyond it: such a position cannot be resumed, so the
-    server starts the subscription at the head, and the client reports the history before it as
-    a :class:`Gap` from offset 1 up to the head (``last_missing`` is ``None`` for an empty room).
-    Then the last ``count`` messages are read by subscribing from ``head - count``."""
+    The head is where a new subscription starts (``subscribe`` returns it); then the last
+    ``count`` messages are read by subscribing again from ``head - count``."""
     config = RealtimeConfig(
         durability="memory", log_level="CRITICAL", network_monitor=False, close_grace_period=0
     )
@@ -547,12 +532,9 @@ async def room_history(
         with unwrapped():
             async with open_realtime(url, token=token, config=config) as probe:
                 await probe.wait_connected(timeout)
-                await probe.subscribe(room, from_offset=_BEYOND_ANY_HEAD)
-                async with probe.messages(room) as items:
-                    first = await anext(items)
-                if not isinstance(first, Gap) or first.first_missing != 1:
+                head = await probe.subscribe(room)
+                if head is None:
                     return None, []
-                head = first.last_missing or 0
                 if not count or not head:
                     return head, []
                 await probe.unsubscribe(room)
@@ -602,7 +584,7 @@ class Hosting:
     async def stop(self) -> None:
         self.stopping = True
         if self.server is not None:
-            await drop_connections(self.server)
+            await self.server.drop_connections()
 
 
 class _EmbeddedServer:

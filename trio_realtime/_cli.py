@@ -146,7 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import trio
 
-    from ._chat import Failure, drop_connections, listen_error, load_secret, unwrapped
+    from ._chat import Failure, listen_error, load_secret, unwrapped
     from .server import ServerConfig, serve, store_from_url
 
     config = ServerConfig(
@@ -200,7 +200,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def stop() -> None:
         if started:
-            await drop_connections(started[0])
+            await started[0].drop_connections()
 
     started: list[RealtimeServer] = []
     status = run_trio(main, on_interrupt=stop)

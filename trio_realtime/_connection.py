@@ -264,14 +264,18 @@ class BaseConnection:
 
     # --- subscriptions and messages --------------------------------------------------------------
 
-    async def subscribe(self, channel: str, *, from_offset: int | None = None) -> None:
+    async def subscribe(self, channel: str, *, from_offset: int | None = None) -> int | None:
         """Receive ``channel``'s events in :meth:`messages`. The position is persisted in the
         journal, so after a restart the server replays exactly what was missed.
 
         The first time this journal subscribes to ``channel``, events start after the channel's
         newest one, or after ``from_offset`` if given (``0``: from the oldest event the server
         still keeps; older history it dropped is reported as a :class:`Gap`). After that, the
-        journal's position wins."""
+        journal's position wins.
+
+        Returns the offset events start after, once the server has said it (for a first
+        subscription without ``from_offset``: the channel's newest offset, 0 for an empty
+        channel), or ``None`` when offline (the subscription is made with the next link)."""
         if not isinstance(channel, str) or not channel:
             raise ValueError(f"channel must be a non-empty string, got {channel!r}")
         if from_offset is not None and (
@@ -283,16 +287,19 @@ class BaseConnection:
         assert journal is not None
         if channel in self._session.positions:
             await trio.lowlevel.checkpoint()
-            return
+            known = self._session.positions[channel]
+            return known.offset if known is not None else None
         cursor = journal.cursors.get(channel)
         position = None
         if cursor is not None:
             position = ChannelPosition(cursor.offset, cursor.epoch)
         elif from_offset is not None:
             position = ChannelPosition(from_offset)
-        await self._requests.wait(
+        answer = await self._requests.wait(
             self._session.subscribe(channel, position), self.config.connect_timeout
         )
+        started = self._session.positions.get(channel)
+        return started.offset if answer is not None and started is not None else None
 
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel`` and forget its position."""

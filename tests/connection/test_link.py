@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_realtime import ConnectionState, RealtimeConfig, open_realtime
+from trio_realtime import ConnectionState, Message, RealtimeConfig, open_realtime
 from trio_realtime.testing import open_memory_server
 from trio_realtime.transports import Connector, LinkClosed, Transport
 
@@ -65,3 +65,24 @@ async def test_a_link_dropped_during_the_handshake_is_retried(
             assert conn.metrics.total_reconnects == 1
             receipt = await conn.send("room", "chat", "after the drop")
             assert (await receipt.wait()).seq == 1
+
+
+async def test_subscribe_says_where_events_start(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_server() as server:
+        connector = server.connector()
+        async with (
+            open_realtime(server.url, token="alice", config=CONFIG, connector=connector) as alice,
+            open_realtime(server.url, token="bob", config=CONFIG, connector=connector) as bob,
+        ):
+            assert await bob.subscribe("empty") == 0
+            for n in range(3):
+                await alice.send("room", "chat", n)
+            await alice.drain()
+            assert await bob.subscribe("room") == 3  # from now: after the newest
+            assert await bob.subscribe("room") == 3  # already subscribed: where it stands
+            await bob.unsubscribe("room")
+            assert await bob.subscribe("room", from_offset=1) == 1
+            async with bob.messages("room") as messages:
+                first = await messages.__anext__()
+            assert isinstance(first, Message)
+            assert first.offset == 2

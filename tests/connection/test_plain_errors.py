@@ -20,6 +20,7 @@ from trio_realtime import (
     JournalLocked,
     RealtimeConfig,
     RealtimeError,
+    connect_realtime,
     open_realtime,
 )
 from trio_realtime._journal import open_journal
@@ -145,3 +146,24 @@ async def test_wait_connected_raises_the_failure(autojump_clock: trio.testing.Mo
     async with open_realtime(url, config=config) as conn:
         with pytest.raises(ConnectionFailed, match="gave up after 2 retries"):
             await conn.wait_connected()
+
+
+async def test_a_server_stops_at_once_with_clients_connected() -> None:
+    """Without dropping them first, each connection's close handshake could take 2 s once the
+    server's readers are cancelled: three clients would hold the exit for 6 s."""
+    config = RealtimeConfig(durability="memory", network_monitor=False, initial_retry_delay=5)
+    async with trio.open_nursery() as clients:
+        with trio.CancelScope() as bound:
+            async with open_server("memory:", AllowAll()) as server:
+                url = f"ws://127.0.0.1:{server.port}/realtime"
+                conns = [
+                    await connect_realtime(clients, url, token=f"u{n}", config=config)
+                    for n in range(3)
+                ]
+                for conn in conns:
+                    await conn.wait_connected(timeout=10)
+                assert len(server.sessions) == 3
+                bound.deadline = trio.current_time() + 1.5  # for leaving the block
+        assert not bound.cancelled_caught, "the server took over 1.5 s to stop"
+        for conn in conns:
+            await conn.aclose(abort=True)

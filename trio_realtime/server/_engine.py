@@ -440,6 +440,16 @@ class RealtimeServer:
         )
         self._next_key_purge = 0.0
 
+    async def drop_connections(self) -> None:
+        """Drop every open connection at once (its client sees 1006 and reconnects), including
+        those that arrive meanwhile: how a server stops without giving each connection the time a
+        close handshake may take (once the server's readers are cancelled, none can complete)."""
+        dropped: set[_Session] = set()
+        while fresh := [session for session in self.sessions if session not in dropped]:
+            for session in fresh:
+                dropped.add(session)
+                await session.transport.abort()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The server's background tasks (the committer, the handlers'), until cancelled.
         :func:`open_server` runs them; run them yourself when calling :meth:`handle` directly."""

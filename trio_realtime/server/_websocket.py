@@ -105,6 +105,8 @@ async def open_server(
                 try:
                     yield server
                 finally:
+                    with trio.CancelScope(shield=True):
+                        await server.drop_connections()  # at once, not a close handshake each
                     nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):

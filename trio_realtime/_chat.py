@@ -45,6 +45,7 @@ from ._errors import (
     RealtimeError,
     RequestRefused,
 )
+from ._groups import single_error
 from ._paths import safe_name
 from ._protocol import Gap, Message, PresenceStatus
 from ._realtime import Connection, open_realtime
@@ -66,8 +67,6 @@ __all__ = [
     "listen_error",
     "load_secret",
     "room_history",
-    "single",
-    "unwrapped",
 ]
 
 Out = Callable[[str], None]
@@ -78,40 +77,6 @@ Out = Callable[[str], None]
 
 class Failure(Exception):
     """An expected failure, said to the user in one line (the command then exits with 1)."""
-
-
-def single(exc: BaseException) -> BaseException:
-    """The one exception a (nested) exception group holds, ``Cancelled`` aside; ``exc`` itself
-    when it is no group or holds several."""
-    if not isinstance(exc, BaseExceptionGroup):
-        return exc
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [exc]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, BaseExceptionGroup):
-            pending.extend(item.exceptions)
-        else:
-            leaves.append(item)
-    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
-    if len(real) == 1:
-        return real[0]
-    if real and all(isinstance(leaf, KeyboardInterrupt) for leaf in real):
-        return real[0]
-    return exc
-
-
-@contextlib.contextmanager
-def unwrapped() -> Iterator[None]:
-    """Re-raise a group holding one exception as that exception (the library's public API does
-    this itself; this keeps the CLI's messages right whatever a nursery wraps)."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaf = single(group)
-        if leaf is group:
-            raise
-        raise leaf from None
 
 
 def load_secret(data: str, *, create: bool) -> bytes:
@@ -529,7 +494,7 @@ async def room_history(
     )
     timeout = _HISTORY_TIMEOUT
     with trio.move_on_after(timeout), contextlib.suppress(RealtimeError, OSError):  # noqa: SIM117
-        with unwrapped():
+        with single_error():
             async with open_realtime(url, token=token, config=config) as probe:
                 await probe.wait_connected(timeout)
                 head = await probe.subscribe(room)
@@ -603,7 +568,7 @@ class _EmbeddedServer:
     async def start(self) -> None:
         load_secret(self._data_dir, create=True)
         try:
-            with unwrapped():
+            with single_error():
                 server: RealtimeServer = await self._nursery.start(
                     functools.partial(serve, self._data_dir, host=self._host, port=self._port)
                 )
@@ -979,7 +944,7 @@ async def chat(
                 if token is None:
                     token = make_token(load_secret(options.data_dir, create=False), options.name)
                 try:
-                    with unwrapped():
+                    with single_error():
                         async with open_realtime(
                             options.url,
                             journal_dir=options.journal_dir,
@@ -1153,7 +1118,7 @@ async def demo(*, out: Out = print, total: int = 400) -> bool:
     out(f"lost:        {lost}")
     out(f"duplicated:  {duplicated}")
     out(f"in order:    {from_bob == sorted(from_bob) and from_alice == sorted(from_alice)}")
-    out(f"gaps:        {len(gaps)}; alice reconnected {reconnects} times")
+    out(f"gaps:        {len(gaps)}; alice made {reconnects} reconnect attempts (each retry counts)")
     out(
         f"result:      {'OK: nothing lost, nothing duplicated' if ok else 'FAILED'} ({time.monotonic() - started:.1f} s)"
     )

@@ -40,7 +40,7 @@ def run_trio(
     cleans up raises ``KeyboardInterrupt``, also 130); otherwise 0."""
     import trio
 
-    from ._chat import unwrapped
+    from ._groups import single_error
 
     interrupted = False
 
@@ -66,7 +66,7 @@ def run_trio(
                     await function()
                 nursery.cancel_scope.cancel()
 
-    with unwrapped():
+    with single_error():
         trio.run(main)
     return EXIT_INTERRUPTED if interrupted else 0
 
@@ -146,7 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     import trio
 
-    from ._chat import Failure, listen_error, load_secret, unwrapped
+    from ._chat import Failure, listen_error, load_secret
+    from ._groups import single_error
     from .server import ServerConfig, serve, store_from_url
 
     config = ServerConfig(
@@ -165,7 +166,7 @@ def _serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             try:
-                with unwrapped():
+                with single_error():
                     server = await nursery.start(
                         lambda task_status: serve(
                             args.data,
@@ -615,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as raised:
         exc = raised
         if isinstance(exc, BaseExceptionGroup):
-            from ._chat import single
+            from ._groups import single
 
             exc = single(exc)
         if isinstance(exc, KeyboardInterrupt):  # before trio ran, or a second Ctrl-C

@@ -12,28 +12,40 @@ from contextlib import contextmanager
 
 import trio
 
-__all__ = ["single_error"]
+__all__ = ["single", "single_error"]
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
+def single(exc: BaseException) -> BaseException:
+    """The one exception a (nested) exception group holds, ``Cancelled`` aside (a cancellation
+    the failure caused); ``exc`` itself when it is no group or holds several. Several
+    ``KeyboardInterrupt`` (one Ctrl-C seen by several tasks) count as one."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, BaseExceptionGroup):
+            pending.extend(reversed(item.exceptions))
         else:
-            yield exc
+            leaves.append(item)
+    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+    if len(real) == 1:
+        return real[0]
+    if real and all(isinstance(leaf, KeyboardInterrupt) for leaf in real):
+        return real[0]
+    if not real and leaves:
+        return leaves[0]
+    return exc
 
 
 @contextmanager
 def single_error() -> Iterator[None]:
-    """Re-raise a group that holds one exception (at any depth) as that exception. ``Cancelled``
-    beside one other exception counts as nothing (a cancellation the failure caused)."""
+    """Re-raise a group that holds one exception (see :func:`single`) as that exception."""
     try:
         yield
     except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
-        real = [exc for exc in leaves if not isinstance(exc, trio.Cancelled)]
-        if len(real) == 1:
-            raise real[0] from real[0].__cause__
-        if not real and leaves:
-            raise leaves[0] from None
-        raise
+        leaf = single(group)
+        if leaf is group:
+            raise
+        raise leaf from leaf.__cause__

@@ -572,6 +572,12 @@ class _EmbeddedServer:
                 server: RealtimeServer = await self._nursery.start(
                     functools.partial(serve, self._data_dir, host=self._host, port=self._port)
                 )
+        except JournalLocked as exc:
+            holder = f"process {exc.pid}" if exc.pid is not None else "another process"
+            raise Failure(
+                f"a server ({holder}) already uses {self._data_dir}, but nothing listens at "
+                f"{self._host}:{self._port}: check --url (it must be that server's)"
+            ) from exc
         except OSError as exc:
             reason = listen_error(self._host, self._port, exc) or str(exc)
             raise Failure(f"cannot start an embedded server: {reason}") from exc
@@ -629,7 +635,9 @@ class _Room:
         conn, room, screen = self.conn, self.room, self.screen
         head, history = await room_history(self.options.url, self.token, room, self.options.history)
         if history:
-            screen.info(f"the last {len(history)} messages of {room}:")
+            screen.info(
+                f"the last {len(history)} message{'s' if len(history) != 1 else ''} of {room}:"
+            )
             for message in history:
                 await self._show(message)
         try:

@@ -131,6 +131,17 @@ def _queue_inspect(args: argparse.Namespace) -> int:
 # --- the server and its data ---------------------------------------------------------------------
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: 0 (any free) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {port}")
+    return port
+
+
 def _setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -177,6 +188,12 @@ def _serve(args: argparse.Namespace) -> int:
                             task_status=task_status,
                         )
                     )
+            except JournalLocked as exc:
+                holder = f"process {exc.pid}" if exc.pid is not None else "another process"
+                raise Failure(
+                    f"another server ({holder}) already uses --data {args.data}: stop it, or "
+                    "choose another --data"
+                ) from exc
             except (OSError, sqlite3.Error) as exc:
                 message = listen_error(args.host, args.port, exc)
                 raise Failure(message or f"cannot open the store: {exc}") from exc
@@ -425,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stderr.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free)")
+    serve.add_argument("--port", type=_port, default=8765, help="port to listen on (0: any free)")
     serve.add_argument("--data", default=server_data, help=data_help)
     serve.add_argument(
         "--store",

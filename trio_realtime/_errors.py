@@ -130,7 +130,11 @@ class LinkClosed(RealtimeBrokenError):
     """
 
     def __init__(self, code: int | None, reason: str = "") -> None:
-        super().__init__(f"link closed ({code}{': ' + reason if reason else ''})")
+        if code is None:
+            text = f"link closed: {reason}" if reason else "link closed"
+        else:
+            text = f"link closed ({code}{': ' + reason if reason else ''})"
+        super().__init__(text)
         self.code = code
         self.reason = reason
 

@@ -70,7 +70,7 @@ class Reconnect:
         config = self._config
         while True:
             down = await self._run_link(hooks, url, on_down)
-            self._report(url, down)
+            self.last_error = LinkClosed(down.code, down.reason)
             on_first()
             if down.journal_failed:
                 event = Event.JOURNAL_FAILED
@@ -83,8 +83,9 @@ class Reconnect:
                     event = after_refresh(self._backoff.attempt, config.max_retries)
                 state, action = step(state, event)
             if action is Action.FAIL:
-                self._fail(event, down)
+                self._fail(event, down)  # logged as an error: no "retrying" warning before it
                 return
+            self._report(url, down)
             self._set_state(state)
             if action is Action.CONNECT_NOW:
                 delay = 0.0
@@ -103,8 +104,8 @@ class Reconnect:
     def _report(self, url: str, down: LinkDown) -> None:
         """Remember why the link ended; log each distinct cause once at WARNING (retries with
         the same cause at INFO), so a wrong URL or a server down is said, not retried in silence."""
-        self.last_error = LinkClosed(down.code, down.reason)
-        cause = f"{down.code}: {down.reason}" if down.code is not None else down.reason
+        cause = ": ".join(str(part) for part in (down.code, down.reason) if part not in (None, ""))
+        cause = cause or "no reason given"
         if cause in self._warned:
             self._log.info("link to %s ended: %s", url, cause)
         else:

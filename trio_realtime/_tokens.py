@@ -47,7 +47,9 @@ class Tokens:
         auth = self._auth
         if auth is None:
             self.why = (
-                "the server refused the token (4001) and there is no auth delegate to refresh it"
+                "the server refused the token (4001) and there is no auth delegate to refresh it: "
+                "give a token that server accepts (made with its secret, e.g. "
+                "`trio-realtime token --data DIR` with the server's --data)"
             )
             return Event.REFRESH_FAILED
         self.failures += 1

@@ -201,3 +201,28 @@ def test_help_shows_the_defaults() -> None:
     assert "(default: lobby)" in chat
     assert "(default: 20)" in chat
     assert "(default: ws://127.0.0.1:8765/realtime)" in chat
+
+
+def test_a_second_server_on_the_same_data(server: Server) -> None:
+    """Two servers on one store would each number the channels' events: refused."""
+    out = run("serve", "--port", str(free_port()), "--data", server.data)
+    assert one_error(out).startswith("trio-realtime serve: error: another server (process ")
+    assert one_error(out).endswith(
+        f") already uses --data {server.data}: stop it, or choose another --data"
+    )
+
+
+def test_a_chat_with_a_wrong_port_does_not_start_a_second_server(server: Server) -> None:
+    url = f"ws://127.0.0.1:{free_port()}/realtime"
+    out = run("chat", "--name", "alice", "--url", url, "--data", server.data)
+    line = one_error(out)
+    assert line.startswith("trio-realtime chat: error: a server (process ")
+    assert line.endswith("check --url (it must be that server's)")
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_on_a_port_that_is_none(tmp_path: Path, port: str) -> None:
+    out = run("serve", "--port", port, "--data", os.fspath(tmp_path))
+    assert out.returncode == 2
+    assert "argument --port" in out.stderr
+    assert "Traceback" not in out.stderr

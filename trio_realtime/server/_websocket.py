@@ -13,6 +13,7 @@ import trio
 import trio_websocket
 
 from .._groups import single_error
+from .._journal import acquire_lock, release_lock
 from .._protocol import CloseCode
 from ..transports import RECEIVE_BUFFER_BYTES, SUBPROTOCOL, WebSocketTransport
 from ._auth import Authenticator
@@ -123,14 +124,25 @@ async def serve(
     task_status: trio.TaskStatus[RealtimeServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the reference server until cancelled: the HMAC token authenticator with its secret in
-    ``data_dir``, and ``store`` (a store or its URL; default: SQLite in ``data_dir``)."""
+    ``data_dir``, and ``store`` (a store or its URL; default: SQLite in ``data_dir``).
+
+    One server at a time uses ``data_dir``: it holds the directory's lock while it runs (two
+    servers on one store would each number the channels' events on their own).
+
+    Raises:
+        JournalLocked: another process (its pid in ``.pid``) runs a server on ``data_dir``.
+    """
     from ._auth import HmacAuthenticator, load_or_create_secret
 
-    secret = await trio.to_thread.run_sync(load_or_create_secret, data_dir)
-    if store is None:
-        store = SqliteStore(os.path.join(data_dir, "server.sqlite3"))
-    async with open_server(
-        store, HmacAuthenticator(secret), host=host, port=port, config=config
-    ) as server:
-        task_status.started(server)
-        await trio.sleep_forever()
+    lock = await trio.to_thread.run_sync(acquire_lock, data_dir)
+    try:
+        secret = await trio.to_thread.run_sync(load_or_create_secret, data_dir)
+        if store is None:
+            store = SqliteStore(os.path.join(data_dir, "server.sqlite3"))
+        async with open_server(
+            store, HmacAuthenticator(secret), host=host, port=port, config=config
+        ) as server:
+            task_status.started(server)
+            await trio.sleep_forever()
+    finally:
+        release_lock(lock)

@@ -1,87 +1,27 @@
 """A service of your own, written with public names only: emoji reactions in a channel.
 
-The client half is a ``Service``: it talks to its connection only through ``self.host`` (the
+The frames and the server half come from examples/server_handler.py. The client half, here, is a
+``Service``: it talks to its connection only through ``self.host`` (the
 public ``ServiceHost``: send a control frame, make a request, wait until connected, read the
-state), owns its settings (``max_per_channel``) and offers a stream of what it hears. The frames
-are declared to the protocol as a new meta kind, and the server half is a handler registered by
-that kind. It runs against the in-memory reference server.
+state), owns its settings (``max_per_channel``) and offers a stream of what it hears. It runs
+against the in-memory reference server.
 
 Run it: python examples/custom_service.py
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import attrs
 import trio
 
 from trio_realtime import RealtimeConfig, Service, Stream, open_realtime
-from trio_realtime.server import (
-    BaseHandler,
-    Fields,
-    FrameKind,
-    MetaContext,
-    Role,
-    register_frame_kind,
-    register_handler,
-)
 from trio_realtime.services import STANDARD_SERVICES
 from trio_realtime.testing import open_memory_server
 
-
-@attrs.frozen
-class React:
-    """Client -> server: {"type": "meta", "kind": "react", "channel": ..., "emoji": ...}."""
-
-    TYPE: ClassVar[str] = "meta"
-    KIND: ClassVar[str] = "react"
-    channel: str
-    emoji: str
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "kind": self.KIND, "channel": self.channel, "emoji": self.emoji}
-
-
-@attrs.frozen
-class Reacted:
-    """Server -> the channel's subscribers: who reacted with what."""
-
-    TYPE: ClassVar[str] = "meta"
-    KIND: ClassVar[str] = "reacted"
-    channel: str
-    emoji: str
-    user: str
-
-    def to_wire(self) -> dict[str, Any]:
-        wire = {"type": self.TYPE, "kind": self.KIND, "channel": self.channel}
-        return {**wire, "emoji": self.emoji, "user": self.user}
-
-
-register_frame_kind(
-    FrameKind(React, Role.CLIENT, lambda f: React(f.string("channel"), f.string("emoji")))
-)
-register_frame_kind(
-    FrameKind(
-        Reacted,
-        Role.SERVER,
-        lambda f: Reacted(f.string("channel"), f.string("emoji"), f.string("user")),
-    )
-)
-_ = Fields  # the parsers above read fields through it
-
-
-class ReactionHandler(BaseHandler):
-    """The server half: relays each reaction to the channel, naming the user."""
-
-    frames: ClassVar[tuple[type, ...]] = (React,)
-
-    async def handle(self, context: MetaContext, frame: React) -> None:
-        await trio.lowlevel.checkpoint()
-        context.broadcast(frame.channel, Reacted(frame.channel, frame.emoji, context.identity.user))
-
-
-register_handler(lambda server: ReactionHandler())
+# The frames (a new meta kind, declared to the protocol) and the server half (a handler
+# registered by kind) are those of examples/server_handler.py: importing it declares them.
+from server_handler import React, Reacted  # isort: skip
 
 
 class Reactions(Service):

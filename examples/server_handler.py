@@ -14,13 +14,15 @@ import attrs
 import trio
 import trio_websocket
 
-from trio_realtime._protocol import FrameKind, Role, register_frame_kind
 from trio_realtime.server import (
     AllowAll,
     BaseHandler,
+    FrameKind,
     MemoryStore,
     MetaContext,
+    Role,
     open_server,
+    register_frame_kind,
     register_handler,
 )
 

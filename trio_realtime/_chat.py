@@ -573,9 +573,8 @@ class _EmbeddedServer:
                     functools.partial(serve, self._data_dir, host=self._host, port=self._port)
                 )
         except JournalLocked as exc:
-            holder = f"process {exc.pid}" if exc.pid is not None else "another process"
             raise Failure(
-                f"a server ({holder}) already uses {self._data_dir}, but nothing listens at "
+                f"a server ({exc.holder}) already uses {self._data_dir}, but nothing listens at "
                 f"{self._host}:{self._port}: check --url (it must be that server's)"
             ) from exc
         except OSError as exc:
@@ -962,9 +961,8 @@ async def chat(
                             await _wait_connected(conn, options)
                             await _Room(conn, options, screen, server, token).run(stdin)
                 except JournalLocked as exc:
-                    holder = f"process {exc.pid}" if exc.pid is not None else "another process"
                     raise Failure(
-                        f"{options.name} is already chatting here ({holder} holds the journal "
+                        f"{options.name} is already chatting here ({exc.holder} holds the journal "
                         f"{exc.directory}): close that chat, or choose another --name"
                     ) from exc
                 nursery.cancel_scope.cancel()

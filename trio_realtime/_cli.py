@@ -189,9 +189,8 @@ def _serve(args: argparse.Namespace) -> int:
                         )
                     )
             except JournalLocked as exc:
-                holder = f"process {exc.pid}" if exc.pid is not None else "another process"
                 raise Failure(
-                    f"another server ({holder}) already uses --data {args.data}: stop it, or "
+                    f"another server ({exc.holder}) already uses --data {args.data}: stop it, or "
                     "choose another --data"
                 ) from exc
             except (OSError, sqlite3.Error) as exc:
@@ -604,8 +603,7 @@ def _describe(exc: BaseException) -> str | None:
     if isinstance(exc, Failure):
         return str(exc)
     if isinstance(exc, JournalLocked):
-        holder = f"process {exc.pid}" if exc.pid is not None else "another process"
-        return f"the journal {exc.directory} is in use by {holder}"
+        return f"the journal {exc.directory} is in use by {exc.holder}"
     if isinstance(exc, RealtimeError):
         return str(exc)
     if isinstance(exc, OSError):

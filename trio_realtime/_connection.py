@@ -24,7 +24,7 @@ from ._journal import Journal, open_journal
 from ._link import LinkHooks
 from ._metrics import Metrics, MetricsUpdates, snapshot
 from ._outbox import Outbox, Outcome, Receipt
-from ._paths import data_dir, safe_name
+from ._paths import default_journal_dir
 from ._protocol import (
     Answer,
     Answered,
@@ -87,9 +87,10 @@ class BaseConnection:
             config, self._tokens, self._log, self._get_state, self._set_state
         )
         self._services = {s.name: s for s in map(make_service, services)}
-        self._routes = {kind: s for s in self._services.values() for kind in s.frames}
-        self._requests = Requests(lambda: self._session, self._wake)
-        self._dispatch_map: dict[type, Callable[[Any], Any]] = {
+        self._requests = Requests(self._session, self._wake)
+        # What the link hands over, by type: the service frames to their service, the rest here.
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            **{kind: s.on_frame for s in self._services.values() for kind in s.frames},
             Message: self._on_message,
             Gap: self._on_gap,
             SubscriptionStarted: self._on_subscription_started,
@@ -333,15 +334,6 @@ class BaseConnection:
 
     # --- what the link hands over (type -> handler) ----------------------------------------------
 
-    async def _dispatch(self, event: object) -> None:
-        handler = self._dispatch_map.get(type(event))
-        if handler is not None:
-            result = handler(event)
-            if result is not None:
-                await result
-        elif type(event) in self._routes:
-            self._routes[type(event)].on_frame(event)  # type: ignore[arg-type]
-
     async def _on_message(self, message: Message) -> None:
         assert self._inbox is not None
         for service in self._services.values():
@@ -388,7 +380,7 @@ class BaseConnection:
         config = self.config
         journal_dir = self._journal_dir
         if journal_dir is None and config.durability.value != "memory":
-            journal_dir = data_dir("journals", safe_name(self.url))
+            journal_dir = default_journal_dir(self.url)
         try:
             # Transports' own background tasks (trio-websocket's reader) live outside the scope
             # that aclose() cancels, so a closing link can still complete its close handshake.
@@ -424,8 +416,8 @@ class BaseConnection:
         if self._outcomes.has_streams:
             self._outbox.on_outcome = self._on_outcome
         positions = {c: ChannelPosition(k.offset, k.epoch) for c, k in journal.cursors.items()}
-        self._session = ClientSession(positions)
-        self._inbox = Inbox(journal, lambda channel: channel in self._session.positions)
+        self._session.restore(positions)
+        self._inbox = Inbox(journal, self._session.positions.__contains__)
         hooks = LinkHooks(
             connector=self._connector,
             transports=transports,
@@ -435,7 +427,7 @@ class BaseConnection:
             config=config,
             log=self._log,
             get_token=self._tokens.current,
-            dispatch=self._dispatch,
+            handlers=self._handlers,
             on_up=lambda: self._on_link_up(started),
             should_abort=self._should_abort,
         )

@@ -197,8 +197,9 @@ class JournalLocked(JournalError):
     """
 
     def __init__(self, directory: str, pid: int | None) -> None:
-        holder = f"process {pid}" if pid is not None else "another process"
-        super().__init__(f"journal {directory!r} is locked by {holder}")
+        self.holder = f"process {pid}" if pid is not None else "another process"
+        """Who holds it, in words ("process 1234")."""
+        super().__init__(f"journal {directory!r} is locked by {self.holder}")
         self.directory = directory
         self.pid = pid
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import attrs
 import trio
@@ -59,8 +60,9 @@ class LinkHooks:
     config: RealtimeConfig
     log: ConnectionLog
     get_token: Callable[[], Awaitable[str | None]]
-    dispatch: Callable[[object], Awaitable[None]]
-    """Every session event the link does not handle itself."""
+    handlers: Mapping[type, Callable[[Any], Awaitable[None] | None]]
+    """The connection's handler of each other kind of session event (sync or async); an event
+    of a kind no one handles is dropped."""
     on_up: Callable[[], None]
     """Called once resumed, before the link's tasks start."""
     should_abort: Callable[[bool], bool]
@@ -76,7 +78,8 @@ class _Link:
         self.down: LinkDown | None = None
         self.last_received = trio.current_time()
         self.max_frame_bytes = 1 << 20
-        self.handlers: dict[type, Callable[[object], Awaitable[None] | None]] = {
+        self.handlers: dict[type, Callable[[Any], Awaitable[None] | None]] = {
+            **hooks.handlers,
             SessionStarted: self._on_started,
             Ack: self._on_ack,
             SendRefused: self._on_refused,
@@ -92,9 +95,7 @@ class _Link:
         session = self.hooks.session
         for event in session.receive_data(data):
             handler = self.handlers.get(type(event))
-            if handler is None:
-                await self.hooks.dispatch(event)
-            else:
+            if handler is not None:
                 result = handler(event)
                 if result is not None:
                     await result

@@ -53,14 +53,15 @@ def snapshot(
         p50, p99 = cuts[49], cuts[98]
     elif outbox is not None and outbox.latencies:
         p50 = p99 = outbox.latencies[0]
-    times = reconnect_times
     return Metrics(
         total_reconnects=reconnects,
         total_messages_sent=outbox.sent_total if outbox else 0,
         total_messages_acked=outbox.acked_total if outbox else 0,
         current_queue_size=outbox.pending_count if outbox else 0,
         outbox_bytes=outbox.pending_bytes if outbox else 0,
-        average_reconnect_time=sum(times) / len(times) if times else None,
+        average_reconnect_time=(
+            sum(reconnect_times) / len(reconnect_times) if reconnect_times else None
+        ),
         ack_latency_p50=p50,
         ack_latency_p99=p99,
         replayed=outbox.replayed_total if outbox else 0,

@@ -15,7 +15,7 @@ __all__ = ["Requests"]
 class Requests:
     """Waiters for the answers to requests the session sent. ``wake`` gets the writer going."""
 
-    def __init__(self, session: Callable[[], ClientSession], wake: Callable[[], None]) -> None:
+    def __init__(self, session: ClientSession, wake: Callable[[], None]) -> None:
         self._session = session
         self._wake = wake
         self._waiting: dict[int, tuple[trio.Event, list[Answer]]] = {}
@@ -34,7 +34,7 @@ class Requests:
                 await done.wait()
         finally:
             del self._waiting[frame.rid]
-            self._session().forget(frame.rid)
+            self._session.forget(frame.rid)
         if answer and isinstance(answer[0], Error):
             refusal = answer[0]
             what = f"{type(frame).__name__} of {frame.channel!r}"

@@ -89,6 +89,10 @@ def step(state: State, event: Event) -> tuple[State, Action]:
 _FINAL = {CloseAction.REFRESH_TOKEN: Event.TOKEN_REFUSED, CloseAction.FAIL: Event.REFUSED}
 
 
+def _exhausted(attempt: int, max_retries: int | None) -> bool:
+    return max_retries is not None and attempt >= max_retries
+
+
 def link_down(code: int | None, attempt: int, max_retries: int | None) -> Event:
     """The event a link that ended with close ``code`` is, after ``attempt`` failed attempts in a
     row. A refusal and a refused token count before the retry limit (a refused token is refreshed
@@ -96,7 +100,7 @@ def link_down(code: int | None, attempt: int, max_retries: int | None) -> Event:
     action = close_action(code)
     if action in _FINAL:
         return _FINAL[action]
-    if max_retries is not None and attempt >= max_retries:
+    if _exhausted(attempt, max_retries):
         return Event.RETRIES_EXHAUSTED
     if action is CloseAction.RECONNECT_NOW:
         return Event.GOING_AWAY
@@ -105,6 +109,6 @@ def link_down(code: int | None, attempt: int, max_retries: int | None) -> Event:
 
 def after_refresh(attempt: int, max_retries: int | None) -> Event:
     """The event a successful token refresh is: retry, unless the retry limit was reached."""
-    if max_retries is not None and attempt >= max_retries:
+    if _exhausted(attempt, max_retries):
         return Event.RETRIES_EXHAUSTED
     return Event.TOKEN_REFRESHED

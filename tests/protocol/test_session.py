@@ -171,3 +171,8 @@ def test_unsubscribe_forgets_the_position() -> None:
     request = session.unsubscribe("x")
     assert request is not None
     assert request.channel == "x"
+    assert "x" not in session.positions
+    [frame] = sent(session.take_control())
+    assert (type(frame).__name__, frame.channel) == ("Unsubscribe", "x")
+    session.link_lost()
+    assert sent(session.start_link("c1", 0, None))[0].channels == {}

@@ -24,16 +24,21 @@ CONFIG = RealtimeConfig(durability="memory", network_monitor=False)
 
 
 def _load_example() -> Any:
-    """The example's frames, handler and service (examples/custom_service.py), loaded once."""
+    """The example's frames, handler and service (examples/custom_service.py and the
+    server_handler.py it builds on), loaded once."""
     name = "examples_custom_service"
     if name not in sys.modules:
-        path = Path(__file__).parents[2] / "examples" / "custom_service.py"
-        spec = importlib.util.spec_from_file_location(name, path)
+        examples = Path(__file__).parents[2] / "examples"
+        spec = importlib.util.spec_from_file_location(name, examples / "custom_service.py")
         assert spec is not None
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        sys.path.insert(0, str(examples))  # it imports examples/server_handler.py, as a script does
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(examples))
     return sys.modules[name]
 
 

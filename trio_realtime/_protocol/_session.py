@@ -131,6 +131,11 @@ class ClientSession:
 
     # --- subscriptions ---------------------------------------------------------------------------
 
+    def restore(self, positions: Mapping[str, ChannelPosition]) -> None:
+        """Seed the subscriptions from what the journal persisted (before the first link)."""
+        self._positions.clear()
+        self._positions.update(positions)
+
     @property
     def positions(self) -> Mapping[str, ChannelPosition | None]:
         """Per subscribed channel, the position of the last event handed to the application
@@ -165,8 +170,7 @@ class ClientSession:
         """Queue the request ``make(rid)`` with a fresh request id, and return it. Its answer
         comes as :class:`Answered` on this link; if the link drops first, :meth:`link_lost`
         lists the rid."""
-        rid = self._next_rid
-        self._next_rid += 1
+        rid = self._take_rid()
         self._awaited.add(rid)
         frame = make(rid)
         self.queue(frame)

@@ -331,7 +331,7 @@ class _Session:
         queued = 0
         size = 0
         for event in events:
-            data = encode_frame(_downstream(event))
+            data = encode_frame(event)
             size += len(data)
             if queued and self.out_bytes + len(data) > self._limit:
                 break
@@ -398,19 +398,6 @@ def _recoverable(info: ChannelInfo, offset: int, epoch: str | None) -> bool:
     """Whether a client at ``offset`` of ``epoch`` can be replayed what it missed: same epoch,
     and nothing it lacks dropped by retention."""
     return epoch in (None, info.epoch) and info.first - 1 <= offset <= info.head
-
-
-def _downstream(event: Message) -> Message:
-    return Message(
-        event.channel,
-        event.offset,
-        event.epoch,
-        event.event,
-        event.payload,
-        event.timestamp,
-        event.sender,
-        event.idempotency_key,
-    )
 
 
 class RealtimeServer:
@@ -900,7 +887,7 @@ class RealtimeServer:
                         continue
                     subscribers = self._subscribers.get(event.channel)
                     if subscribers:
-                        data = encode_frame(_downstream(event))  # once, for all of them
+                        data = encode_frame(event)  # once, for all of them
                         for subscriber in list(subscribers):
                             subscriber.deliver_live(event.channel, event.offset, data)
                 request.done.set()

@@ -16,7 +16,6 @@ from .._protocol import Message
 __all__ = [
     "Append",
     "ChannelInfo",
-    "ClientIdTaken",
     "ClientRow",
     "ClientUpdate",
     "MemoryStore",
@@ -32,15 +31,6 @@ __all__ = [
 
 def new_epoch() -> str:
     return secrets.token_hex(6)
-
-
-class ClientIdTaken(Exception):
-    """A commit for a client_id bound to another user (two users resumed a client_id no one
-    owned yet, and the other committed first): nothing of it is stored."""
-
-    def __init__(self, client_id: str) -> None:
-        super().__init__(f"client_id {client_id[:40]!r} belongs to another user")
-        self.client_id = client_id
 
 
 @attrs.frozen

@@ -26,6 +26,7 @@ from trio_realtime._protocol import (
     Resume,
     ResumeResponse,
     ServerProtocol,
+    Skip,
     State,
     Subscribe,
     Subscribed,
@@ -215,6 +216,25 @@ def test_duplicates_wait_for_the_ack_that_covers_them() -> None:
     assert list(server.events()) == [DuplicateEvent(2, f"{CID}:2")]
     assert server.ack(1) == encode_frame(Ack(1, ()))
     assert server.ack(2) == encode_frame(Ack(2, (2,)))
+
+
+def test_a_skip_consumes_its_seq_without_an_event() -> None:
+    # A withdrawn event travels as a skip: in order it is handed over (nothing to store) and the
+    # ack moves past it; a skip the server already has is no duplicate to report (no event was
+    # sent twice); a skip ahead of the next seq is out of order, like an event.
+    client, server = handshake(ack_seq=4)
+    server.receive_data(client.send_many([event(5), Skip(6), event(7)]))
+    assert list(server.events()) == [event(5), Skip(6), event(7)]
+    assert server.received_seq == 7
+    server.receive_data(encode_frame(Skip(6)))
+    assert list(server.events()) == [DuplicateEvent(6, None)]
+    assert server.pending_duplicates == ()
+    client.receive_data(server.ack())
+    assert list(client.events()) == [Ack(7)]
+    server.receive_data(encode_frame(Skip(9)))
+    assert list(server.events()) == [OutOfOrderEvent(seq=9, expected=8)]
+    with pytest.raises(LocalProtocolError, match="seq 9 sent where 8 is next"):
+        client.send(Skip(9))
 
 
 def test_out_of_order_seq() -> None:

@@ -16,6 +16,7 @@ from ._codec import decode_client_message as decode_client_message
 from ._codec import decode_server_message as decode_server_message
 from ._codec import encode_batch as encode_batch
 from ._codec import encode_frame as encode_frame
+from ._codec import encode_skip as encode_skip
 from ._codec import encode_upstream as encode_upstream
 from ._codec import encode_upstreams as encode_upstreams
 from ._codec import join_encoded as join_encoded
@@ -44,6 +45,7 @@ from ._frames import ReceiptsQuery as ReceiptsQuery
 from ._frames import Resume as Resume
 from ._frames import ResumeResponse as ResumeResponse
 from ._frames import ServerFrame as ServerFrame
+from ._frames import Skip as Skip
 from ._frames import Subscribe as Subscribe
 from ._frames import Subscribed as Subscribed
 from ._frames import Typing as Typing

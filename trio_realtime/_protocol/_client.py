@@ -19,6 +19,7 @@ from ._frames import (
     Resume,
     ResumeResponse,
     ServerFrame,
+    Skip,
     Subscribe,
     Subscribed,
     Unsubscribe,
@@ -88,7 +89,7 @@ class ClientProtocol(ProtocolBase[ClientFrame, ServerFrame]):
         return join_encoded([data for _, data in entries])
 
     def _on_send(self, frame: ClientFrame) -> None:
-        if isinstance(frame, UpstreamEvent):
+        if isinstance(frame, UpstreamEvent | Skip):
             if frame.seq != self._next_seq:
                 raise LocalProtocolError(
                     f"upstream seq {frame.seq} sent where {self._next_seq} is next", field="seq"

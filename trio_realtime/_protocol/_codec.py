@@ -46,6 +46,7 @@ from ._frames import (
     Resume,
     ResumeResponse,
     ServerFrame,
+    Skip,
     Subscribe,
     Subscribed,
     Typing,
@@ -269,6 +270,10 @@ def _upstream_event(f: _Fields) -> UpstreamEvent:
     )
 
 
+def _skip(f: _Fields) -> Skip:
+    return Skip(seq=f.integer("seq", minimum=1))
+
+
 def _downstream_event(f: _Fields) -> Message:
     return Message(
         channel=f.string("channel"),
@@ -279,6 +284,7 @@ def _downstream_event(f: _Fields) -> Message:
         timestamp=f.integer("timestamp"),
         sender=f.string("sender", required=False),
         idempotency_key=f.string("idempotency_key", required=False),
+        server_time=f.integer("server_time", required=False),
     )
 
 
@@ -721,6 +727,11 @@ def encode_upstreams(
     except (orjson.JSONEncodeError, TypeError) as exc:
         raise LocalProtocolError(f"cannot encode as JSON: {exc}", field="payload") from None
     return encoded
+
+
+def encode_skip(seq: int) -> bytes:
+    """``encode_frame(Skip(seq))``: the frame a withdrawn event is sent as."""
+    return b'{"type":"skip","seq":%d}' % seq
 
 
 def renumber_upstream(data: bytes, seq: int, idempotency_key: str) -> bytes:

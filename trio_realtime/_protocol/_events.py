@@ -17,7 +17,8 @@ class DuplicateEvent:
     published again; the next :meth:`ServerProtocol.ack` lists it in ``duplicates``."""
 
     seq: int
-    idempotency_key: str
+    idempotency_key: str | None
+    """``None`` for a duplicate :class:`Skip` (which no ack lists)."""
 
 
 @attrs.frozen

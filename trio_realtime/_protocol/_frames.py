@@ -36,6 +36,7 @@ __all__ = [
     "Resume",
     "ResumeResponse",
     "ServerFrame",
+    "Skip",
     "Subscribe",
     "Subscribed",
     "Typing",
@@ -143,6 +144,22 @@ class ResumeResponse:
 
 
 # --- upstream ------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Skip:
+    """A withdrawn upstream event (an addition to PROTOCOL.md section 3): the client consumed
+    ``seq`` without an event, because the event expired, was dropped or was discarded before the
+    server had it. It follows the seq rules of an event (contiguous, ``seq <= ack_seq`` is a
+    duplicate, ahead is ``out_of_order``); the server stores nothing and moves its watermark past
+    it, so seqs stay contiguous and nothing is lost silently: the sender resolved that send as
+    withdrawn."""
+
+    TYPE: ClassVar[str] = "skip"
+    seq: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "seq": self.seq}
 
 
 @attrs.frozen
@@ -281,7 +298,9 @@ class Message:
     connection and in offset order. One type for all three, so no layer copies it into another.
 
     ``timestamp`` is the sender's clock (milliseconds); ``sender`` the user who sent it (set by
-    the server); ``idempotency_key`` the key it was sent with."""
+    the server); ``idempotency_key`` the key it was sent with; ``server_time`` when the server
+    stored it (milliseconds since the epoch, the server's clock: for audit, and to order what
+    senders' clocks cannot)."""
 
     TYPE: ClassVar[str] = "event"
     channel: str
@@ -292,6 +311,7 @@ class Message:
     timestamp: int
     sender: str | None = None
     idempotency_key: str | None = None
+    server_time: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -307,6 +327,8 @@ class Message:
             wire["sender"] = self.sender
         if self.idempotency_key is not None:
             wire["idempotency_key"] = self.idempotency_key
+        if self.server_time is not None:
+            wire["server_time"] = self.server_time
         return wire
 
 
@@ -485,6 +507,7 @@ class Receipts:
 ClientFrame = (
     Resume
     | UpstreamEvent
+    | Skip
     | Subscribe
     | Unsubscribe
     | Ping

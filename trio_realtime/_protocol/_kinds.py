@@ -31,6 +31,7 @@ from ._frames import (
     ReceiptsQuery,
     Resume,
     ResumeResponse,
+    Skip,
     Subscribe,
     Subscribed,
     Typing,
@@ -104,6 +105,7 @@ DECLARATIONS = (
     # it and has since stored: that spares the client their retransmission (ServerProtocol checks
     # that an ack covers only what was received).
     FrameKind(UpstreamEvent, _C_, _codec._upstream_event),
+    FrameKind(Skip, _C_, _codec._skip),
     FrameKind(Ack, _S_, _codec._ack, {_O: _O, _C: _C}),
     FrameKind(Message, _S_, _codec._downstream_event),
     # Subscriptions.

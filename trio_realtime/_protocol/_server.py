@@ -21,6 +21,7 @@ from ._frames import (
     Resume,
     ResumeResponse,
     ServerFrame,
+    Skip,
     Subscribe,
     Subscribed,
     Unsubscribe,
@@ -40,7 +41,8 @@ class ServerProtocol(ProtocolBase[ServerFrame, ClientFrame]):
 
     * ``seq <=`` the last seq received -> :class:`DuplicateEvent` (not to be published again; listed in
       the next ack's ``duplicates``);
-    * ``seq ==`` last received + 1 -> the :class:`UpstreamEvent` itself: validate, store, publish;
+    * ``seq ==`` last received + 1 -> the :class:`UpstreamEvent` itself: validate, store, publish
+      (a :class:`Skip`: store nothing, but the seq is consumed; a duplicate skip is not listed);
     * ``seq >`` last received + 1 -> :class:`OutOfOrderEvent`; later events on the link are ignored.
 
     :meth:`ack` builds the cumulative ack once the store has committed; sending an :class:`Error` with
@@ -80,7 +82,7 @@ class ServerProtocol(ProtocolBase[ServerFrame, ClientFrame]):
     # --- receiving -------------------------------------------------------------------------------
 
     def _on_receive(self, frame: ClientFrame) -> None:
-        if isinstance(frame, UpstreamEvent):
+        if isinstance(frame, UpstreamEvent | Skip):
             self._on_upstream(frame)
             return
         if isinstance(frame, Resume):
@@ -97,10 +99,13 @@ class ServerProtocol(ProtocolBase[ServerFrame, ClientFrame]):
             self._requests[frame.rid] = frame
         self._events.append(frame)
 
-    def _on_upstream(self, frame: UpstreamEvent) -> None:
+    def _on_upstream(self, frame: UpstreamEvent | Skip) -> None:
         if self._out_of_order:
             return
         if frame.seq <= self.received_seq:
+            if isinstance(frame, Skip):  # consumed already: nothing to say, nothing sent twice
+                self._events.append(DuplicateEvent(frame.seq, None))
+                return
             self._duplicates.append(frame.seq)
             self._events.append(DuplicateEvent(frame.seq, frame.idempotency_key))
         elif frame.seq == self.received_seq + 1:

@@ -30,6 +30,7 @@ from .._protocol import (
     Resume,
     ResumeResponse,
     ServerProtocol,
+    Skip,
     Subscribe,
     Subscribed,
     Unsubscribe,
@@ -580,6 +581,7 @@ class RealtimeServer:
                 CloseCode.FORBIDDEN,
                 "too many subscriptions",
             )
+        await self._replace_older(session, resume.client_id, identity.user)
         rows = await self.store.load(clients=(resume.client_id,), channels=tuple(resume.channels))
         client = rows.clients.get(resume.client_id)
         if client is not None and client.owner not in (None, identity.user):
@@ -628,6 +630,28 @@ class RealtimeServer:
                 session, config.heartbeat_timeout, CloseCode.HEARTBEAT_TIMEOUT
             )
             await self._process(session, oversized)
+
+    async def _replace_older(self, session: _Session, client_id: str, user: str) -> None:
+        """End this server's older connections of ``client_id`` (a link the client gave up on,
+        which the server has not seen drop yet) and wait for their commits, so that the
+        watermark the resume reads is final: no event received by an older link is stored after
+        it. The client relies on that to decide, for an event it withdrew after sending it,
+        whether the server has it (the resume's ``ack_seq`` says so, once and for all)."""
+        older = [
+            other
+            for other in self.sessions
+            if other is not session and other.client_id == client_id and other.user == user
+        ]
+        for other in older:
+            other.ending = other.ending or _Closing(
+                CloseCode.GOING_AWAY, "replaced by a newer connection of this client"
+            )
+            other.scope.cancel()
+        with trio.move_on_after(5):  # bounded by one store transaction
+            for other in older:
+                while pending := [r for r in other.inflight if not r.done.is_set()]:
+                    await pending[0].done.wait()
+        await trio.lowlevel.checkpoint()
 
     async def _channel_info(self, channel: str) -> ChannelInfo:
         return (await self.store.load(channels=(channel,))).channel(channel)
@@ -728,8 +752,8 @@ class RealtimeServer:
                         event.seq,
                     )
                 )
-            elif isinstance(event, DuplicateEvent):
-                pending_ack = True
+            elif isinstance(event, DuplicateEvent | Skip):
+                pending_ack = True  # a skip stores nothing: its seq is consumed
             elif isinstance(event, OutOfOrderEvent):
                 error = proto.send(
                     Error(

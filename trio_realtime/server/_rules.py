@@ -109,6 +109,7 @@ def plan_commit(
     new_keys: list[tuple[str, str]] = []
     results: list[list[Message | None] | None] = []
     window = retention.dedup_window
+    stored_ms = int(now * 1000)  # every event of a commit is stored at the same time
     for client_id, user, ack_seq, events in requests:
         row = clients.get(client_id)
         owner = user if user is not None else _owner(events)
@@ -139,7 +140,15 @@ def plan_commit(
             epoch, head = position[0], position[1] + 1
             heads[channel] = (epoch, head)
             event = Message(
-                channel, head, epoch, new.event, new.payload, new.timestamp, new.sender, key
+                channel,
+                head,
+                epoch,
+                new.event,
+                new.payload,
+                new.timestamp,
+                new.sender,
+                key,
+                stored_ms,
             )
             appended.setdefault(channel, []).append(event)
             stored.append(event)

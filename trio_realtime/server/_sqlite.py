@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS receipts (
 """
 
 # A block's events: [event, payload, timestamp, sender, idempotency_key] each, offsets first..last.
-_Row = tuple[str, Any, int, "str | None", "str | None"]
+_Row = tuple[str, Any, int, "str | None", "str | None", "int | None"]
 
 #: A block holds at most this many bytes of events (or one event, if larger): a read decodes the
 #: blocks it touches whole, so what one transaction wrote (tens of MB under load, with large
@@ -184,7 +184,10 @@ def _append(db: sqlite3.Connection, now: float, append: Append) -> None:
     name = append.channel
     events = append.events
     head = events[-1].offset if events else append.after
-    rows = [(e.event, e.payload, e.timestamp, e.sender, e.idempotency_key) for e in events]
+    rows = [
+        (e.event, e.payload, e.timestamp, e.sender, e.idempotency_key, e.server_time)
+        for e in events
+    ]
     if rows:
         db.executemany(
             "INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
@@ -423,17 +426,18 @@ class SqliteStore:
                 return []
             after_ = max(after, info.first - 1)
             cursor = db.execute(
-                "SELECT first, events FROM blocks WHERE channel = ?1 AND first >= coalesce(("
+                "SELECT first, events, stored_at FROM blocks WHERE channel = ?1 AND first >= coalesce(("
                 "SELECT max(first) FROM blocks WHERE channel = ?1 AND first <= ?2), 0) "
                 "ORDER BY first",
                 (channel, after_ + 1),
             )
             found: list[Message] = []
             try:
-                for first, data in cursor:
-                    for offset, (event, payload, timestamp, sender, key) in enumerate(
-                        orjson.loads(data), first
-                    ):
+                for first, data, stored_at in cursor:
+                    for offset, row in enumerate(orjson.loads(data), first):
+                        event, payload, timestamp, sender, key = row[:5]
+                        # Rows written before server_time existed: their block's time.
+                        server_time = row[5] if len(row) > 5 else int(stored_at * 1000)
                         if offset > after_:
                             found.append(
                                 Message(
@@ -445,6 +449,7 @@ class SqliteStore:
                                     timestamp,
                                     sender,
                                     key,
+                                    server_time,
                                 )
                             )
                             if len(found) >= limit:

@@ -218,6 +218,7 @@ class _Kit:
                 1_700_000_000_000 + offset,
                 "kit-sender",
                 None,
+                1_700_000_000_500 + offset,
             )
             for offset, payload in enumerate(payloads, start + 1)
         )

@@ -42,6 +42,7 @@ from ._format import ScanResult as ScanResult
 from ._format import StreamAck as StreamAck
 from ._format import StreamForgotten as StreamForgotten
 from ._format import StreamWatermark as StreamWatermark
+from ._format import Withdraw as Withdraw
 from ._format import encode_ack_record as encode_ack_record
 from ._format import encode_append as encode_append
 from ._format import scan as scan_segment
@@ -49,6 +50,7 @@ from ._journal import Cursor as Cursor
 from ._journal import Durability as Durability
 from ._journal import Journal as Journal
 from ._journal import JournalEntry as JournalEntry
+from ._journal import Withdrawals as Withdrawals
 from ._journal import open_journal as open_journal
 
 __all__ = [
@@ -70,6 +72,8 @@ __all__ = [
     "StreamAck",
     "StreamForgotten",
     "StreamWatermark",
+    "Withdraw",
+    "Withdrawals",
     "acquire_lock",
     "create_segment_log",
     "encode_ack_record",

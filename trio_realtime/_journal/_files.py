@@ -32,10 +32,12 @@ from ._format import (
     CursorMark,
     Record,
     Seal,
+    Withdraw,
     ack_log_records,
     encode_ack_log,
     encode_append,
     encode_record,
+    encode_records,
     scan,
     seal_length,
 )
@@ -181,13 +183,19 @@ class JournalState:
     last_seq: int = 0
     ack_seq: int = 0
     cursors: dict[str, tuple[int, str | None]] = attrs.Factory(dict)
+    withdrawn: list[Withdraw] = attrs.Factory(list)
+    """Withdrawals with seqs above the ack watermark, in the order written."""
 
     def apply(self, record: Record) -> None:
         """Fold one record into the state."""
         if isinstance(record, Append):
             self.last_seq = max(self.last_seq, record.seq)
+        elif isinstance(record, Withdraw):
+            self.withdrawn.append(record)
         elif isinstance(record, AckMark):
             self.ack_seq = max(self.ack_seq, record.ack_seq)
+            if self.withdrawn and self.withdrawn[0].last <= self.ack_seq:
+                self.withdrawn = [w for w in self.withdrawn if w.last > self.ack_seq]
         elif isinstance(record, CursorMark):
             if record.offset is None:
                 self.cursors.pop(record.channel, None)
@@ -199,6 +207,7 @@ class JournalState:
             self.last_seq = record.last_seq
             self.ack_seq = max(self.ack_seq, record.ack_seq)
             self.cursors = dict(record.cursors)
+            self.withdrawn = []  # the pending ones are written again after it
 
 
 @attrs.define
@@ -446,9 +455,15 @@ class SegmentWriter:
     def _segment_start(self) -> bytes:
         """A new segment's first bytes: the header, and a checkpoint of the state so far."""
         state = self.state
-        return HEADER + encode_record(
-            Checkpoint(state.last_seq, state.ack_seq, dict(state.cursors))
-        )
+        ack = state.ack_seq
+        pending = [
+            Withdraw(max(w.first, ack + 1), w.last, w.reason)
+            for w in state.withdrawn
+            if w.last > ack
+        ]
+        state.withdrawn = pending
+        checkpoint = Checkpoint(state.last_seq, ack, dict(state.cursors))
+        return HEADER + encode_records([checkpoint, *pending])
 
     def _roll(self) -> None:
         active = self.segments[-1]
@@ -482,6 +497,7 @@ class SegmentWriter:
         state = self.state
         state.last_seq = rebase.ack_seq
         state.ack_seq = max(state.ack_seq, rebase.ack_seq)
+        state.withdrawn = []  # withdrawn events are renumbered as skip frames
         start = self._segment_start()
         data = b"".join([start, *(encode_append(seq, frame) for seq, frame in rebase.appends)])
         index = self.segments[-1].index + 1

@@ -14,12 +14,19 @@ ACK        2    u64 ack_seq: every seq <= ack_seq is stored by the server
 CURSOR     3    JSON ``{"channel": str, "offset": int | null, "epoch": str | null}``
 CHECKPOINT 4    u64 last_seq | u64 ack_seq | JSON ``{channel: [offset, epoch]}``
 SEAL       5    u32 CRC-32C of the segment's bytes before this record | u64 their length
+WITHDRAW   6    u64 first | u64 last | u8 reason: the appends first..last are withdrawn
 ========== ==== ======================================================================
 
 Every segment starts with a CHECKPOINT, so the state it summarises (the last seq ever assigned, the
 ack watermark and the cursors) survives the deletion of older segments. A segment that rolled over
 ends with a SEAL: opening the journal checks a sealed segment with one CRC over the whole file and
 reads its records only when they are needed.
+
+A WITHDRAW record says that events already appended will not be sent (they expired, were dropped
+or discarded): the outbox sends a ``skip`` frame for each such seq instead of its event, unless
+the server has it already. Withdrawals still pending (above the ack watermark) are written again
+after the CHECKPOINT of every new segment, so the newest segment alone holds them all, and a lazy
+recovery that leaves sealed segments unread misses none.
 
 Ack logs. Other local logs built on these segments (the durable queue's ``acks.log``) record which
 seqs of which stream (a queue producer) a consumer acknowledged. They reuse the CURSOR record, so an
@@ -65,6 +72,7 @@ __all__ = [
     "StreamAck",
     "StreamForgotten",
     "StreamWatermark",
+    "Withdraw",
     "ack_log_records",
     "decode_body",
     "encode_ack_log",
@@ -86,6 +94,7 @@ _U64 = struct.Struct("<Q")
 _KIND_U64 = struct.Struct("<BQ")
 _KIND_U64_U64 = struct.Struct("<BQQ")
 _SEAL = struct.Struct("<BIQ")
+_WITHDRAW = struct.Struct("<BQQB")
 
 
 class Kind(enum.IntEnum):
@@ -96,6 +105,7 @@ class Kind(enum.IntEnum):
     CURSOR = 3
     CHECKPOINT = 4
     SEAL = 5
+    WITHDRAW = 6
 
 
 _APPEND = int(Kind.APPEND)
@@ -145,7 +155,16 @@ class Seal:
     length: int
 
 
-Record = Append | AckMark | CursorMark | Checkpoint | Seal
+@attrs.frozen
+class Withdraw:
+    """The appends ``first..last`` (inclusive) are withdrawn for ``reason`` (an outbox code)."""
+
+    first: int
+    last: int
+    reason: int
+
+
+Record = Append | AckMark | CursorMark | Checkpoint | Seal | Withdraw
 
 #: The framed size of a :class:`Seal` record (it is always the last record of a sealed segment).
 SEAL_RECORD_BYTES = _PREFIX.size + _SEAL.size
@@ -161,6 +180,8 @@ def _body(record: Record) -> bytes:
         return bytes([Kind.CURSOR]) + orjson.dumps(fields)
     if isinstance(record, Seal):
         return _SEAL.pack(Kind.SEAL, record.crc, record.length)
+    if isinstance(record, Withdraw):
+        return _WITHDRAW.pack(Kind.WITHDRAW, record.first, record.last, record.reason)
     cursors = {name: [offset, epoch] for name, (offset, epoch) in record.cursors.items()}
     head = _KIND_U64_U64.pack(Kind.CHECKPOINT, record.last_seq, record.ack_seq)
     return head + orjson.dumps(cursors)
@@ -269,6 +290,9 @@ def decode_body(body: bytes | memoryview) -> Record:
             raw = orjson.loads(body[_KIND_U64_U64.size :])
             cursors = {name: (value[0], value[1]) for name, value in raw.items()}
             return Checkpoint(last_seq, ack_seq, cursors)
+        if kind == Kind.WITHDRAW and len(body) == _WITHDRAW.size:
+            _, first, last, reason = _WITHDRAW.unpack_from(body, 0)
+            return Withdraw(first, last, reason)
         if kind == Kind.SEAL and len(body) == _SEAL.size:
             _, crc, length = _SEAL.unpack_from(body, 0)
             return Seal(crc, length)

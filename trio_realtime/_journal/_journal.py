@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import enum
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
@@ -23,9 +24,17 @@ from ._files import (
     recover,
     release_lock,
 )
-from ._format import AckMark, Append, CursorMark, Record, encode_append, encode_record
+from ._format import (
+    AckMark,
+    Append,
+    CursorMark,
+    Record,
+    Withdraw,
+    encode_append,
+    encode_record,
+)
 
-__all__ = ["Cursor", "Durability", "Journal", "JournalEntry", "open_journal"]
+__all__ = ["Cursor", "Durability", "Journal", "JournalEntry", "Withdrawals", "open_journal"]
 
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 _MAX_FSYNCS = 2  # fsyncs in flight at once (see Journal._dispatch)
@@ -104,6 +113,58 @@ class _Batch:
         self.waiters.clear()
 
 
+class Withdrawals:
+    """The withdrawn seqs above the ack watermark, as sorted, disjoint ranges (a discard of a
+    million recovered events is one range, not a million entries)."""
+
+    def __init__(self, records: Sequence[Withdraw] = ()) -> None:
+        self._firsts: list[int] = []
+        self._ranges: list[Withdraw] = []
+        for record in records:
+            self.add(record)
+
+    def __bool__(self) -> bool:
+        return bool(self._ranges)
+
+    def __iter__(self) -> Iterator[Withdraw]:
+        return iter(self._ranges)
+
+    def add(self, record: Withdraw) -> None:
+        """Record a withdrawal (of seqs not withdrawn yet)."""
+        index = bisect.bisect_left(self._firsts, record.first)
+        self._firsts.insert(index, record.first)
+        self._ranges.insert(index, record)
+
+    def reason(self, seq: int) -> int | None:
+        """The reason ``seq`` was withdrawn for, or ``None`` if it was not."""
+        index = bisect.bisect_right(self._firsts, seq) - 1
+        if index >= 0 and self._ranges[index].last >= seq:
+            return self._ranges[index].reason
+        return None
+
+    def within(self, low: int, stop: int) -> Iterator[Withdraw]:
+        """The withdrawn ranges clipped to ``[low, stop)``, in seq order."""
+        index = max(bisect.bisect_right(self._firsts, low) - 1, 0)
+        for record in self._ranges[index:]:
+            if record.first >= stop:
+                break
+            first, last = max(record.first, low), min(record.last, stop - 1)
+            if first <= last:
+                yield Withdraw(first, last, record.reason)
+
+    def forget(self, ack_seq: int) -> None:
+        """Drop the ranges the ack watermark covers."""
+        index = 0
+        while index < len(self._ranges) and self._ranges[index].last <= ack_seq:
+            index += 1
+        if index:
+            del self._firsts[:index], self._ranges[:index]
+
+    def clear(self) -> None:
+        self._firsts.clear()
+        self._ranges.clear()
+
+
 class Journal:
     """A client's crash-safe journal. Open it with :func:`open_journal`.
 
@@ -137,6 +198,10 @@ class Journal:
             name: Cursor(offset, epoch) for name, (offset, epoch) in recovery.cursors.items()
         }
         self._recovered = recovery.backlog()
+        ack = recovery.ack_seq
+        self._withdrawals = Withdrawals(
+            [Withdraw(max(w.first, ack + 1), w.last, w.reason) for w in recovery.withdrawn]
+        )
         self.truncated_bytes = recovery.truncated_bytes
         self._open = _Batch()
         # Ack and cursor records not handed to a batch yet: only the latest of each counts, so
@@ -193,6 +258,11 @@ class Journal:
         """The unacknowledged appends found when the journal was opened, in seq order; those of
         sealed segments are read back from disk when needed."""
         return self._recovered
+
+    @property
+    def withdrawals(self) -> Withdrawals:
+        """The seqs withdrawn with :meth:`withdraw` and not acknowledged yet."""
+        return self._withdrawals
 
     @property
     def broken(self) -> JournalBroken | None:
@@ -264,6 +334,36 @@ class Journal:
             batch.durable = True
         await batch.wait()
 
+    async def withdraw(self, first: int, last: int, reason: int) -> None:
+        """Record that the appends ``first..last`` are withdrawn (not to be sent: a skip goes in
+        their place), as durably as an append in this mode. Cancellation is deferred until the
+        record is written, as for :meth:`append_many`.
+
+        Raises:
+            ValueError: the seqs are not pending (appended, above the ack watermark).
+            JournalBroken: a write or fsync failed, now or earlier.
+            JournalClosed: the journal was closed.
+        """
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+        self._check_usable()
+        if not self._ack_seq < first <= last <= self._last_seq:
+            raise ValueError(
+                f"withdrawal of {first}..{last} outside the pending seqs "
+                f"{self._ack_seq + 1}..{self._last_seq}"
+            )
+        record = Withdraw(first, last, reason)
+        self._withdrawals.add(record)
+        if self._writer is None:  # memory mode
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        batch = self._open
+        batch.records.append((record, encode_record(record)))
+        if self.durability is Durability.ALWAYS:
+            batch.durable = True
+        self._wakeup.set()
+        await batch.wait()
+
     async def rebase(self, ack_seq: int, frames: Sequence[bytes]) -> None:
         """The server holds every seq up to ``ack_seq``, beyond what this journal acknowledged, and
         ``frames`` are all the events still unacknowledged here: renumber them from
@@ -284,6 +384,7 @@ class Journal:
         if ack_seq < self._ack_seq:
             raise ValueError(f"rebase to {ack_seq}, below the ack watermark {self._ack_seq}")
         appends = list(enumerate(frames, ack_seq + 1))
+        self._withdrawals.clear()  # the frames carry skips for what was withdrawn
         self._ack_seq = ack_seq
         self._last_seq = ack_seq + len(appends)
         if self._writer is None:  # memory mode
@@ -323,6 +424,7 @@ class Journal:
             raise ValueError(f"ack_seq {ack_seq} beyond the last seq appended ({self._last_seq})")
         if ack_seq > self._ack_seq:
             self._ack_seq = ack_seq
+            self._withdrawals.forget(ack_seq)
             if self._writer is not None:
                 self._wake_for_marks()
                 self._ack_mark = AckMark(ack_seq)

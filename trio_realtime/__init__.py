@@ -28,6 +28,9 @@ from ._outbox import Acked as Acked
 from ._outbox import Outcome as Outcome
 from ._outbox import Receipt as Receipt
 from ._outbox import Rejected as Rejected
+from ._outbox import Unknown as Unknown
+from ._outbox import Withdrawn as Withdrawn
+from ._outbox import WithdrawReason as WithdrawReason
 from ._protocol import Gap as Gap
 from ._protocol import Message as Message
 from ._protocol import PresenceMember as PresenceMember

@@ -20,14 +20,17 @@ class DeliveryStrategy(enum.StrEnum):
     """What the client promises about upstream events."""
 
     AT_MOST_ONCE = "at_most_once"
-    """Today: nothing is journaled (the durability becomes ``memory``); events are otherwise
-    handled as ``best_effort_ordered``: kept in memory and retransmitted after a reconnect
-    within the process, lost with the process. A stricter at-most-once (never retransmitted) is
-    planned; do not rely on either behaviour yet."""
+    """An event reaches the wire at most once (MQTT QoS 0): never sent again, not after a
+    reconnect, not after a restart. A send while disconnected waits in memory and goes out on
+    the next link, once. An event in flight when its link drops resolves as
+    :class:`~trio_realtime.Unknown` (the server may or may not have it); its seq is then sent as
+    a skip. Nothing is journaled (the durability becomes ``memory``)."""
     AT_LEAST_ONCE = "at_least_once"
     """Journaled and retransmitted until acknowledged; the server's dedup makes it exactly once."""
     BEST_EFFORT_ORDERED = "best_effort_ordered"
-    """Kept in order and retransmitted while the process lives, but not journaled to disk."""
+    """Kept in order and retransmitted across reconnects while the process lives, but not
+    journaled: what is pending is lost if the process dies (nothing is stored twice, nothing
+    out of order)."""
 
 
 class OutboxFullPolicy(enum.StrEnum):
@@ -36,8 +39,10 @@ class OutboxFullPolicy(enum.StrEnum):
     BLOCK = "block"
     """Wait until acknowledgements make room."""
     DROP_OLDEST = "drop_oldest"
-    """Not supported yet: upstream seqs are contiguous per client, so an event cannot be dropped
-    once journaled without the server seeing a gap. Choosing it raises :class:`ConfigError`."""
+    """Withdraw the oldest pending events to make room: each resolves as
+    :class:`~trio_realtime.Withdrawn` (``reason="dropped"``), or as
+    :class:`~trio_realtime.Acked` if the server turns out to have it already. Their seqs reach
+    the server as skips, so the seqs stay contiguous."""
     RAISE = "raise"
     """Raise :class:`OutboxFull` at once."""
 
@@ -150,6 +155,10 @@ class RealtimeConfig:
     outbox_full: OutboxFullPolicy = attrs.field(
         default=OutboxFullPolicy.BLOCK, converter=_to_outbox_full
     )
+    default_ttl: float | None = attrs.field(default=None)
+    """Time to live of every send that gives no ``ttl`` (seconds; ``None``: no limit). An event
+    the server does not have by then is withdrawn (:class:`~trio_realtime.Withdrawn`,
+    ``reason="expired"``)."""
     close_grace_period: float = attrs.field(
         default=5.0, validator=_non_negative("close_grace_period")
     )
@@ -169,18 +178,21 @@ class RealtimeConfig:
     network and reconnects at once when it comes back instead of waiting out the backoff);
     ``False`` leaves it out of ``open_realtime``'s services."""
 
+    @default_ttl.validator
+    def _check_ttl(self, _: attrs.Attribute[float | None], value: float | None) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError("default_ttl", f"must be a number of seconds or None, got {value!r}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError("default_ttl", f"must be positive and finite, got {value!r}")
+
     @jitter.validator
     def _check_jitter(self, _: attrs.Attribute[float], value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             raise ConfigError("jitter", f"must be a fraction between 0 and 1, got {value!r}")
 
     def __attrs_post_init__(self) -> None:
-        if self.outbox_full is OutboxFullPolicy.DROP_OLDEST:
-            raise ConfigError(
-                "outbox_full",
-                "drop_oldest is not supported yet: a journaled event cannot be dropped without "
-                "leaving a gap in the seqs the server expects; use 'block' or 'raise'",
-            )
         if self.max_retry_delay < self.initial_retry_delay:
             raise ConfigError("max_retry_delay", "must not be smaller than initial_retry_delay")
         if (

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ._config import ConnectionLog, RealtimeConfig
+from ._config import ConnectionLog, DeliveryStrategy, RealtimeConfig
 from ._errors import ConnectTimeout, LinkClosed, RealtimeClosedError
 from ._inbox import Inbox
 from ._journal import Journal, open_journal
@@ -199,8 +199,9 @@ class BaseConnection:
         return MetricsUpdates(lambda: self.metrics, self._stopped, float(interval))
 
     def acks(self) -> Stream[Outcome]:
-        """Iterate over the outcome of every event as the server decides it (:class:`Acked` or
-        :class:`Rejected`, in the order they arrive), from now until the connection closes.
+        """Iterate over the outcome of every event as it is decided (:class:`Acked`,
+        :class:`Rejected`, :class:`Withdrawn` or :class:`Unknown`, in the order they are), from
+        now until the connection closes.
         Unread outcomes are buffered: close the stream when you stop reading."""
         stream = self._outcomes.open()
         if self._outbox is not None:
@@ -236,23 +237,48 @@ class BaseConnection:
     # --- sending ---------------------------------------------------------------------------------
 
     async def send(
-        self, channel: str, event: str, payload: Any, *, idempotency_key: str | None = None
+        self,
+        channel: str,
+        event: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        ttl: float | None = None,
     ) -> Receipt:
         """Send an event to ``channel``. Returns once it is journaled (durable as the configured
         ``durability`` promises), with a :class:`Receipt` whose ``wait()`` gives the server's
-        verdict. Works offline: the event goes out when the link is back."""
+        verdict. Works offline: the event goes out when the link is back.
+
+        ``ttl`` (seconds; default ``RealtimeConfig.default_ttl``): if the server does not have
+        the event by then, it is withdrawn and its receipt resolves as
+        :class:`Withdrawn` (``reason="expired"``); it counts from this call, in this process."""
         outbox = self._require_outbox()
-        receipt = await outbox.send(channel, event, payload, idempotency_key=idempotency_key)
+        receipt = await outbox.send(
+            channel, event, payload, idempotency_key=idempotency_key, ttl=ttl
+        )
         for service in self._services.values():
             service.on_send(channel)
         return receipt
 
-    async def send_many(self, channel: str, event: str, payloads: Sequence[Any]) -> list[Receipt]:
+    async def send_many(
+        self, channel: str, event: str, payloads: Sequence[Any], *, ttl: float | None = None
+    ) -> list[Receipt]:
         """Send several events with one journal write (one fsync under ``always``)."""
-        receipts = await self._require_outbox().send_many(channel, event, payloads)
+        receipts = await self._require_outbox().send_many(channel, event, payloads, ttl=ttl)
         for service in self._services.values():
             service.on_send(channel)
         return receipts
+
+    async def discard_pending(self, channel: str | None = None) -> int:
+        """Withdraw every event not yet acknowledged (of ``channel``, if given), including those
+        recovered from the journal; returns how many. The withdrawal is journaled before this
+        returns. A receipt resolves as :class:`Withdrawn` (``reason="discarded"``), or, for an
+        event the server may already hold (it was sent since the last resume), as soon as an
+        ack or the next resume says: :class:`Acked` if the server had it. Nothing is lost
+        silently: the server receives a skip in place of each withdrawn event."""
+        if channel is not None and (not isinstance(channel, str) or not channel):
+            raise ValueError(f"channel must be a non-empty string or None, got {channel!r}")
+        return await self._require_outbox().discard(channel)
 
     async def drain(self) -> None:
         """Wait until every event sent so far (including those recovered from the journal) is
@@ -412,6 +438,8 @@ class BaseConnection:
             max_messages=config.max_outbox_messages,
             max_bytes=config.max_outbox_bytes,
             full_policy=config.outbox_full,
+            at_most_once=config.delivery_strategy is DeliveryStrategy.AT_MOST_ONCE,
+            default_ttl=config.default_ttl,
         )
         if self._outcomes.has_streams:
             self._outbox.on_outcome = self._on_outcome
@@ -441,6 +469,7 @@ class BaseConnection:
         async with trio.open_nursery() as services:
             for service in self._services.values():
                 services.start_soon(service.run)
+            services.start_soon(self._outbox.run_expiry)
             await self._reconnect.run(hooks, self.url, self._on_link_down, started)
             services.cancel_scope.cancel()
 
@@ -460,3 +489,5 @@ class BaseConnection:
 
     def _on_link_down(self) -> None:
         self._requests.lost(self._session.link_lost())
+        if self._outbox is not None:
+            self._outbox.link_lost()

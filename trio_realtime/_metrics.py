@@ -8,7 +8,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from ._outbox import Outbox
+from ._outbox import Outbox, WithdrawReason
 
 __all__ = ["Metrics", "MetricsUpdates", "snapshot"]
 
@@ -39,6 +39,17 @@ class Metrics:
     rejected: int
     """Events the server refused for good (``Rejected`` outcomes)."""
     state: str
+    failed_attempts: int = 0
+    """Events that were in flight (sent, not yet acknowledged) when a link dropped: each such
+    send attempt failed, and the event was sent again (or, at most once, resolved unknown)."""
+    expired: int = 0
+    """Events withdrawn because their time to live ran out."""
+    dropped: int = 0
+    """Events withdrawn to make room under ``outbox_full="drop_oldest"``."""
+    discarded: int = 0
+    """Events withdrawn by ``discard_pending()``."""
+    unknown: int = 0
+    """At most once: events whose link dropped before their ack (``Unknown`` outcomes)."""
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -68,6 +79,11 @@ def snapshot(
         duplicates=outbox.duplicates_total if outbox else 0,
         rejected=outbox.rejected_total if outbox else 0,
         state=state,
+        failed_attempts=outbox.failed_attempts_total if outbox else 0,
+        expired=outbox.withdrawn_totals[WithdrawReason.EXPIRED] if outbox else 0,
+        dropped=outbox.withdrawn_totals[WithdrawReason.DROPPED] if outbox else 0,
+        discarded=outbox.withdrawn_totals[WithdrawReason.DISCARDED] if outbox else 0,
+        unknown=outbox.unknown_total if outbox else 0,
     )
 
 

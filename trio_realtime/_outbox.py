@@ -14,21 +14,34 @@ resume the writer must go back to the first event the server lacks, and a channe
 
 from __future__ import annotations
 
+import enum
+import heapq
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
+import orjson
 import trio
 
 from ._config import OutboxFullPolicy
 from ._errors import JournalError, OutboxFull, RealtimeClosedError
-from ._journal import Journal
-from ._protocol import encode_upstream, encode_upstreams, renumber_upstream
+from ._journal import Journal, Withdraw, Withdrawals
+from ._protocol import encode_skip, encode_upstream, encode_upstreams, renumber_upstream
 
-__all__ = ["Acked", "Outbox", "Outcome", "Receipt", "Rejected"]
+__all__ = [
+    "Acked",
+    "Outbox",
+    "Outcome",
+    "Receipt",
+    "Rejected",
+    "Unknown",
+    "WithdrawReason",
+    "Withdrawn",
+]
 
 logger = logging.getLogger("trio_realtime")
 
@@ -50,7 +63,41 @@ class Rejected:
     message: str
 
 
-Outcome = Acked | Rejected
+class WithdrawReason(enum.StrEnum):
+    """Why an event was withdrawn from the outbox before the server had it."""
+
+    EXPIRED = "expired"
+    """Its time to live (``send(..., ttl=)`` or ``RealtimeConfig.default_ttl``) ran out."""
+    DROPPED = "dropped"
+    """The outbox was full under ``outbox_full="drop_oldest"`` and it was the oldest."""
+    DISCARDED = "discarded"
+    """``conn.discard_pending()`` removed it."""
+
+
+@attrs.frozen
+class Withdrawn:
+    """The event was withdrawn before the server had it: it is never stored (its seq reaches the
+    server as a ``skip``, so the seqs stay contiguous). An event withdrawn while the server may
+    already hold it waits for the answer, and resolves as :class:`Acked` if it did."""
+
+    seq: int
+    reason: WithdrawReason
+
+
+@attrs.frozen
+class Unknown:
+    """``at_most_once`` only: the event went out, and the link dropped before its ack. The server
+    may or may not have stored it; it is never sent again."""
+
+    seq: int
+
+
+Outcome = Acked | Rejected | Withdrawn | Unknown
+
+#: Reason codes in journal records (``Withdraw.reason``); 4 marks at-most-once's unknown ones.
+_CODES = {WithdrawReason.EXPIRED: 1, WithdrawReason.DROPPED: 2, WithdrawReason.DISCARDED: 3}
+_REASONS = {code: reason for reason, code in _CODES.items()}
+_UNKNOWN = 4
 
 # What a receipt holds once acknowledged, until its Acked is asked for: most never are, and an
 # attrs object per event was a tenth of the client's time on the ack path.
@@ -117,7 +164,11 @@ class _Entry:
     data: bytes
     receipt: Receipt
     sent_at: float | None  # trio time when send() was called; None if recovered from the journal
-    transmitted: bool = False  # went out on some link already (so sending it again is a replay)
+    # Went out since the last resume (so the server may hold it until a resume says otherwise;
+    # sending it again is a replay).
+    transmitted: bool = False
+    withdrawn: int = 0  # the reason code once withdrawn (data is then its skip frame)
+    deadline: float | None = None  # trio time its time to live runs out
 
 
 #: Memory an event costs the outbox besides its frame's bytes: its entry, its receipt, its
@@ -127,6 +178,26 @@ EVENT_OVERHEAD = 384
 
 #: Ack latencies kept for the percentiles in the metrics.
 LATENCY_SAMPLES = 1024
+
+
+def _valid_ttl(ttl: object) -> bool:
+    return (
+        isinstance(ttl, int | float)
+        and not isinstance(ttl, bool)
+        and ttl > 0
+        and math.isfinite(ttl)
+    )
+
+
+def _runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted seqs as ``(first, last)`` runs of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for seq in seqs:
+        if runs and runs[-1][1] == seq - 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
 
 
 def _check_names(channel: object, event: object, key: object) -> None:
@@ -148,8 +219,12 @@ class Outbox:
         max_messages: int,
         max_bytes: int,
         full_policy: OutboxFullPolicy,
+        at_most_once: bool = False,
+        default_ttl: float | None = None,
     ) -> None:
         self._journal = journal
+        self._at_most_once = at_most_once
+        self._default_ttl = default_ttl
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._full_policy = full_policy
@@ -169,6 +244,18 @@ class Outbox:
         self.rejected_total = 0
         self.replayed_total = 0
         self.renumbered_total = 0
+        self.failed_attempts_total = 0
+        """Events in flight (sent, not acknowledged) when a link dropped."""
+        self.withdrawn_totals = dict.fromkeys(WithdrawReason, 0)
+        self.unknown_total = 0
+        self._voided = 0  # withdrawn entries still pending (their skips not acknowledged)
+        # Time-to-live deadlines as a heap of (deadline, seq); acknowledged ones are skipped
+        # when they come up (and the heap is rebuilt when they are most of it).
+        self._deadlines: list[tuple[float, int]] = []
+        self._deadline_added = trio.Event()
+        self._generation = 0  # renumberings so far (seqs change)
+        self._link_open = False  # a link resumed and has not dropped since
+        self._withdrawing = trio.Lock()  # one withdrawal at a time (drop_oldest, discard)
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         """Seconds from ``send`` being called to the ack, for the most recent acks."""
         self.on_outcome: Callable[[Outcome], None] | None = None
@@ -178,6 +265,13 @@ class Outbox:
         # [backlog.low, backlog.end) are still pending.
         self._backlog = journal.recovered
         self._backlog_rejected: set[int] = set()
+        # Recovered seqs from here on are certainly not at the server (none, until the first
+        # resume says; then those above its watermark, until this process sends them).
+        self._backlog_certain = self._backlog.end
+        # Recovered events withdrawn while the server may hold them: resolved when a resume or
+        # an ack says whether it does.
+        self._backlog_deferred = Withdrawals()
+        self._backlog_voided = sum(w.last - w.first + 1 for w in journal.withdrawals)
         # Every seq pending in _entries lies in [_low, _high] (empty for now): acks walk that range
         # instead of iterating the dict from its front, which is slow once many were popped.
         self._low = self._backlog.end
@@ -189,6 +283,11 @@ class Outbox:
     def pending_count(self) -> int:
         """Events sent (or being sent) but not yet acknowledged."""
         return len(self._entries) + len(self._backlog)
+
+    @property
+    def live_count(self) -> int:
+        """Pending events that are not withdrawn (what ``max_outbox_messages`` counts)."""
+        return len(self._entries) - self._voided + len(self._backlog) - self._backlog_voided
 
     @property
     def pending_bytes(self) -> int:
@@ -205,10 +304,15 @@ class Outbox:
         payload: Any,
         *,
         idempotency_key: str | None = None,
+        ttl: float | None = None,
     ) -> Receipt:
         """Journal one event and return its receipt (see :meth:`send_many`)."""
         # The hot path of every send(): _send without its lists and loops.
         _check_names(channel, event, idempotency_key)
+        if ttl is None:
+            ttl = self._default_ttl
+        elif not _valid_ttl(ttl):
+            raise ValueError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
         if self._has_room(1):  # the common case, without the coroutine of _make_room
             await trio.lowlevel.checkpoint_if_cancelled()
         else:
@@ -226,6 +330,8 @@ class Outbox:
         if seq > self._high:
             self._high = seq
         self.sent_total += 1
+        if ttl is not None:
+            self._expire_at(entry, ttl)
         try:
             await journal.append(seq, data)
         except BaseException:
@@ -233,15 +339,23 @@ class Outbox:
             raise
         return receipt
 
-    async def send_many(self, channel: str, event: str, payloads: Sequence[Any]) -> list[Receipt]:
+    async def send_many(
+        self, channel: str, event: str, payloads: Sequence[Any], *, ttl: float | None = None
+    ) -> list[Receipt]:
         """Journal several events as one write (one fsync under ``always``), in order."""
+        if ttl is not None and not _valid_ttl(ttl):
+            raise ValueError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
         if not payloads:
             await trio.lowlevel.checkpoint()
             return []
-        return await self._send(channel, event, list(payloads))
+        return await self._send(channel, event, list(payloads), ttl)
 
-    async def _send(self, channel: str, event: str, payloads: list[Any]) -> list[Receipt]:
+    async def _send(
+        self, channel: str, event: str, payloads: list[Any], ttl: float | None
+    ) -> list[Receipt]:
         _check_names(channel, event, None)
+        if ttl is None:
+            ttl = self._default_ttl
         await self._make_room(len(payloads))
         journal = self._journal
         first = journal.next_seq
@@ -263,6 +377,9 @@ class Outbox:
         self._bytes += size + EVENT_OVERHEAD * len(frames)
         self._high = max(self._high, first + len(frames) - 1)
         self.sent_total += len(receipts)
+        if ttl is not None:
+            for entry in held:
+                self._expire_at(entry, ttl)
         try:
             await journal.append_many(list(enumerate(frames, first)))
         except BaseException:
@@ -279,12 +396,12 @@ class Outbox:
                 self.sent_total -= 1
 
     def _has_room(self, count: int) -> bool:
-        """Whether ``count`` more events may be sent now (always, into an empty outbox), and the
-        outbox is open."""
-        pending = self.pending_count
+        """Whether ``count`` more events may be sent now (always, into an outbox with no live
+        event), and the outbox is open."""
+        live = self.live_count
         return not (self._closed or self._renumbering) and (
-            not pending
-            or (pending + count <= self._max_messages and self.pending_bytes < self._max_bytes)
+            not live
+            or (live + count <= self._max_messages and self.pending_bytes < self._max_bytes)
         )
 
     async def _make_room(self, count: int) -> None:
@@ -297,10 +414,179 @@ class Outbox:
                 break
             if self._full_policy is OutboxFullPolicy.RAISE and not self._renumbering:
                 raise OutboxFull(self.pending_count, self.pending_bytes)
+            dropping = self._full_policy is OutboxFullPolicy.DROP_OLDEST and not self._renumbering
+            if dropping and await self._drop_oldest(count):
+                continue  # check again: the drop made room
             await self.wait_changed()
         if self._closed:
             await trio.lowlevel.checkpoint()
             raise RealtimeClosedError("the connection is closed")
+
+    # --- withdrawing events ----------------------------------------------------------------------
+
+    def _expire_at(self, entry: _Entry, ttl: float) -> None:
+        assert entry.sent_at is not None
+        entry.deadline = entry.sent_at + ttl
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._entries) + 64:  # mostly acknowledged ones: rebuild
+            heap[:] = [(d, seq) for d, seq in heap if self._is_live(self._entries.get(seq))]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (entry.deadline, entry.seq))
+        if heap[0][1] == entry.seq:
+            self._deadline_added.set()
+
+    def _is_live(self, entry: _Entry | None) -> bool:
+        """Whether ``entry`` is pending, not withdrawn, and has no outcome yet."""
+        return entry is not None and not entry.withdrawn and entry.receipt._outcome is None
+
+    async def run_expiry(self) -> None:
+        """Withdraw events whose time to live ran out, as it runs out (the connection runs it)."""
+        while True:
+            heap = self._deadlines
+            now = trio.current_time()
+            due = []
+            while heap and heap[0][0] <= now:
+                entry = self._entries.get(heapq.heappop(heap)[1])
+                if entry is not None and self._is_live(entry) and entry.deadline is not None:
+                    due.append(entry)
+            if due:
+                async with self._withdrawing:
+                    await self._withdraw_entries(due, WithdrawReason.EXPIRED)
+                continue
+            self._deadline_added = trio.Event()
+            with trio.move_on_at(heap[0][0] if heap else math.inf):
+                await self._deadline_added.wait()
+
+    def _void(self, entry: _Entry, code: int) -> None:
+        """Make ``entry`` a withdrawn one: its skip frame replaces the event's bytes."""
+        entry.withdrawn = code
+        self._voided += 1
+        skip = encode_skip(entry.seq)
+        self._bytes += len(skip) - len(entry.data)
+        entry.data = skip
+
+    def _resolve_withdrawn(self, receipt: Receipt | None, seq: int, code: int) -> None:
+        reason = _REASONS.get(code)
+        if reason is None:  # at-most-once's unknown ones resolved when the link dropped
+            return
+        self.withdrawn_totals[reason] += 1
+        self._resolve(receipt, Withdrawn(seq, reason))
+
+    async def _withdraw_entries(self, entries: list[_Entry], reason: WithdrawReason) -> int:
+        """Withdraw the live ones of ``entries`` (journaled first). One not sent since the last
+        resume resolves at once; one that may be at the server resolves when an ack or the next
+        resume says whether it is (:class:`Acked` if it is)."""
+        code = _CODES[reason]
+        while True:
+            live = sorted((e for e in entries if self._is_live(e)), key=lambda e: e.seq)
+            if not live:
+                await trio.lowlevel.checkpoint()
+                return 0
+            generation = self._generation
+            await self._journal.withdraw(_runs([e.seq for e in live]), code)
+            if generation == self._generation:
+                break
+            # Renumbered meanwhile: the rebase dropped those records; write them again.
+        count = 0
+        for entry in live:
+            if self._entries.get(entry.seq) is not entry or not self._is_live(entry):
+                continue  # acknowledged or rejected meanwhile
+            self._void(entry, code)
+            count += 1
+            if not entry.transmitted:
+                self._resolve_withdrawn(entry.receipt, entry.seq, code)
+        self.wake()
+        return count
+
+    def _live_backlog(self) -> Iterator[tuple[int, int]]:
+        """The recovered seqs that are pending and not withdrawn, as ``(first, last)`` runs."""
+        backlog = self._backlog
+        seq, end = backlog.low, backlog.end
+        for record in self._journal.withdrawals.within(seq, end):
+            if seq < record.first:
+                yield seq, record.first - 1
+            seq = record.last + 1
+        if seq < end:
+            yield seq, end - 1
+
+    async def _withdraw_backlog(self, runs: list[tuple[int, int]], reason: WithdrawReason) -> int:
+        """Withdraw recovered events (no receipts: outcomes and counters only)."""
+        if not runs:
+            await trio.lowlevel.checkpoint()
+            return 0
+        code = _CODES[reason]
+        certain = self._backlog_certain
+        settled: list[tuple[int, int]] = []
+        for first, last in runs:  # booked before the write, so an ack meanwhile sees them
+            if first < certain:
+                self._backlog_deferred.add(Withdraw(first, min(last, certain - 1), code))
+            if last >= certain:
+                settled.append((max(first, certain), last))
+        count = sum(last - first + 1 for first, last in runs)
+        self._backlog_voided += count
+        await self._journal.withdraw(runs, code)
+        for first, last in settled:
+            for seq in range(first, last + 1):
+                self._resolve_withdrawn(None, seq, code)
+        self.wake()
+        return count
+
+    async def _drop_oldest(self, count: int) -> bool:
+        """Withdraw the oldest live events until ``count`` more fit; returns whether any was."""
+        async with self._withdrawing:
+            if self._has_room(count):
+                return True
+            excess = self.live_count + count - self._max_messages
+            over = self.pending_bytes - self._max_bytes + 1
+            runs: list[tuple[int, int]] = []
+            for first, last in self._live_backlog():  # oldest; frees no memory, only a place
+                if excess <= 0:
+                    break
+                take = min(last - first + 1, excess)
+                runs.append((first, first + take - 1))
+                excess -= take
+            victims: list[_Entry] = []
+            for entry in self._entries.values():
+                if excess <= 0 and over <= 0:
+                    break
+                if self._is_live(entry):
+                    victims.append(entry)
+                    excess -= 1
+                    over -= len(entry.data)
+            dropped = await self._withdraw_backlog(runs, WithdrawReason.DROPPED)
+            dropped += await self._withdraw_entries(victims, WithdrawReason.DROPPED)
+            return dropped > 0
+
+    async def discard(self, channel: str | None = None) -> int:
+        """Withdraw every live pending event (of ``channel``, if given); returns how many."""
+        async with self._withdrawing:
+            runs = list(self._live_backlog())
+            if channel is not None and runs:
+                runs = await self._backlog_of(channel, runs)
+            count = await self._withdraw_backlog(runs, WithdrawReason.DISCARDED)
+            entries = [
+                e
+                for e in self._entries.values()
+                if self._is_live(e) and (channel is None or e.receipt.channel == channel)
+            ]
+            return count + await self._withdraw_entries(entries, WithdrawReason.DISCARDED)
+
+    async def _backlog_of(self, channel: str, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The recovered seqs of ``runs`` whose events are on ``channel`` (reading sealed
+        segments back as needed)."""
+        backlog = self._backlog
+        seqs: list[int] = []
+        for first, last in runs:
+            for seq in range(first, last + 1):
+                if seq < backlog.low:
+                    continue
+                if not backlog.is_loaded(seq):
+                    part = backlog.part(seq)
+                    backlog.install(part, await trio.to_thread.run_sync(part.read))
+                data = backlog.get(seq)
+                if data is not None and orjson.loads(data).get("channel") == channel:
+                    seqs.append(seq)
+        return _runs(seqs)
 
     # --- for the connection ----------------------------------------------------------------------
 
@@ -328,8 +614,46 @@ class Outbox:
             await self._renumber(server_ack_seq)
         else:
             await self.ack(server_ack_seq, ())
+        self._settle(server_ack_seq)
         self._next_send = server_ack_seq + 1
+        self._link_open = True
         self.wake()
+
+    def _settle(self, server_ack_seq: int) -> None:
+        """After a resume: every seq above ``server_ack_seq`` is certainly not at the server (the
+        server finished its older links' commits before answering), so what was withdrawn while
+        it might have been resolves as withdrawn, and the rest is sent again."""
+        for entry in self._entries.values():
+            if entry.seq > server_ack_seq:
+                entry.transmitted = False
+                if entry.withdrawn and entry.receipt._outcome is None:
+                    self._resolve_withdrawn(entry.receipt, entry.seq, entry.withdrawn)
+        self._backlog_certain = max(server_ack_seq + 1, self._backlog.low)
+        for record in self._backlog_deferred:  # the ack before resolved those it covers
+            for seq in range(max(record.first, server_ack_seq + 1), record.last + 1):
+                self._resolve_withdrawn(None, seq, record.reason)
+        self._backlog_deferred.clear()
+
+    def link_lost(self) -> None:
+        """The link dropped: count the events in flight on it; under at-most-once, resolve them
+        as :class:`Unknown` and never send them again (a skip goes in their place)."""
+        if not self._link_open:
+            return
+        self._link_open = False
+        backlog = self._backlog
+        flying = [e for e in self._entries.values() if e.transmitted and e.receipt._outcome is None]
+        self.failed_attempts_total += len(flying) + max(
+            0, min(self._next_send, backlog.end) - backlog.low
+        )
+        if not self._at_most_once:
+            return
+        for entry in flying:
+            if not entry.withdrawn:
+                self._void(entry, _UNKNOWN)
+            self.unknown_total += 1
+            self._resolve(entry.receipt, Unknown(entry.seq))
+        if flying:
+            self.wake()
 
     async def _renumber(self, server_ack_seq: int) -> None:
         known = self._known
@@ -340,6 +664,9 @@ class Outbox:
             moved: list[tuple[_Entry, int, str, bytes]] = []  # the rest, in seq order, none sent
             for seq, entry in enumerate(self._entries.values(), server_ack_seq + 1):
                 key = entry.receipt.idempotency_key
+                if entry.withdrawn:  # stays withdrawn: its skip, under the new seq
+                    moved.append((entry, seq, key, encode_skip(seq)))
+                    continue
                 if key == f"{prefix}{entry.seq}":  # a default key follows its seq
                     key = f"{prefix}{seq}"
                 moved.append((entry, seq, key, renumber_upstream(entry.data, seq, key)))
@@ -366,6 +693,11 @@ class Outbox:
         self._high = server_ack_seq + len(moved)
         self._known = server_ack_seq
         self.renumbered_total += len(moved)
+        self._generation += 1
+        self._deadlines = [
+            (e.deadline, e.seq) for e in self._entries.values() if e.deadline is not None
+        ]
+        heapq.heapify(self._deadlines)
 
     def ready(self, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
         """Take up to ``limit`` events the writer may send now, in seq order, without going past
@@ -383,8 +715,12 @@ class Outbox:
         backlog_end = backlog.end
         if seq < backlog_end:  # recovered events first: all durable, all replays
             seq = max(seq, backlog.low)
+            withdrawals = self._journal.withdrawals
             while seq < backlog_end and len(batch) < limit:
-                data = backlog.get(seq)
+                if withdrawals and withdrawals.reason(seq) is not None:
+                    data: bytes | None = encode_skip(seq)
+                else:
+                    data = backlog.get(seq)
                 if data is None:  # not read back yet: see load_backlog
                     break
                 size += len(data) + 1
@@ -393,6 +729,8 @@ class Outbox:
                 batch.append((seq, data))
                 seq += 1
             self.replayed_total += len(batch)
+            # What went out may be at the server from now on (until the next resume says).
+            self._backlog_certain = max(self._backlog_certain, seq)
             if seq < backlog_end:  # the batch is full
                 self._next_send = seq
                 return batch
@@ -481,6 +819,8 @@ class Outbox:
                 continue
             freed += len(entry.data)
             resolved += 1
+            if entry.withdrawn:  # its skip, or (sent before it was withdrawn) the event itself
+                self._voided -= 1
             receipt = entry.receipt
             if receipt._outcome is None:  # not rejected earlier
                 is_dup = entry.seq in dup
@@ -506,8 +846,11 @@ class Outbox:
         backlog, rejected = self._backlog, self._backlog_rejected
         low = backlog.low
         stop = min(ack_seq + 1, backlog.end)
+        withdrawals, deferred = self._journal.withdrawals, self._backlog_deferred
+        voids = list(withdrawals.within(low, stop)) if withdrawals else []
+        self._backlog_voided -= sum(w.last - w.first + 1 for w in voids)
         on_outcome = self.on_outcome
-        if on_outcome is None and not rejected:  # no receipts to resolve, nobody listens
+        if on_outcome is None and not rejected and not voids:  # no receipts, nobody listens
             self.acked_total += stop - low
             self.duplicates_total += sum(1 for seq in dup if low <= seq < stop)
         else:
@@ -515,11 +858,15 @@ class Outbox:
                 if seq in rejected:
                     rejected.discard(seq)
                     continue
+                if voids and withdrawals.reason(seq) is not None and deferred.reason(seq) is None:
+                    continue  # its skip: resolved as withdrawn already
                 is_dup = seq in dup
                 if on_outcome is not None:
                     on_outcome(Acked(seq, is_dup))
                 self.acked_total += 1
                 self.duplicates_total += is_dup
+        if deferred:  # withdrawn too late: the server had them (acked above)
+            deferred.forget(ack_seq)
         backlog.acknowledge(stop)
         return stop - low
 

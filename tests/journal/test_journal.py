@@ -413,21 +413,21 @@ async def test_withdrawals_survive_restarts_rollovers_and_compaction(jdir: str) 
     # new segment's checkpoint, so the newest segment holds them all.
     async with open_journal(jdir, segment_bytes=4096) as journal:
         await append_n(journal, 10)
-        await journal.withdraw(3, 4, 2)
-        await journal.withdraw(9, 9, 1)
+        await journal.withdraw([(3, 4), (9, 9)], 2)
+        await journal.withdraw([(6, 6)], 1)
         with pytest.raises(ValueError, match="outside the pending seqs"):
-            await journal.withdraw(11, 11, 1)
+            await journal.withdraw([(11, 11)], 1)
         await append_n(journal, 300)  # rolls over many times
         assert len(segments(jdir)) >= 5
         await journal.ack(5)
         await journal.flush()
     async with open_journal(jdir, segment_bytes=4096) as journal:
         assert journal.recovered.low == 6  # sealed segments left unread
-        assert [(w.first, w.last, w.reason) for w in journal.withdrawals] == [(9, 9, 1)]
-        assert journal.withdrawals.reason(9) == 1
+        assert [(w.first, w.last, w.reason) for w in journal.withdrawals] == [(6, 6, 1), (9, 9, 2)]
+        assert journal.withdrawals.reason(9) == 2
         assert journal.withdrawals.reason(8) is None
         assert journal.withdrawals.reason(4) is None  # acknowledged: forgotten
-        await journal.withdraw(100, 299, 3)
+        await journal.withdraw([(100, 299)], 3)
         await journal.ack(150)  # deletes the segments that held the first records
         await journal.flush()
     async with open_journal(jdir, segment_bytes=4096) as journal:
@@ -441,5 +441,5 @@ async def test_a_withdrawal_is_on_disk_when_it_returns(jdir: str) -> None:
     # leaves on disk already says the events are withdrawn (read back without the journal).
     async with open_journal(jdir) as journal:
         await append_n(journal, 3)
-        await journal.withdraw(2, 3, 3)
+        await journal.withdraw([(2, 3)], 3)
         assert [(w.first, w.last) for w in recover(jdir, repair=False).withdrawn] == [(2, 3)]

@@ -334,10 +334,10 @@ class Journal:
             batch.durable = True
         await batch.wait()
 
-    async def withdraw(self, first: int, last: int, reason: int) -> None:
-        """Record that the appends ``first..last`` are withdrawn (not to be sent: a skip goes in
-        their place), as durably as an append in this mode. Cancellation is deferred until the
-        record is written, as for :meth:`append_many`.
+    async def withdraw(self, ranges: Sequence[tuple[int, int]], reason: int) -> None:
+        """Record that the appends of each ``(first, last)`` range are withdrawn (not to be
+        sent: a skip goes in their place), as durably as an append in this mode. Cancellation is
+        deferred until the records are written, as for :meth:`append_many`.
 
         Raises:
             ValueError: the seqs are not pending (appended, above the ack watermark).
@@ -347,18 +347,20 @@ class Journal:
         if self._closed:
             await trio.lowlevel.checkpoint()
         self._check_usable()
-        if not self._ack_seq < first <= last <= self._last_seq:
-            raise ValueError(
-                f"withdrawal of {first}..{last} outside the pending seqs "
-                f"{self._ack_seq + 1}..{self._last_seq}"
-            )
-        record = Withdraw(first, last, reason)
-        self._withdrawals.add(record)
-        if self._writer is None:  # memory mode
+        for first, last in ranges:
+            if not self._ack_seq < first <= last <= self._last_seq:
+                raise ValueError(
+                    f"withdrawal of {first}..{last} outside the pending seqs "
+                    f"{self._ack_seq + 1}..{self._last_seq}"
+                )
+        records = [Withdraw(first, last, reason) for first, last in ranges]
+        for record in records:
+            self._withdrawals.add(record)
+        if self._writer is None or not records:  # memory mode
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         batch = self._open
-        batch.records.append((record, encode_record(record)))
+        batch.records.extend((record, encode_record(record)) for record in records)
         if self.durability is Durability.ALWAYS:
             batch.durable = True
         self._wakeup.set()

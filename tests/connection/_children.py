@@ -8,7 +8,7 @@ from multiprocessing.connection import Connection
 
 import trio
 
-from trio_realtime import RealtimeConfig, open_realtime
+from trio_realtime import Acked, RealtimeConfig, Receipt, open_realtime
 
 
 def send_numbers(url: str, journal: str, token: str, total: int, conn: Connection) -> None:
@@ -33,5 +33,52 @@ def send_numbers(url: str, journal: str, token: str, total: int, conn: Connectio
                 await trio.sleep(0.002)  # paced, so a kill lands at a random point among sends
             await client.drain()
             conn.send("done")
+
+    trio.run(main)
+
+
+def send_with_strategy(
+    url: str, journal: str, token: str, strategy: str, life: int, conn: Connection
+) -> None:
+    """Send ``{"life": life, "n": i}`` for i = 0, 1, ... under ``strategy`` until killed; report
+    ``("sent", n)`` once each send returned and ``("acked", n)`` once its ack came."""
+
+    async def main() -> None:
+        config = RealtimeConfig(
+            delivery_strategy=strategy,
+            initial_retry_delay=0.02,
+            max_retry_delay=0.2,
+            network_monitor=False,
+        )
+        async with (
+            open_realtime(url, journal_dir=journal, token=token, config=config) as client,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def report_ack(n: int, receipt: Receipt) -> None:
+                if isinstance(await receipt.wait(), Acked):
+                    conn.send(("acked", n))
+
+            for n in range(100_000):
+                receipt = await client.send("crash", "n", {"life": life, "n": n})
+                conn.send(("sent", n))
+                nursery.start_soon(report_ack, n, receipt)
+                await trio.sleep(0.002)
+
+    trio.run(main)
+
+
+def discard_offline(url: str, journal: str, count: int, conn: Connection) -> None:
+    """With no server to reach, journal ``count`` events, report ``"journaled"``, then discard
+    them all and report ``"discarded"`` (the parent kills it somewhere in between)."""
+
+    async def main() -> None:
+        config = RealtimeConfig(network_monitor=False, close_grace_period=0)
+        async with open_realtime(url, journal_dir=journal, token="dan", config=config) as client:
+            await client.send_many("crash", "n", [{"n": n} for n in range(count)])
+            conn.send("journaled")
+            await client.discard_pending()
+            conn.send("discarded")
+            await trio.sleep_forever()
 
     trio.run(main)

@@ -4,6 +4,7 @@ time to live, drop_oldest under a stalled server, a discard racing the server, b
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +17,7 @@ import trio.testing
 
 from trio_realtime import (
     Acked,
+    Message,
     RealtimeConfig,
     Receipt,
     Unknown,
@@ -316,3 +318,31 @@ async def test_batch_interval_gathers_what_is_sent_meanwhile(
         last = await conn.send("room", "n", 5)
         assert await outcomes([last]) == [Acked(5)]
     assert [(t - start, seqs) for t, seqs in wire.messages] == [(0.5, [1, 2, 3, 4]), (1.5, [5])]
+
+
+async def test_server_time_is_on_live_events_and_replays(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    wire = Wire()
+    async with serving(wire, store):
+        async with client(wire) as conn:
+            await conn.subscribe("room")
+            before = int(time.time() * 1000)
+            receipt = await conn.send("room", "n", "audited")
+            await receipt.wait()
+            after = int(time.time() * 1000)
+            async with conn.messages() as messages:
+                live = await messages.__anext__()
+        assert isinstance(live, Message)
+        assert live.server_time is not None
+        assert before <= live.server_time <= after
+        # A replay (a new client subscribing from the start) carries the same time.
+        async with client(Wire(server=wire.server)) as late:
+            await late.subscribe("room", from_offset=0)
+            async with late.messages() as messages:
+                replayed = await messages.__anext__()
+        assert isinstance(replayed, Message)
+        assert replayed.server_time == live.server_time
+        (row,) = await store.read("room", 0, 10)
+        assert row.server_time == live.server_time

@@ -55,6 +55,16 @@ async def kill_after(
     return reports
 
 
+async def drain(server: Any, journal: str, token: str) -> str:
+    """Open the journal with the server up until everything in it is acknowledged; returns its
+    client_id."""
+    config = RealtimeConfig(network_monitor=False)
+    async with open_realtime(url(server), journal_dir=journal, token=token, config=config) as c:
+        with trio.fail_after(30):
+            await c.drain()
+        return c.client_id
+
+
 @pytest.mark.parametrize("strategy", ["at_least_once", "best_effort_ordered", "at_most_once"])
 async def test_sigkill_under_each_strategy(strategy: str, data: Path, mp: Any) -> None:
     rng = random.Random(strategy)
@@ -73,12 +83,7 @@ async def test_sigkill_under_each_strategy(strategy: str, data: Path, mp: Any) -
             sent |= {(life, n) for kind, n in reports if kind == "sent"}
             acked |= {(life, n) for kind, n in reports if kind == "acked"}
         if strategy == "at_least_once":  # the journal outlives the kills: drain it
-            config = RealtimeConfig(network_monitor=False)
-            async with open_realtime(
-                url(server), journal_dir=journal, token="erin", config=config
-            ) as c:
-                with trio.fail_after(30):
-                    await c.drain()
+            await drain(server, journal, "erin")
         stored = [
             (e.payload["life"], e.payload["n"]) for e in await server.store.read("crash", 0, 10**6)
         ]
@@ -119,13 +124,7 @@ async def test_sigkill_during_a_discard_loses_and_duplicates_nothing(data: Path,
         returned = "discarded" in reports
         (data / f"server-{life}").mkdir()
         async with running_server(data / f"server-{life}", port=port) as server:
-            config = RealtimeConfig(network_monitor=False)
-            async with open_realtime(
-                url(server), journal_dir=journal, token="dan", config=config
-            ) as c:
-                with trio.fail_after(30):
-                    await c.drain()
-                client_id = c.client_id
+            client_id = await drain(server, journal, "dan")
             numbers = [e.payload["n"] for e in await server.store.read("crash", 0, 10**6)]
             rows = await server.store.load(clients=(client_id,))
         # One withdrawal record: all of them withdrawn, or (killed before it was written) none.

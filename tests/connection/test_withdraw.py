@@ -17,17 +17,9 @@ from trio_realtime._config import OutboxFullPolicy
 from trio_realtime._journal import open_journal
 from trio_realtime._outbox import Outbox
 
+from .test_outbox import make
+
 EXPIRED, DROPPED, DISCARDED = WithdrawReason
-
-
-def make(journal: object, **kw: object) -> Outbox:
-    options: dict[str, object] = {
-        "max_messages": 1000,
-        "max_bytes": 1 << 20,
-        "full_policy": OutboxFullPolicy.BLOCK,
-    }
-    options.update(kw)
-    return Outbox(journal, **options)  # type: ignore[arg-type]
 
 
 def sent(outbox: Outbox) -> list[tuple[int, str]]:

@@ -5,6 +5,8 @@ imports inside functions included: a cycle hidden from the interpreter is still 
 2. The client, the server and the local queue never import each other; they meet only in the
    shared layers (protocol, journal, transports, errors, config).
 3. Services see only the public service host, never the connection's internals.
+4. The Socket.IO codec (transports/_socketio_codec.py) is sans I/O: no I/O library, and from the
+   package only ``_errors``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ LAYERS = {
     "_journal": 2,
     "_config": 3,
     "_backoff": 3,
-    "transports": 4,
+    "transports": 4,  # its modules share the layer; _socketio_codec.py is also sans I/O
     "_outbox": 5,
     "_stream": 5,
     "queue": 5,
@@ -71,6 +73,9 @@ SERVER = {"server"}
 QUEUE = {"queue"}
 #: What services may import: the public service host and the shared layers.
 SERVICE_HOST = SHARED | {"_service", "_stream", "services"}
+#: Modules held to the sans-I/O rule, and the libraries that rule keeps out of them.
+SANS_IO_MODULES = [Path("transports/_socketio_codec.py")]
+IO_LIBRARIES = {"trio", "anyio", "trio_websocket", "socket", "asyncio", "selectors"}
 
 
 def top(parts: tuple[str, ...]) -> str:
@@ -210,3 +215,22 @@ def test_the_server_engine_knows_no_websocket() -> None:
             for alias in node.names
         ]
         assert not [m for m in modules if "websocket" in m], (path.name, modules)
+
+
+def test_the_socketio_codec_is_sans_io() -> None:
+    """The codec a Socket.IO transport drives does no I/O: it imports no I/O library and, from the
+    package, only ``_errors`` (not the transports beside it, which import trio)."""
+    for rel in SANS_IO_MODULES:
+        source = (ROOT / rel).read_text()
+        assert {target for target, _ in imports(source, rel)} <= {"_errors"}, rel
+        libraries = [
+            alias.name
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        ] + [
+            node.module or ""
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+        ]
+        assert not [m for m in libraries if m.split(".")[0] in IO_LIBRARIES], (rel, libraries)

@@ -8,21 +8,18 @@ Engine.IO over WebSocket
 
 One Engine.IO packet is one WebSocket message. A **text** message is the packet type's digit
 followed by its data; a **binary** message is a ``MESSAGE`` whose data is the raw bytes (no type
-prefix in v4):
+prefix in v4)::
 
-====  ===========  =========================================================================
-type  packet       example                                    class
-====  ===========  =========================================================================
-0     OPEN         ``0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],``
-                   ``"pingInterval":25000,"pingTimeout":5000,"maxPayload":1000000}``
-                                                              :class:`EioOpen`
-1     CLOSE        ``1``                                      :class:`EioClose`
-2     PING         ``2`` (``2probe`` while upgrading)        :class:`EioPing`
-3     PONG         ``3`` (``3probe``)                         :class:`EioPong`
-4     MESSAGE      ``4hello``; a binary message               :class:`EioMessage`
-5     UPGRADE      ``5``                                      :class:`EioUpgrade`
-6     NOOP         ``6``                                      :class:`EioNoop`
-====  ===========  =========================================================================
+    type  packet   examples                                       class
+    0     OPEN     0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],
+                    "pingInterval":25000,"pingTimeout":5000,
+                    "maxPayload":1000000}                         EioOpen
+    1     CLOSE    1                                              EioClose
+    2     PING     2   (2probe while upgrading)                   EioPing
+    3     PONG     3   (3probe)                                   EioPong
+    4     MESSAGE  4hello; or any binary message                  EioMessage
+    5     UPGRADE  5                                              EioUpgrade
+    6     NOOP     6                                              EioNoop
 
 In v4 the server pings (``2``) and the client answers (``3``).
 
@@ -37,7 +34,9 @@ A Socket.IO packet is the data of an Engine.IO ``MESSAGE``, so on the wire it fo
   BINARY_ACK 6.
 * ``attachments``: only for types 5 and 6, the number of binary WebSocket messages that follow.
 * ``namespace``: left out for the main namespace ``/``; else it starts with ``/`` and ends at the
-  first ``,`` (or at the end of the message, when nothing follows it: ``40/admin``).
+  first ``,`` (or at the end of the message, when nothing follows it: ``40/admin``). A namespace
+  holding a quote, bracket or brace (the sign of a missing ``,`` before the data) or a control
+  character is refused both ways.
 * ``ack id``: decimal digits, on an EVENT that asks for an acknowledgement and on every ACK.
 * ``JSON data``: CONNECT an optional object (the client's auth payload, the server's
   ``{"sid": ...}``); DISCONNECT none; EVENT a non-empty array whose first element is the event
@@ -684,7 +683,11 @@ class SioDecoder:
         if code == 2 or code == 5:
             if type(data) is not list or not data or type(data[0]) is not str:
                 if type(data) is list:
-                    got = "[]" if not data else f"an array whose first element is {_type_name(data[0])}"
+                    got = (
+                        "[]"
+                        if not data
+                        else f"an array whose first element is {_type_name(data[0])}"
+                    )
                 else:
                     got = "nothing" if data is _MISSING else _type_name(data)
                 _fail(

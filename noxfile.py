@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -32,8 +33,24 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The default test run (must stay under 10 minutes on 2 cores)."""
     session.install("-e", ".[test]")
+    install_node_packages(session)
     # Any non-zero exit fails, 5 ("no tests ran") included: a suite that collects nothing is broken.
     session.run("pytest", *session.posargs)
+
+
+def install_node_packages(session: nox.Session) -> None:
+    """The Node packages of the Socket.IO interop server (examples/socketio_server.js, used by
+    tests/socketio), from examples/package-lock.json, when they are not installed yet. Without
+    Node and npm the session fails: those tests must not be skipped."""
+    if os.path.isfile(os.path.join("examples", "node_modules", "socket.io", "package.json")):
+        return
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            session.error(
+                f"`{tool}` is not on PATH: the Socket.IO interop tests (tests/socketio) need Node "
+                ">= 18 and npm to install examples/package-lock.json (`npm ci --prefix examples`)"
+            )
+    session.run("npm", "ci", "--prefix", "examples", "--no-audit", "--no-fund", external=True)
 
 
 @nox.session(python=PYTHON)

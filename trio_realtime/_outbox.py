@@ -135,7 +135,9 @@ class Receipt:
         return outcome  # type: ignore[return-value]
 
     async def wait(self) -> Outcome:
-        """Wait for the server's verdict: :class:`Acked` or :class:`Rejected`.
+        """Wait for the outcome: :class:`Acked` or :class:`Rejected` (the server's verdict),
+        :class:`Withdrawn` (expired, dropped or discarded before the server had it) or, at most
+        once, :class:`Unknown`.
 
         Receipts survive reconnects; an event still unacknowledged when the connection closes stays
         in the journal and is retransmitted by the next connection on the same journal.
@@ -181,12 +183,8 @@ LATENCY_SAMPLES = 1024
 
 
 def _valid_ttl(ttl: object) -> bool:
-    return (
-        isinstance(ttl, int | float)
-        and not isinstance(ttl, bool)
-        and ttl > 0
-        and math.isfinite(ttl)
-    )
+    """A positive number of seconds (``math.inf``: no limit, overriding ``default_ttl``)."""
+    return isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl > 0
 
 
 def _runs(seqs: list[int]) -> list[tuple[int, int]]:
@@ -253,7 +251,6 @@ class Outbox:
         # when they come up (and the heap is rebuilt when they are most of it).
         self._deadlines: list[tuple[float, int]] = []
         self._deadline_added = trio.Event()
-        self._generation = 0  # renumberings so far (seqs change)
         self._link_open = False  # a link resumed and has not dropped since
         self._withdrawing = trio.Lock()  # one withdrawal at a time (drop_oldest, discard)
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
@@ -271,7 +268,12 @@ class Outbox:
         # Recovered events withdrawn while the server may hold them: resolved when a resume or
         # an ack says whether it does.
         self._backlog_deferred = Withdrawals()
+        # Recovered seqs withdrawn once the journal has the record (the writer sends their
+        # skips from then on, never before: a crash before it would leave the server with seqs
+        # consumed that the journal still holds as events).
+        self._backlog_withdrawn = Withdrawals(list(journal.withdrawals))
         self._backlog_voided = sum(w.last - w.first + 1 for w in journal.withdrawals)
+        self._drop_cursor = 0  # drop_oldest looks for live entries from here
         # Every seq pending in _entries lies in [_low, _high] (empty for now): acks walk that range
         # instead of iterating the dict from its front, which is slow once many were popped.
         self._low = self._backlog.end
@@ -312,7 +314,7 @@ class Outbox:
         if ttl is None:
             ttl = self._default_ttl
         elif not _valid_ttl(ttl):
-            raise ValueError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         if self._has_room(1):  # the common case, without the coroutine of _make_room
             await trio.lowlevel.checkpoint_if_cancelled()
         else:
@@ -344,7 +346,7 @@ class Outbox:
     ) -> list[Receipt]:
         """Journal several events as one write (one fsync under ``always``), in order."""
         if ttl is not None and not _valid_ttl(ttl):
-            raise ValueError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         if not payloads:
             await trio.lowlevel.checkpoint()
             return []
@@ -396,11 +398,12 @@ class Outbox:
                 self.sent_total -= 1
 
     def _has_room(self, count: int) -> bool:
-        """Whether ``count`` more events may be sent now (always, into an outbox with no live
-        event), and the outbox is open."""
+        """Whether ``count`` more events may be sent now (always, into an empty outbox), and the
+        outbox is open. ``max_messages`` counts live events; withdrawn ones waiting for the
+        server count in the bytes."""
         live = self.live_count
         return not (self._closed or self._renumbering) and (
-            not live
+            not self.pending_count
             or (live + count <= self._max_messages and self.pending_bytes < self._max_bytes)
         )
 
@@ -426,6 +429,8 @@ class Outbox:
 
     def _expire_at(self, entry: _Entry, ttl: float) -> None:
         assert entry.sent_at is not None
+        if ttl == math.inf:
+            return
         entry.deadline = entry.sent_at + ttl
         heap = self._deadlines
         if len(heap) > 2 * len(self._entries) + 64:  # mostly acknowledged ones: rebuild
@@ -477,16 +482,12 @@ class Outbox:
         resume resolves at once; one that may be at the server resolves when an ack or the next
         resume says whether it is (:class:`Acked` if it is)."""
         code = _CODES[reason]
-        while True:
-            live = sorted((e for e in entries if self._is_live(e)), key=lambda e: e.seq)
-            if not live:
-                await trio.lowlevel.checkpoint()
-                return 0
-            generation = self._generation
-            await self._journal.withdraw(_runs([e.seq for e in live]), code)
-            if generation == self._generation:
-                break
-            # Renumbered meanwhile: the rebase dropped those records; write them again.
+        # (Callers hold self._withdrawing, as _renumber does: seqs do not change meanwhile.)
+        live = sorted((e for e in entries if self._is_live(e)), key=lambda e: e.seq)
+        if not live:
+            await trio.lowlevel.checkpoint()
+            return 0
+        await self._journal.withdraw(_runs([e.seq for e in live]), code)
         count = 0
         for entry in live:
             if self._entries.get(entry.seq) is not entry or not self._is_live(entry):
@@ -502,7 +503,7 @@ class Outbox:
         """The recovered seqs that are pending and not withdrawn, as ``(first, last)`` runs."""
         backlog = self._backlog
         seq, end = backlog.low, backlog.end
-        for record in self._journal.withdrawals.within(seq, end):
+        for record in self._backlog_withdrawn.within(seq, end):
             if seq < record.first:
                 yield seq, record.first - 1
             seq = record.last + 1
@@ -510,24 +511,30 @@ class Outbox:
             yield seq, end - 1
 
     async def _withdraw_backlog(self, runs: list[tuple[int, int]], reason: WithdrawReason) -> int:
-        """Withdraw recovered events (no receipts: outcomes and counters only)."""
+        """Withdraw recovered events (no receipts: outcomes and counters only). Until the record
+        is written they stay events (the writer may send them; an ack meanwhile is an ack);
+        then what was not sent since the last resume resolves at once, the rest when an ack or
+        the next resume says."""
+        low = self._backlog.low
+        runs = [(max(first, low), last) for first, last in runs if last >= low]
         if not runs:
             await trio.lowlevel.checkpoint()
             return 0
         code = _CODES[reason]
-        certain = self._backlog_certain
-        settled: list[tuple[int, int]] = []
-        for first, last in runs:  # booked before the write, so an ack meanwhile sees them
+        await self._journal.withdraw(runs, code)
+        low, certain = self._backlog.low, self._backlog_certain
+        count = 0
+        for first, last in runs:
+            first = max(first, low)  # acknowledged meanwhile: those were acks
+            if first > last:
+                continue
+            self._backlog_withdrawn.add(Withdraw(first, last, code))
+            count += last - first + 1
             if first < certain:
                 self._backlog_deferred.add(Withdraw(first, min(last, certain - 1), code))
-            if last >= certain:
-                settled.append((max(first, certain), last))
-        count = sum(last - first + 1 for first, last in runs)
-        self._backlog_voided += count
-        await self._journal.withdraw(runs, code)
-        for first, last in settled:
-            for seq in range(first, last + 1):
+            for seq in range(max(first, certain), last + 1):
                 self._resolve_withdrawn(None, seq, code)
+        self._backlog_voided += count
         self.wake()
         return count
 
@@ -546,13 +553,18 @@ class Outbox:
                 runs.append((first, first + take - 1))
                 excess -= take
             victims: list[_Entry] = []
-            for entry in self._entries.values():
-                if excess <= 0 and over <= 0:
-                    break
-                if self._is_live(entry):
+            entries = self._entries
+            seq = max(self._low, self._drop_cursor)
+            self._drop_cursor = seq
+            while seq <= self._high and (excess > 0 or over > 0):
+                entry = entries.get(seq)
+                if entry is not None and self._is_live(entry):
                     victims.append(entry)
                     excess -= 1
                     over -= len(entry.data)
+                elif not victims:
+                    self._drop_cursor = seq + 1  # nothing live before it: start there next time
+                seq += 1
             dropped = await self._withdraw_backlog(runs, WithdrawReason.DROPPED)
             dropped += await self._withdraw_entries(victims, WithdrawReason.DROPPED)
             return dropped > 0
@@ -578,11 +590,13 @@ class Outbox:
         seqs: list[int] = []
         for first, last in runs:
             for seq in range(first, last + 1):
-                if seq < backlog.low:
-                    continue
-                if not backlog.is_loaded(seq):
+                if seq >= backlog.low and not backlog.is_loaded(seq):
                     part = backlog.part(seq)
-                    backlog.install(part, await trio.to_thread.run_sync(part.read))
+                    frames = await trio.to_thread.run_sync(part.read)
+                    if part.end > backlog.low:  # not acknowledged meanwhile
+                        backlog.install(part, frames)
+                if seq < backlog.low:  # acknowledged (perhaps while reading)
+                    continue
                 data = backlog.get(seq)
                 if data is not None and orjson.loads(data).get("channel") == channel:
                     seqs.append(seq)
@@ -656,6 +670,10 @@ class Outbox:
             self.wake()
 
     async def _renumber(self, server_ack_seq: int) -> None:
+        async with self._withdrawing:  # no withdrawal while seqs change
+            await self._renumber_locked(server_ack_seq)
+
+    async def _renumber_locked(self, server_ack_seq: int) -> None:
         known = self._known
         self._renumbering = True
         try:
@@ -687,13 +705,16 @@ class Outbox:
             self._bytes += len(frame) - len(entry.data)
             entry.seq = entry.receipt.seq = seq
             entry.receipt.idempotency_key = key
+            outcome = entry.receipt._outcome
+            if isinstance(outcome, Withdrawn):  # resolved already: under the seq it has now
+                entry.receipt._outcome = Withdrawn(seq, outcome.reason)
             entry.data = frame
         self._entries = {entry.seq: entry for entry, *_ in moved}
         self._low = server_ack_seq + 1
         self._high = server_ack_seq + len(moved)
         self._known = server_ack_seq
         self.renumbered_total += len(moved)
-        self._generation += 1
+        self._drop_cursor = 0
         self._deadlines = [
             (e.deadline, e.seq) for e in self._entries.values() if e.deadline is not None
         ]
@@ -715,7 +736,7 @@ class Outbox:
         backlog_end = backlog.end
         if seq < backlog_end:  # recovered events first: all durable, all replays
             seq = max(seq, backlog.low)
-            withdrawals = self._journal.withdrawals
+            withdrawals = self._backlog_withdrawn
             while seq < backlog_end and len(batch) < limit:
                 if withdrawals and withdrawals.reason(seq) is not None:
                     data: bytes | None = encode_skip(seq)
@@ -846,7 +867,7 @@ class Outbox:
         backlog, rejected = self._backlog, self._backlog_rejected
         low = backlog.low
         stop = min(ack_seq + 1, backlog.end)
-        withdrawals, deferred = self._journal.withdrawals, self._backlog_deferred
+        withdrawals, deferred = self._backlog_withdrawn, self._backlog_deferred
         voids = list(withdrawals.within(low, stop)) if withdrawals else []
         self._backlog_voided -= sum(w.last - w.first + 1 for w in voids)
         on_outcome = self.on_outcome
@@ -867,6 +888,8 @@ class Outbox:
                 self.duplicates_total += is_dup
         if deferred:  # withdrawn too late: the server had them (acked above)
             deferred.forget(ack_seq)
+        if withdrawals:
+            withdrawals.forget(ack_seq)
         backlog.acknowledge(stop)
         return stop - low
 

@@ -4,8 +4,11 @@ event, and what the journal keeps across a restart."""
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,8 +18,10 @@ import trio.testing
 from trio_realtime import Acked, Unknown, Withdrawn, WithdrawReason
 from trio_realtime._config import OutboxFullPolicy
 from trio_realtime._journal import open_journal
+from trio_realtime._journal._backlog import BacklogPart
 from trio_realtime._outbox import Outbox
 
+from ..helpers import held_fsyncs
 from .test_outbox import make
 
 EXPIRED, DROPPED, DISCARDED = WithdrawReason
@@ -41,7 +46,7 @@ async def test_an_event_expires_at_its_ttl_and_goes_out_as_a_skip(
             nursery.start_soon(outbox.run_expiry)
             short = await outbox.send("c", "e", "short", ttl=5)
             default = await outbox.send("c", "e", "default")
-            forever = await outbox.send("c", "e", "kept", ttl=1e9)
+            forever = await outbox.send("c", "e", "kept", ttl=math.inf)  # exempt from the default
             with pytest.raises(ValueError, match="ttl"):
                 await outbox.send("c", "e", "x", ttl=0)
             assert await short.wait() == Withdrawn(1, EXPIRED)
@@ -194,3 +199,85 @@ async def test_after_a_resume_the_server_lacks_what_it_did_not_ack() -> None:
         await outbox.resume(0)
         assert await outbox.discard() == 1
         assert receipt.outcome == Withdrawn(1, DISCARDED)
+
+
+async def test_a_discard_and_a_renumbering_do_not_interleave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The discard's record is being written when a resume renumbers (the server is ahead of a
+    # journal that lost its tail): the renumbering waits, the event stays withdrawn under its new
+    # seq, and only its skip goes out, now and after a restart.
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        receipt = await outbox.send("c", "e", "secret")
+        async with trio.open_nursery() as nursery:
+            with held_fsyncs(monkeypatch):
+                nursery.start_soon(outbox.discard)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(outbox.resume, 5)
+                await trio.testing.wait_all_tasks_blocked()
+        assert receipt.outcome == Withdrawn(receipt.seq, DISCARDED)
+        assert receipt.seq == 6
+        assert sent(outbox) == [(6, "skip")]
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        await outbox.resume(5)
+        assert sent(outbox) == [(6, "skip")]
+
+
+async def test_recovered_events_go_out_as_skips_only_once_the_withdrawal_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        await make(journal).send_many("c", "e", [1, 2, 3])
+    async with open_journal(os.fspath(tmp_path)) as journal:
+        outbox = make(journal)
+        outcomes: list[object] = []
+        outbox.on_outcome = outcomes.append
+        await outbox.resume(0)
+        async with trio.open_nursery() as nursery:
+            with held_fsyncs(monkeypatch):
+                nursery.start_soon(outbox.discard)
+                await trio.testing.wait_all_tasks_blocked()
+                # Not durable yet: the events themselves would go out (and count as sent).
+                assert sent(outbox) == [(1, 1), (2, 2), (3, 3)]
+        # Written: they were on their way, so the server's answer decides.
+        assert outcomes == []
+        await outbox.ack(2, [])
+        assert outcomes == [Acked(1), Acked(2)]
+        outbox.link_lost()
+        await outbox.resume(2)
+        assert outcomes[2:] == [Withdrawn(3, DISCARDED)]
+        assert sent(outbox) == [(3, "skip")]
+
+
+async def test_an_ack_while_a_channel_discard_reads_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_journal(os.fspath(tmp_path), segment_bytes=4096) as journal:
+        outbox = make(journal)
+        for n in range(60):
+            await outbox.send("a" if n % 2 else "b", "e", "x" * 100)
+    async with open_journal(os.fspath(tmp_path), segment_bytes=4096) as journal:
+        outbox = make(journal)
+        await outbox.resume(0)
+        release = threading.Event()
+        read = BacklogPart.read
+
+        def slow_read(part: BacklogPart) -> Any:
+            release.wait(10)
+            return read(part)
+
+        monkeypatch.setattr(BacklogPart, "read", slow_read)
+        count: list[int] = []
+
+        async def discard() -> None:
+            count.append(await outbox.discard("a"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(discard)
+            await trio.testing.wait_all_tasks_blocked()
+            await outbox.ack(30, [])  # while the segment is being read
+            release.set()
+        assert count == [15]  # the 15 events of "a" still pending, not the acknowledged ones
+        assert outbox.live_count == 15  # those of "b"

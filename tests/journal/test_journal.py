@@ -443,3 +443,26 @@ async def test_a_withdrawal_is_on_disk_when_it_returns(jdir: str) -> None:
         await append_n(journal, 3)
         await journal.withdraw([(2, 3)], 3)
         assert [(w.first, w.last) for w in recover(jdir, repair=False).withdrawn] == [(2, 3)]
+
+
+async def test_withdrawals_outlive_a_second_process_that_rolls_segments(jdir: str) -> None:
+    # Process 2 recovers a withdrawal and rolls past the segment that holds it: it must write it
+    # again, or process 3 (whose lazy recovery leaves sealed segments unread) never sees it.
+    async with open_journal(jdir, segment_bytes=4096) as journal:
+        await append_n(journal, 3)
+        await journal.withdraw([(1, 3)], 3)
+    async with open_journal(jdir, segment_bytes=4096) as journal:
+        await append_n(journal, 300)
+        assert len(segments(jdir)) >= 3
+    async with open_journal(jdir, segment_bytes=4096) as journal:
+        assert [(w.first, w.last) for w in journal.withdrawals] == [(1, 3)]
+
+
+async def test_adjacent_withdrawals_are_one_range(jdir: str) -> None:
+    async with open_journal(jdir, segment_bytes=4096) as journal:
+        await append_n(journal, 50)
+        for seq in range(1, 41):  # one at a time, as drop_oldest does
+            await journal.withdraw([(seq, seq)], 2)
+        await journal.withdraw([(45, 45)], 2)
+        assert [(w.first, w.last) for w in journal.withdrawals] == [(1, 40), (45, 45)]
+    assert [(w.first, w.last) for w in recover(jdir).withdrawn] == [(1, 40), (45, 45)]

@@ -191,7 +191,11 @@ class JournalState:
         if isinstance(record, Append):
             self.last_seq = max(self.last_seq, record.seq)
         elif isinstance(record, Withdraw):
-            self.withdrawn.append(record)
+            last = self.withdrawn[-1] if self.withdrawn else None
+            if last is not None and last.reason == record.reason and last.last + 1 == record.first:
+                self.withdrawn[-1] = Withdraw(last.first, record.last, record.reason)  # adjacent
+            else:
+                self.withdrawn.append(record)
         elif isinstance(record, AckMark):
             self.ack_seq = max(self.ack_seq, record.ack_seq)
             if self.withdrawn and self.withdrawn[0].last <= self.ack_seq:
@@ -404,7 +408,16 @@ class SegmentWriter:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.sync_enabled = sync
-        self.state = JournalState(recovery.last_seq, recovery.ack_seq, dict(recovery.cursors))
+        ack = recovery.ack_seq
+        pending = [
+            Withdraw(max(w.first, ack + 1), w.last, w.reason)
+            for w in recovery.withdrawn
+            if w.last > ack
+        ]
+        # The withdrawals recovered go on into the segments this writer starts (it writes them
+        # after each checkpoint), or a later recovery that leaves the sealed ones unread would
+        # miss them.
+        self.state = JournalState(recovery.last_seq, ack, dict(recovery.cursors), pending)
         self.segments = list(recovery.segments)
         self.broken: JournalBroken | None = None
         self._fd = -1

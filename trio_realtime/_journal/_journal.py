@@ -130,8 +130,17 @@ class Withdrawals:
         return iter(self._ranges)
 
     def add(self, record: Withdraw) -> None:
-        """Record a withdrawal (of seqs not withdrawn yet)."""
+        """Record a withdrawal (of seqs not withdrawn yet), merged with an adjacent range of the
+        same reason (drop_oldest withdraws runs of consecutive seqs, one at a time)."""
         index = bisect.bisect_left(self._firsts, record.first)
+        before = self._ranges[index - 1] if index else None
+        if (
+            before is not None
+            and before.reason == record.reason
+            and before.last + 1 == record.first
+        ):
+            self._ranges[index - 1] = Withdraw(before.first, record.last, record.reason)
+            return
         self._firsts.insert(index, record.first)
         self._ranges.insert(index, record)
 

@@ -413,6 +413,9 @@ class RealtimeServer:
         self._subscribers: dict[str, set[_Session]] = {}
         self._fanout = trio.Lock()  # commit+fan-out vs replay+register: no event falls between
         self.sessions: set[_Session] = set()
+        self._by_client: dict[str, set[_Session]] = {}
+        """The sessions of each client_id (those that resumed), for a resume to find its older
+        links without a scan of every session."""
         self._commit_queue: list[_CommitRequest] = []
         self._commit_wakeup = trio.Event()
         self._committer_running = False
@@ -498,6 +501,11 @@ class RealtimeServer:
                 nursery.cancel_scope.cancel()
         finally:
             self.sessions.discard(session)
+            same = self._by_client.get(session.client_id or "")
+            if same is not None:
+                same.discard(session)
+                if not same:
+                    del self._by_client[session.client_id or ""]
             session.finished.set()
             if session.identity is not None:
                 logger.info(
@@ -639,18 +647,20 @@ class RealtimeServer:
         whether the server has it (the resume's ``ack_seq`` says so, once and for all)."""
         older = [
             other
-            for other in self.sessions
-            if other is not session and other.client_id == client_id and other.user == user
+            for other in self._by_client.get(client_id, ())
+            if other is not session and other.user == user
         ]
         for other in older:
             other.ending = other.ending or _Closing(
                 CloseCode.GOING_AWAY, "replaced by a newer connection of this client"
             )
             other.scope.cancel()
-        with trio.move_on_after(5):  # bounded by one store transaction
-            for other in older:
-                while pending := [r for r in other.inflight if not r.done.is_set()]:
-                    await pending[0].done.wait()
+        # No time limit: a commit is one store transaction, shielded, and a committer that
+        # stops marks what it had as failed (done). Answering before would not be final.
+        for other in older:
+            while pending := [r for r in other.inflight if not r.done.is_set()]:
+                await pending[0].done.wait()
+        self._by_client.setdefault(client_id, set()).add(session)
         await trio.lowlevel.checkpoint()
 
     async def _channel_info(self, channel: str) -> ChannelInfo:

@@ -407,6 +407,11 @@ class BaseConnection:
         journal_dir = self._journal_dir
         if journal_dir is None and config.durability.value != "memory":
             journal_dir = default_journal_dir(self.url)
+        use_directory = getattr(self._connector, "use_directory", None)
+        if use_directory is not None and journal_dir is not None:
+            # A connector with state of its own (Socket.IO's recovery) keeps it beside the
+            # journal, so that a restarted process finds it.
+            use_directory(os.fspath(journal_dir))
         try:
             # Transports' own background tasks (trio-websocket's reader) live outside the scope
             # that aclose() cancels, so a closing link can still complete its close handshake.

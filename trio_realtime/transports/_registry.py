@@ -16,6 +16,7 @@ import trio
 
 from .._errors import ConfigError
 from ._base import Connector, Transport
+from ._socketio import RecoveryState, connect_socketio, parse_socketio_url
 from ._websocket import connect_websocket
 
 if TYPE_CHECKING:
@@ -86,3 +87,32 @@ def _websocket_factory(url: str, config: RealtimeConfig) -> Connector:
 
 register_transport("ws", _websocket_factory)
 register_transport("wss", _websocket_factory)
+
+
+class _SocketIOConnector:
+    """``socketio://`` and ``socketios://``: a connector that keeps the Socket.IO recovery state
+    (the session pid and offsets) across its links, in the journal directory once the
+    connection names it (:meth:`use_directory`)."""
+
+    def __init__(self, url: str, config: RealtimeConfig) -> None:
+        parse_socketio_url(url)  # refuse a bad URL now
+        self.url = url
+        self.config = config
+        self.state = RecoveryState()
+
+    def use_directory(self, directory: str) -> None:
+        self.state.directory = directory
+        self.state.load()
+
+    async def __call__(self, nursery: trio.Nursery, _url: str, connect_timeout: float) -> Transport:
+        return await connect_socketio(
+            nursery,
+            self.url,
+            connect_timeout,
+            state=self.state,
+            ssl_context=self.config.ssl_context,
+        )
+
+
+register_transport("socketio", _SocketIOConnector)
+register_transport("socketios", _SocketIOConnector)

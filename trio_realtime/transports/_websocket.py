@@ -136,8 +136,10 @@ async def connect_websocket(
     *,
     ssl_context: ssl.SSLContext | None = None,
     max_message_size: int = 16 * 1024 * 1024,
+    subprotocols: tuple[str, ...] = (SUBPROTOCOL,),
 ) -> WebSocketTransport:
-    """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) offering our subprotocol.
+    """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) offering our subprotocol (or
+    ``subprotocols``).
 
     Raises:
         LinkClosed: the connection could not be opened in ``connect_timeout`` seconds or was
@@ -181,7 +183,7 @@ async def connect_websocket(
                     cast("trio.SocketStream", watched),
                     host_header,
                     resource,
-                    subprotocols=[SUBPROTOCOL],
+                    subprotocols=list(subprotocols),
                     message_queue_size=64,
                     max_message_size=max_message_size,
                     receive_buffer_size=RECEIVE_BUFFER_BYTES,

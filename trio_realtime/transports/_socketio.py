@@ -1,0 +1,502 @@
+"""The Socket.IO transport: our protocol, spoken to a stock Socket.IO v4 server.
+
+A stock Socket.IO server knows nothing of seqs, resumes or channel logs, so this transport is a
+translator: the connection above it speaks the trio_realtime protocol as with any transport, and
+:class:`SocketIOBridge` (sans I/O) turns each of its frames into Socket.IO packets and each
+packet from the server into our frames (PROTOCOL.md section 8):
+
+===================================== ===================================================
+ours (client -> server)               Socket.IO
+===================================== ===================================================
+``resume``                            ``40/ns,{"token": ..., "pid": ..., "offset": ...}``
+``event`` seq N                       ``42/ns,N["event", <data>]`` (emit with ack id N)
+``skip`` seq N                        nothing (acked at once: the server never knew it)
+``subscribe`` / ``unsubscribe``       nothing (answered here: one channel, the namespace)
+``ping``                              nothing (answered here; Engine.IO has its own)
+===================================== ===================================================
+
+===================================== ===================================================
+Socket.IO (server -> client)          ours
+===================================== ===================================================
+``40{"sid", "pid"?}``                 ``resume_response`` (``ack_seq``: the client's own)
+``44{"message"}``                     fatal ``error`` (``unauthorized`` closes 4001)
+``43/ns,N[...]``                      ``ack``: cumulative over the seqs acked so far
+``42/ns,["event", ...args, offset?]`` ``event`` on the channel named after the namespace
+Engine.IO ping ``2``                  answered with ``3``; silence closes the link
+===================================== ===================================================
+
+**Envelopes** (on by default, ``?envelope=0`` in the URL turns them off): the event's data is
+``{"channel", "idempotency_key", "data"}``, so a server can deduplicate on the key; off, it is
+the payload itself. **Binary**: a payload may hold ``{"$binary": "<base64>"}`` objects (see
+:func:`binary`); they travel as Socket.IO attachments, and attachments from the server arrive as
+such objects.
+
+**Downstream recovery**: with the server's connectionStateRecovery, every event carries its
+offset (a string) as its last argument. Events get contiguous integer offsets here, under the
+session's ``pid`` as epoch; the Socket.IO offset of each is kept in ``socketio-state.json`` in
+the journal directory (in memory without one), and the next ``resume`` reconnects with the pid
+and the Socket.IO offset of the last event the application processed. The server's answer says
+whether it recovered (its CONNECT carries the same pid), reported as ``recovered`` and, when it
+could not, a ``Gap``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import trio
+import trio_websocket
+
+from .._errors import LinkClosed, RemoteProtocolError
+from .._protocol import (
+    Ack,
+    ChannelResume,
+    ClientFrame,
+    Error,
+    Message,
+    Ping,
+    Pong,
+    Resume,
+    ResumeResponse,
+    ServerFrame,
+    Skip,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+    UpstreamEvent,
+    decode_client_message,
+    encode_frame,
+)
+from ._socketio_codec import (
+    EioClose,
+    EioOpen,
+    EioPing,
+    MessageDecoder,
+    SioAck,
+    SioConnect,
+    SioConnectError,
+    SioDisconnect,
+    SioEvent,
+    ack_messages,
+    connect_message,
+    decode_eio,
+    event_messages,
+    pong_message,
+)
+from ._websocket import WebSocketTransport, connect_websocket
+
+__all__ = ["SocketIOBridge", "SocketIOTransport", "binary", "connect_socketio", "from_binary"]
+
+#: Socket.IO offsets kept per namespace (for the last events received, the application may not
+#: have processed yet).
+KEEP_OFFSETS = 4096
+STATE_FILE = "socketio-state.json"
+
+
+def binary(data: bytes) -> dict[str, str]:
+    """A payload part that travels as a Socket.IO binary attachment."""
+    return {"$binary": base64.b64encode(data).decode("ascii")}
+
+
+def from_binary(value: Any) -> bytes:
+    """The bytes of a ``{"$binary": ...}`` object (as received from the server)."""
+    return base64.b64decode(value["$binary"])
+
+
+def _to_wire(value: Any) -> Any:
+    """Our JSON payload as Socket.IO data: ``{"$binary"}`` objects become bytes."""
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get("$binary"), str):
+            return base64.b64decode(value["$binary"])
+        return {k: _to_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_wire(v) for v in value]
+    return value
+
+
+def _from_wire(value: Any) -> Any:
+    """Socket.IO data as our JSON payload: bytes become ``{"$binary"}`` objects."""
+    if isinstance(value, bytes | bytearray):
+        return binary(bytes(value))
+    if isinstance(value, dict):
+        return {k: _from_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_wire(v) for v in value]
+    return value
+
+
+@attrs.define
+class RecoveryState:
+    """The session pid and, per integer offset given to the application, the Socket.IO offset
+    (persisted in ``directory`` when there is one)."""
+
+    directory: str | None = None
+    pid: str | None = None
+    offsets: OrderedDict[int, str] = attrs.Factory(OrderedDict)
+
+    def load(self) -> None:
+        if self.directory is None:
+            return
+        try:
+            with open(os.path.join(self.directory, STATE_FILE), encoding="utf-8") as f:
+                saved = json.load(f)
+            self.pid = saved.get("pid")
+            self.offsets = OrderedDict((int(k), v) for k, v in saved.get("offsets", []))
+        except (OSError, ValueError, TypeError, AttributeError):
+            self.pid, self.offsets = None, OrderedDict()
+
+    def save(self) -> None:
+        """Write the state (a rename over the old file: a crash leaves one or the other)."""
+        if self.directory is None:
+            return
+        path = os.path.join(self.directory, STATE_FILE)
+        with contextlib.suppress(OSError):
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump({"pid": self.pid, "offsets": list(self.offsets.items())}, f)
+            os.replace(path + ".tmp", path)
+
+    def note(self, offset: int, sio_offset: str) -> None:
+        self.offsets[offset] = sio_offset
+        while len(self.offsets) > KEEP_OFFSETS:
+            self.offsets.popitem(last=False)
+
+
+_RECOVERED = ChannelResume("", 0, True)
+
+
+class SocketIOBridge:
+    """Our protocol on one side, Socket.IO packets on the other (sans I/O; see the module)."""
+
+    def __init__(
+        self, namespace: str = "/", *, envelope: bool = True, state: RecoveryState
+    ) -> None:
+        self.namespace = namespace
+        self.channel = namespace
+        self.envelope = envelope
+        self.state = state
+        self.open: EioOpen | None = None
+        self._resume: Resume | None = None
+        self._connected = False
+        self._acked = 0  # cumulative ack watermark reported to the connection
+        self._done: set[int] = set()  # seqs acked (or skipped) above it
+        self._duplicates: list[int] = []
+        self._head = 0  # integer offset of the last downstream event
+        self._epoch = ""
+        self._recovery = False  # the server runs connectionStateRecovery (events carry offsets)
+        self._asked_recovery = False
+        self._save_due = False
+        self._early: list[SioEvent] = []  # events received before the CONNECT answer
+
+    # --- our frames -> Socket.IO -------------------------------------------------------------
+
+    def from_client(
+        self, frames: Sequence[ClientFrame]
+    ) -> tuple[list[str | bytes], list[ServerFrame]]:
+        """What to send the server for the connection's ``frames``, and what to answer here."""
+        out: list[str | bytes] = []
+        answers: list[ServerFrame] = []
+        completed = False
+        for frame in frames:
+            if isinstance(frame, UpstreamEvent):
+                out.extend(self._emit(frame))
+            elif isinstance(frame, Skip):
+                self._done.add(frame.seq)
+                completed = True
+            elif isinstance(frame, Resume):
+                out.append(self._connect(frame))
+            elif isinstance(frame, Subscribe):
+                recovered = frame.offset is None or (
+                    frame.epoch == self._epoch and frame.offset <= self._head
+                )
+                answers.append(
+                    Subscribed(frame.rid, frame.channel, self._epoch, self._head, recovered)
+                )
+            elif isinstance(frame, Unsubscribe):
+                answers.append(Unsubscribed(frame.rid, frame.channel))
+            elif isinstance(frame, Ping):
+                answers.append(Pong(frame.t))
+            # Presence, typing and read receipts have no Socket.IO counterpart: not sent.
+        if completed:
+            answers.extend(self._advance())
+        return out, answers
+
+    def _emit(self, frame: UpstreamEvent) -> list[str | bytes]:
+        payload = _to_wire(frame.payload)
+        if self.envelope:
+            data: Any = {
+                "channel": frame.channel,
+                "idempotency_key": frame.idempotency_key,
+                "data": payload,
+            }
+        else:
+            data = payload
+        return event_messages(frame.event, data, namespace=self.namespace, ack_id=frame.seq)
+
+    def _connect(self, frame: Resume) -> str:
+        self._resume = frame
+        self._acked = frame.last_ack_seq
+        self._done.clear()
+        auth: dict[str, Any] = {}
+        if frame.token is not None:
+            auth["token"] = frame.token
+        position = frame.channels.get(self.channel)
+        pid = offset = None
+        if position is not None and self.state.pid is not None and position.epoch == self.state.pid:
+            sio_offset = self.state.offsets.get(position.offset)
+            if sio_offset is not None or position.offset == 0:
+                pid, offset = self.state.pid, sio_offset
+        self._asked_recovery = pid is not None
+        self._head = position.offset if position is not None else 0
+        return connect_message(self.namespace, auth or None, pid=pid, offset=offset)
+
+    # --- Socket.IO -> our frames -------------------------------------------------------------
+
+    def from_server(self, packet: object) -> tuple[list[str | bytes], list[ServerFrame]]:
+        """What to send back for ``packet`` (a decoded Engine.IO or Socket.IO packet) and what
+        to hand the connection."""
+        if isinstance(packet, EioPing):
+            return [pong_message(packet.data)], []
+        if isinstance(packet, EioOpen):
+            self.open = packet
+            return [], []
+        if isinstance(packet, EioClose):
+            raise LinkClosed(1000, "the Socket.IO server closed the connection")
+        namespace = getattr(packet, "namespace", self.namespace)
+        if namespace != self.namespace:
+            return [], []
+        if isinstance(packet, SioConnect):
+            response = self._connected_as(packet.data or {})
+            answer: list[ServerFrame] = [response]
+            early, self._early = self._early, []
+            if response.channels.get(self.channel, _RECOVERED).recovered:
+                answer.extend(self._message(event) for event in early)
+            return [], answer
+        if isinstance(packet, SioConnectError):
+            data = packet.data
+            message = data.get("message", "") if isinstance(data, dict) else str(data)
+            code = "unauthorized" if "auth" in message.lower() else "forbidden"
+            return [], [Error(code, f"the Socket.IO server refused: {message}", fatal=True)]
+        if isinstance(packet, SioDisconnect):
+            raise LinkClosed(1000, "the Socket.IO server disconnected the namespace")
+        if isinstance(packet, SioAck):
+            return [], self._acked_by_server(packet)
+        if isinstance(packet, SioEvent):
+            reply = (
+                ack_messages(packet.ack_id, namespace=self.namespace)
+                if packet.ack_id is not None
+                else []
+            )
+            if not self._connected:  # a recovering server replays before its CONNECT answer
+                self._early.append(packet)
+                return reply, []
+            return reply, [self._message(packet)]
+        return [], []
+
+    def _connected_as(self, data: dict[str, Any]) -> ResumeResponse:
+        resume = self._resume
+        if resume is None:
+            raise RemoteProtocolError("a CONNECT before the client asked to connect")
+        sid = str(data.get("sid", ""))
+        pid = data.get("pid")
+        self._recovery = isinstance(pid, str)
+        recovered = self._recovery and self._asked_recovery and pid == self.state.pid
+        if not recovered:
+            self._head = 0
+        self.state.pid = pid if isinstance(pid, str) else None
+        self._epoch = self.state.pid or sid
+        self._connected = True
+        channels = {
+            name: ChannelResume(
+                self._epoch if name == self.channel else "-",
+                self._head if name == self.channel else 0,
+                recovered if name == self.channel else True,
+            )
+            for name in resume.channels
+        }
+        interval = self.open.ping_interval_ms if self.open is not None else 25_000
+        limit = self.open.max_payload if self.open and self.open.max_payload else 1_000_000
+        return ResumeResponse(
+            resume.client_id,
+            sid,
+            resume.last_ack_seq,
+            interval,
+            limit,
+            int(time.time() * 1000),
+            channels,
+        )
+
+    def _acked_by_server(self, packet: SioAck) -> list[ServerFrame]:
+        if packet.ack_id <= self._acked:
+            return []
+        self._done.add(packet.ack_id)
+        first = packet.args[0] if packet.args else None
+        if isinstance(first, dict) and first.get("duplicate") is True:
+            self._duplicates.append(packet.ack_id)
+        return self._advance()
+
+    def _advance(self) -> list[ServerFrame]:
+        start = self._acked
+        while self._acked + 1 in self._done:
+            self._acked += 1
+            self._done.discard(self._acked)
+        if self._acked == start:
+            return []
+        duplicates = tuple(d for d in self._duplicates if d <= self._acked)
+        self._duplicates = [d for d in self._duplicates if d > self._acked]
+        return [Ack(self._acked, duplicates)]
+
+    def _message(self, packet: SioEvent) -> Message:
+        args = list(packet.params)
+        if self._recovery and args and isinstance(args[-1], str):
+            sio_offset: str | None = args.pop()
+        else:
+            sio_offset = None
+        self._head += 1
+        if sio_offset is not None:
+            self.state.note(self._head, sio_offset)
+            self._save_due = True
+        payload = _from_wire(args[0] if len(args) == 1 else args)
+        key = None
+        if self.envelope and isinstance(payload, dict) and "data" in payload:
+            key = payload.get("idempotency_key")
+            key = key if isinstance(key, str) else None
+            payload = payload["data"]
+        now = int(time.time() * 1000)
+        return Message(
+            self.channel, self._head, self._epoch, packet.event, payload, now, None, key, now
+        )
+
+    def take_save(self) -> bool:
+        """Whether the recovery state changed since the last call (the transport saves it)."""
+        due, self._save_due = self._save_due, False
+        return due
+
+
+class SocketIOTransport:
+    """The :class:`~trio_realtime.transports.Transport` of a Socket.IO link (see the module)."""
+
+    def __init__(
+        self, link: WebSocketTransport, bridge: SocketIOBridge, nursery: trio.Nursery
+    ) -> None:
+        self._link = link
+        self._ws = link._ws
+        self._bridge = bridge
+        self._decoder = MessageDecoder()
+        self._inbox_send, self._inbox = trio.open_memory_channel[bytes](1024)
+        self._closed: LinkClosed | None = None
+        self._scope = trio.CancelScope()
+        nursery.start_soon(self._read)
+
+    async def _read(self) -> None:
+        """Read the server's messages until the link ends; a silence longer than the server's
+        pingInterval + pingTimeout (its heartbeat) is a dead link."""
+        with self._scope:
+            try:
+                while True:
+                    open_ = self._bridge.open
+                    limit = (open_.ping_interval_ms + open_.ping_timeout_ms) / 1000 if open_ else 45
+                    with trio.move_on_after(limit) as silence:
+                        message = await self._ws.get_message()
+                    if silence.cancelled_caught:
+                        raise LinkClosed(4008, "no Socket.IO heartbeat from the server")
+                    packet = self._decoder.receive(message)
+                    if packet is None:
+                        continue
+                    replies, frames = self._bridge.from_server(packet)
+                    for reply in replies:
+                        await self._ws.send_message(reply)
+                    for frame in frames:
+                        await self._inbox_send.send(encode_frame(frame))
+                    if self._bridge.take_save():
+                        self._bridge.state.save()
+            except trio_websocket.ConnectionClosed as exc:
+                code = getattr(exc.reason, "code", None)
+                self._closed = LinkClosed(code, "the Socket.IO link closed")
+            except LinkClosed as exc:
+                self._closed = exc
+            except RemoteProtocolError as exc:
+                self._closed = LinkClosed(4000, str(exc)[:120])
+            finally:
+                self._inbox_send.close()
+
+    async def send(self, data: bytes | str) -> None:
+        if self._closed is not None:
+            raise self._closed
+        frames = decode_client_message(data)
+        messages, answers = self._bridge.from_client(frames)
+        try:
+            for message in messages:
+                await self._ws.send_message(message)
+        except trio_websocket.ConnectionClosed:
+            raise self._closed or LinkClosed(1006, "the Socket.IO link dropped") from None
+        for frame in answers:
+            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+                self._inbox_send.send_nowait(encode_frame(frame))
+
+    async def receive(self) -> bytes | str:
+        try:
+            return await self._inbox.receive()
+        except trio.EndOfChannel:
+            raise self._closed or LinkClosed(1006, "the Socket.IO link dropped") from None
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        self._scope.cancel()
+        await self._link.aclose(code, reason)
+
+    async def abort(self) -> None:
+        self._scope.cancel()
+        if self._closed is None:
+            self._closed = LinkClosed(1006, "aborted")
+        await self._link.abort()
+
+
+def parse_socketio_url(url: str) -> tuple[str, str, bool]:
+    """``socketio://host:port/namespace?envelope=0`` -> (WebSocket URL, namespace, envelope)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("socketio", "socketios") or not parts.hostname:
+        raise ValueError(f"a Socket.IO URL is socketio://host[:port]/namespace, got {url!r}")
+    query = parse_qs(parts.query)
+    envelope = query.get("envelope", ["1"])[-1].lower() not in ("0", "false", "no", "off")
+    path = query.get("path", ["/socket.io"])[-1].rstrip("/") or "/socket.io"
+    namespace = parts.path.rstrip("/") or "/"
+    scheme = "wss" if parts.scheme == "socketios" else "ws"
+    ws_url = f"{scheme}://{parts.netloc}{path}/?EIO=4&transport=websocket"
+    return ws_url, namespace, envelope
+
+
+async def connect_socketio(
+    nursery: trio.Nursery,
+    url: str,
+    connect_timeout: float,
+    *,
+    state: RecoveryState,
+    ssl_context: Any = None,
+) -> SocketIOTransport:
+    """Open a Socket.IO link (Engine.IO v4 over WebSocket) to ``url`` (``socketio://``)."""
+    ws_url, namespace, envelope = parse_socketio_url(url)
+    link = await connect_websocket(
+        nursery, ws_url, connect_timeout, ssl_context=ssl_context, subprotocols=()
+    )
+    ws = link._ws
+    bridge = SocketIOBridge(namespace, envelope=envelope, state=state)
+    try:
+        with trio.fail_after(connect_timeout):
+            opening = decode_eio(await ws.get_message())
+    except (trio.TooSlowError, trio_websocket.ConnectionClosed, RemoteProtocolError) as exc:
+        await link.abort()
+        raise LinkClosed(None, f"no Engine.IO handshake: {exc}") from None
+    if not isinstance(opening, EioOpen):
+        await link.abort()
+        raise LinkClosed(None, "the server did not open an Engine.IO session")
+    bridge.from_server(opening)
+    return SocketIOTransport(link, bridge, nursery)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-# Servers that run until they are stopped; tests/socketio starts, drives and stops them.
-SERVERS = {"socketio_server.py"}
+# Servers that run until they are stopped, and clients of them; tests/socketio starts the
+# servers, runs the clients against them and stops them.
+SERVERS = {"socketio_server.py", "socketio_client.py"}
 EXAMPLES = sorted(
     p for p in (Path(__file__).parent.parent / "examples").glob("*.py") if p.name not in SERVERS
 )

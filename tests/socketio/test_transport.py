@@ -4,6 +4,7 @@ without connection state recovery) and python-socketio 5, started on free loopba
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -195,3 +196,16 @@ async def test_recovery_state_survives_a_restart_of_the_client(tmp_path: Path) -
         # again, then the two emitted while the reader was gone. No gap.
         assert [type(m) for m in missed] == [Message, Message, Message]
         assert [m.offset for m in missed] == [2, 3, 4]
+
+
+async def test_the_example_client_runs_against_the_node_server(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent.parent / "examples" / "socketio_client.py"
+    async with open_node_server(tmp_path) as server:
+        env = {**os.environ, "SOCKETIO_URL": sio_url(server)}
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                [sys.executable, str(example)], env=env, capture_stdout=True, capture_stderr=True
+            )
+    out = done.stdout.decode()
+    assert "server acked: Acked(" in out
+    assert "broadcast: {'text': 'hello from trio'}" in out

@@ -22,7 +22,7 @@ from trio_realtime import (
     RealtimeConfig,
     open_realtime,
 )
-from trio_realtime.transports._socketio import binary, from_binary
+from trio_realtime.transports import binary, from_binary
 
 from .servers import SocketIOServer, open_node_server, open_python_server
 

@@ -109,6 +109,7 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks; results are written under docs/benchmarks/."""
     session.install("-e", ".[bench]")
+    install_node_packages(session)  # benchmark 8 runs the Node socket.io server of examples/
     session.run("python", "benchmarks/journal.py")
     session.run("python", "benchmarks/local_queue.py")
     # Against raw trio-websocket and python-socketio; `nox -s bench -- --only latency` runs one.

@@ -11,13 +11,17 @@ Run with `nox -s bench`, or `python benchmarks/realtime.py [--only NAME ...] [--
 4. recovery: open a journal holding 1,000,000 pending events and replay them to the server;
 5. fanout: one publisher, 1,000 subscribers in several processes, vs python-socketio broadcast;
 6. memory: RSS with 1,000,000 sends against a stalled server;
-7. consumer: a subscriber that also sends (a chat client), with its journal vs without one.
+7. consumer: a subscriber that also sends (a chat client), with its journal vs without one;
+8. socketio_transport: our Socket.IO transport (socketio://, durability always and memory) vs
+   python-socketio's AsyncClient, emit with ack, against the same Node socket.io server
+   (examples/socketio_server.js): msg/s with K in flight, and send->ack p50/p99 at a paced rate.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import shutil
@@ -26,7 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import attrs
@@ -35,9 +41,9 @@ from trio_websocket import open_websocket_url
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import OUT_DIR, machine, peer_process
+from _common import OUT_DIR, machine, node_socketio_server, node_versions, peer_process
 
-from trio_realtime import Durability, OutboxFull, RealtimeConfig, open_realtime
+from trio_realtime import Acked, Durability, OutboxFull, RealtimeConfig, open_realtime
 from trio_realtime._journal import open_journal
 from trio_realtime._protocol import encode_upstream
 from trio_realtime.testing import open_server_process
@@ -778,6 +784,241 @@ def bench_consumer(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --- 8: the Socket.IO transport against python-socketio --------------------------------------------
+
+SIO_NAMESPACE = "/chat"
+SIO_CHANNEL = "bench"
+#: The variants of benchmark 8, in the order of the first round (each round starts one later).
+SIO_VARIANTS = ("python_socketio", "ours_always", "ours_memory")
+SIO_LABELS = {
+    "python_socketio": "python-socketio AsyncClient, call()",
+    "ours_always": "trio_realtime socketio://, durability=always",
+    "ours_memory": "trio_realtime socketio://, durability=memory",
+}
+
+
+def _sio_data(key: str) -> dict[str, str]:
+    """What python-socketio emits: the same object our transport emits for a send() (its envelope:
+    channel, idempotency key, payload), so the server does the same work for both (it remembers
+    each key, acks, and broadcasts the event back to the namespace)."""
+    return {"channel": SIO_CHANNEL, "idempotency_key": key, "data": PAYLOAD}
+
+
+def _sio_check(answer: object) -> None:
+    if answer != {"ok": True, "duplicate": False}:
+        raise RuntimeError(f"unexpected ack from the Socket.IO server: {answer!r}")
+
+
+def _check_acked(outcome: object) -> None:
+    if not isinstance(outcome, Acked) or outcome.duplicate:
+        raise RuntimeError(f"unexpected outcome: {outcome!r}")
+
+
+async def _sio_client(port: int) -> Any:
+    """A connected python-socketio client on the namespace, warmed up by one acked emit. The
+    server broadcasts every event back to the namespace: a handler discards them (ours reads them
+    through messages(), see :func:`_discard_echoes`)."""
+    import socketio
+
+    def discard(*_: object) -> None:
+        pass
+
+    client = socketio.AsyncClient()
+    client.on("m", discard, namespace=SIO_NAMESPACE)
+    await client.connect(
+        f"http://127.0.0.1:{port}", namespaces=[SIO_NAMESPACE], transports=["websocket"]
+    )
+    _sio_check(await client.call("m", _sio_data(uuid.uuid4().hex), namespace=SIO_NAMESPACE))
+    return client
+
+
+async def _sio_transport_rate(port: int, messages: int, senders: int) -> float:
+    """python-socketio: ``senders`` tasks each emit their share with an ack and await it
+    (``call``), so ``senders`` are in flight at once; timed until the last ack."""
+    client = await _sio_client(port)
+    try:
+        tag = uuid.uuid4().hex
+
+        async def sender(k: int) -> None:
+            for i in range(messages // senders):
+                data = _sio_data(f"{tag}:{k}:{i}")
+                _sio_check(await client.call("m", data, namespace=SIO_NAMESPACE, timeout=120))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(sender(k) for k in range(senders)))
+        return messages // senders * senders / (time.perf_counter() - start)
+    finally:
+        await client.disconnect()
+
+
+async def _sio_transport_latencies(port: int, rate: float, count: int) -> list[float]:
+    """python-socketio: seconds from ``call`` to its ack, one emit started every 1/rate s."""
+    client = await _sio_client(port)
+    try:
+        tag = uuid.uuid4().hex
+        latencies: list[float] = []
+
+        async def one(i: int) -> None:
+            start = time.perf_counter()
+            answer = await client.call("m", _sio_data(f"{tag}:{i}"), namespace=SIO_NAMESPACE)
+            latencies.append(time.perf_counter() - start)
+            _sio_check(answer)
+
+        loop = asyncio.get_running_loop()
+        first = loop.time()
+        tasks = []
+        for i in range(count):
+            await asyncio.sleep(max(0.0, first + i / rate - loop.time()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        return latencies
+    finally:
+        await client.disconnect()
+
+
+async def _discard_echoes(conn: Any) -> None:
+    """Read what the server broadcasts back (as an application would) and drop it."""
+    async with conn.messages() as stream:
+        async for _ in stream:
+            pass
+
+
+@asynccontextmanager
+async def _sio_transport(port: int, durability: str) -> AsyncIterator[Any]:
+    """Our Socket.IO transport to the namespace, a fresh journal in a temporary directory under
+    ``always`` (none under ``memory``), warmed up by one acked send."""
+    config = attrs.evolve(CONFIG, durability=durability)
+    url = f"socketio://127.0.0.1:{port}{SIO_NAMESPACE}"
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = None if durability == "memory" else tmp
+        async with (
+            open_realtime(url, journal_dir=journal, config=config) as conn,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(_discard_echoes, conn)
+            _check_acked(await (await conn.send(SIO_CHANNEL, "m", PAYLOAD)).wait())
+            yield conn
+            nursery.cancel_scope.cancel()
+
+
+async def _ours_transport_rate(port: int, durability: str, messages: int, senders: int) -> float:
+    """Ours: ``senders`` tasks each send() their share (each returns once journaled), then every
+    receipt is waited for; timed from the first send to the last ack."""
+    async with _sio_transport(port, durability) as conn:
+        receipts: list[Any] = []
+
+        async def sender() -> None:
+            for _ in range(messages // senders):
+                receipts.append(await conn.send(SIO_CHANNEL, "m", PAYLOAD))
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(senders):
+                nursery.start_soon(sender)
+        for receipt in receipts:
+            _check_acked(await receipt.wait())
+        elapsed = time.perf_counter() - start
+    return len(receipts) / elapsed
+
+
+async def _ours_transport_latencies(
+    port: int, durability: str, rate: float, count: int
+) -> list[float]:
+    """Ours: seconds from calling send() to the ack (the receipt), one send every 1/rate s."""
+    latencies: list[float] = []
+    async with _sio_transport(port, durability) as conn:
+
+        async def one() -> None:
+            start = time.perf_counter()
+            receipt = await conn.send(SIO_CHANNEL, "m", PAYLOAD)
+            outcome = await receipt.wait()
+            latencies.append(time.perf_counter() - start)
+            _check_acked(outcome)
+
+        await _paced(rate, count, one)
+    return latencies
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": values,
+    }
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50 and p99 in milliseconds (as conn.metrics computes its percentiles)."""
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"p50": cuts[49] * 1000, "p99": cuts[98] * 1000}
+
+
+def bench_socketio_transport(args: argparse.Namespace) -> dict[str, Any]:
+    n, k, rate, count = args.sio_messages, args.sio_senders, args.sio_rate, args.sio_latency_count
+    if n < k or n % k:
+        raise SystemExit("--sio-messages must be a multiple of --sio-senders")
+    recovery = not args.sio_no_recovery
+    print(
+        f"8. Socket.IO transport vs python-socketio, one Node socket.io server "
+        f"(recovery {'on' if recovery else 'off'}): {n:,} x {len(PAYLOAD)} B, {k} in flight, "
+        f"msg/s; send->ack at {rate:g}/s x {count}, ms ({args.repeats} rounds)"
+    )
+
+    def throughput(port: int, variant: str) -> float:
+        if variant == "python_socketio":
+            return asyncio.run(_sio_transport_rate(port, n, k))
+        return float(trio.run(_ours_transport_rate, port, variant.removeprefix("ours_"), n, k))
+
+    def latency(port: int, variant: str) -> dict[str, float]:
+        if variant == "python_socketio":
+            samples = asyncio.run(_sio_transport_latencies(port, rate, count))
+        else:
+            durability = variant.removeprefix("ours_")
+            samples = trio.run(_ours_transport_latencies, port, durability, rate, count)
+        return _percentiles(samples)
+
+    rates: dict[str, list[float]] = {v: [] for v in SIO_VARIANTS}
+    latencies: dict[str, list[dict[str, float]]] = {v: [] for v in SIO_VARIANTS}
+    with node_socketio_server(*(() if recovery else ("--no-recovery",))) as port:
+        for r in range(args.repeats):
+            # Every variant in every round, against the same server; the order turns each round.
+            order = SIO_VARIANTS[r % 3 :] + SIO_VARIANTS[: r % 3]
+            for variant in order:
+                rates[variant].append(throughput(port, variant))
+            for variant in order:
+                latencies[variant].append(latency(port, variant))
+            shown = ", ".join(f"{v} {rates[v][-1]:,.0f}" for v in SIO_VARIANTS)
+            print(f"  round {r + 1}: msg/s {shown}")
+    sio = rates["python_socketio"]
+    vs: dict[str, Any] = {}
+    for variant in ("ours_always", "ours_memory"):
+        vs[variant] = _spread([o / b for o, b in zip(rates[variant], sio, strict=True)])
+    ms = {
+        v: {q: statistics.median(run[q] for run in latencies[v]) for q in ("p50", "p99")}
+        | {"runs": latencies[v]}
+        for v in SIO_VARIANTS
+    }
+    for v in SIO_VARIANTS:
+        s = _spread(rates[v])
+        ratio = f"   {vs[v]['median']:.2f}x python-socketio" if v in vs else ""
+        print(
+            f"  {SIO_LABELS[v]:<46} {s['median']:>8,.0f} msg/s ({s['min']:,.0f}-{s['max']:,.0f})"
+            f"  p50 {ms[v]['p50']:6.2f} ms  p99 {ms[v]['p99']:6.2f} ms{ratio}"
+        )
+    print("  (ratios: medians of the per-round ratios)")
+    return {
+        "messages": n,
+        "senders": k,
+        "payload_bytes": len(PAYLOAD),
+        "server": {"recovery": recovery, **node_versions()},
+        "python_socketio_version": importlib.metadata.version("python-socketio"),
+        "msg_per_second": {v: _spread(rates[v]) for v in SIO_VARIANTS},
+        "vs_socketio": vs,
+        "latency": {"rate_per_second": rate, "sends": count, "ms": ms},
+    }
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "throughput": bench_throughput,
     "send_many": bench_send_many,
@@ -786,6 +1027,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "fanout": bench_fanout,
     "memory": bench_memory,
     "consumer": bench_consumer,
+    "socketio_transport": bench_socketio_transport,
 }
 
 
@@ -806,6 +1048,29 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="sends per second (latency)")
     parser.add_argument("--latency-count", type=int, default=1000, help="sends per latency run")
     parser.add_argument("--consumer-messages", type=int, default=20_000)
+    parser.add_argument(
+        "--sio-messages", type=int, default=2000, help="messages per run (socketio_transport)"
+    )
+    parser.add_argument(
+        "--sio-senders", type=int, default=100, help="in flight at once (socketio_transport)"
+    )
+    parser.add_argument(
+        "--sio-rate",
+        type=float,
+        default=100.0,
+        help="sends per second (socketio_transport latency)",
+    )
+    parser.add_argument(
+        "--sio-latency-count",
+        type=int,
+        default=300,
+        help="sends per socketio_transport latency run",
+    )
+    parser.add_argument(
+        "--sio-no-recovery",
+        action="store_true",
+        help="run the Node server with --no-recovery (a diagnostic: events then carry no offset)",
+    )
     args = parser.parse_args()
     if args.worker:
         kind, target, count, expect = args.worker

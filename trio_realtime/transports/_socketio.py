@@ -101,6 +101,8 @@ __all__ = ["SocketIOBridge", "SocketIOTransport", "binary", "connect_socketio", 
 #: have processed yet).
 KEEP_OFFSETS = 4096
 STATE_FILE = "socketio-state.json"
+#: Shortest time between two writes of the recovery state.
+SAVE_INTERVAL = 0.2
 
 
 def binary(data: bytes) -> dict[str, str]:
@@ -155,14 +157,19 @@ class RecoveryState:
         except (OSError, ValueError, TypeError, AttributeError):
             self.pid, self.offsets = None, OrderedDict()
 
-    def save(self) -> None:
-        """Write the state (a rename over the old file: a crash leaves one or the other)."""
+    def snapshot(self) -> bytes:
+        return json.dumps({"pid": self.pid, "offsets": list(self.offsets.items())}).encode()
+
+    def write(self, data: bytes) -> None:
+        """Write a :meth:`snapshot` (a rename over the old file: a crash leaves one or the
+        other). A state lost or older than the application's position only costs a resume
+        without recovery, reported as a gap."""
         if self.directory is None:
             return
         path = os.path.join(self.directory, STATE_FILE)
         with contextlib.suppress(OSError):
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump({"pid": self.pid, "offsets": list(self.offsets.items())}, f)
+            with open(path + ".tmp", "wb") as f:
+                f.write(data)
             os.replace(path + ".tmp", path)
 
     def note(self, offset: int, sio_offset: str) -> None:
@@ -395,7 +402,27 @@ class SocketIOTransport:
         self._inbox_send, self._inbox = trio.open_memory_channel[bytes](1024)
         self._closed: LinkClosed | None = None
         self._scope = trio.CancelScope()
+        self._save_wanted = trio.Event()
+        self._saver_scope = trio.CancelScope()
         nursery.start_soon(self._read)
+        if bridge.state.directory is not None:
+            nursery.start_soon(self._saver)
+
+    async def _saver(self) -> None:
+        """Write the recovery state at most every :data:`SAVE_INTERVAL` seconds, in a worker
+        thread: writing it for every event (up to 10 ms each) held the link back."""
+        state = self._bridge.state
+        try:
+            with self._saver_scope:
+                while True:
+                    await self._save_wanted.wait()
+                    self._save_wanted = trio.Event()
+                    await trio.to_thread.run_sync(state.write, state.snapshot())
+                    await trio.sleep(SAVE_INTERVAL)
+        finally:
+            if self._save_wanted.is_set():  # the last changes, when the link ends
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(state.write, state.snapshot())
 
     async def _read(self) -> None:
         """Read the server's messages until the link ends; a silence longer than the server's
@@ -418,7 +445,7 @@ class SocketIOTransport:
                     for frame in frames:
                         await self._inbox_send.send(encode_frame(frame))
                     if self._bridge.take_save():
-                        self._bridge.state.save()
+                        self._save_wanted.set()
             except trio_websocket.ConnectionClosed as exc:
                 code = getattr(exc.reason, "code", None)
                 self._closed = LinkClosed(code, "the Socket.IO link closed")
@@ -428,6 +455,7 @@ class SocketIOTransport:
                 self._closed = LinkClosed(4000, str(exc)[:120])
             finally:
                 self._inbox_send.close()
+                self._saver_scope.cancel()
 
     async def send(self, data: bytes | str) -> None:
         if self._closed is not None:

@@ -20,6 +20,8 @@ from trio_realtime import (
     Gap,
     Message,
     RealtimeConfig,
+    Rejected,
+    RequestRefused,
     open_realtime,
 )
 from trio_realtime.transports import binary, from_binary
@@ -209,3 +211,15 @@ async def test_the_example_client_runs_against_the_node_server(tmp_path: Path) -
     out = done.stdout.decode()
     assert "server acked: Acked(" in out
     assert "broadcast: {'text': 'hello from trio'}" in out
+
+
+async def test_bad_events_are_rejected_and_other_channels_refused(tmp_path: Path) -> None:
+    async with open_node_server(tmp_path) as server, client(server, tmp_path / "j") as conn:
+        with pytest.raises(RequestRefused):
+            await conn.subscribe("room")  # one stream per link: the namespace
+        bad = await conn.send("room", "chat", {"blob": {"$binary": "not base64!"}})
+        good = await conn.send("room", "chat", {"text": "fine"})
+        with trio.fail_after(20):
+            assert isinstance(await bad.wait(), Rejected)
+            assert await good.wait() == Acked(good.seq)
+        assert [line["args"][0]["data"] for line in server.received()] == [{"text": "fine"}]

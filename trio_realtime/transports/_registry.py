@@ -95,6 +95,8 @@ class _SocketIOConnector:
     connection names it (:meth:`use_directory`)."""
 
     def __init__(self, url: str, config: RealtimeConfig) -> None:
+        if config.use_tls and url.lower().startswith("socketio://"):
+            url = "socketios://" + url[len("socketio://") :]
         parse_socketio_url(url)  # refuse a bad URL now
         self.url = url
         self.config = config

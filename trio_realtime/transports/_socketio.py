@@ -56,7 +56,7 @@ import attrs
 import trio
 import trio_websocket
 
-from .._errors import LinkClosed, RemoteProtocolError
+from .._errors import LinkClosed, LocalProtocolError, RemoteProtocolError
 from .._protocol import (
     Ack,
     ChannelResume,
@@ -101,6 +101,10 @@ __all__ = ["SocketIOBridge", "SocketIOTransport", "binary", "connect_socketio", 
 #: have processed yet).
 KEEP_OFFSETS = 4096
 STATE_FILE = "socketio-state.json"
+#: Events a recovering server may replay before its CONNECT answer (held until then).
+MAX_EARLY = 100_000
+#: Largest message taken from the server (as the WebSocket transport's limit).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: Shortest time between two writes of the recovery state.
 SAVE_INTERVAL = 0.2
 
@@ -203,6 +207,7 @@ class SocketIOBridge:
         self._asked_recovery = False
         self._save_due = False
         self._early: list[SioEvent] = []  # events received before the CONNECT answer
+        self._sent_max = 0  # highest ack id emitted on this link
 
     # --- our frames -> Socket.IO -------------------------------------------------------------
 
@@ -215,13 +220,33 @@ class SocketIOBridge:
         completed = False
         for frame in frames:
             if isinstance(frame, UpstreamEvent):
-                out.extend(self._emit(frame))
+                try:
+                    messages = self._emit(frame)
+                except (ValueError, LocalProtocolError) as exc:  # bad base64, a lookalike, ...
+                    answers.append(Error("invalid_payload", str(exc)[:200], seq=frame.seq))
+                    self._done.add(frame.seq)
+                    completed = True
+                    continue
+                limit = self.open.max_payload if self.open and self.open.max_payload else None
+                size = sum(len(m) for m in messages)
+                if limit is not None and size > limit:
+                    message = f"event of {size} bytes over the server's maxPayload ({limit})"
+                    answers.append(Error("too_large", message, seq=frame.seq))
+                    self._done.add(frame.seq)
+                    completed = True
+                    continue
+                self._sent_max = max(self._sent_max, frame.seq)
+                out.extend(messages)
             elif isinstance(frame, Skip):
                 self._done.add(frame.seq)
                 completed = True
             elif isinstance(frame, Resume):
                 out.append(self._connect(frame))
             elif isinstance(frame, Subscribe):
+                if frame.channel != self.channel:  # a stock server has one stream: the namespace
+                    message = f"a Socket.IO link carries one channel, {self.channel!r}"
+                    answers.append(Error("invalid_name", message, rid=frame.rid))
+                    continue
                 recovered = frame.offset is None or (
                     frame.epoch == self._epoch and frame.offset <= self._head
                 )
@@ -252,6 +277,7 @@ class SocketIOBridge:
     def _connect(self, frame: Resume) -> str:
         self._resume = frame
         self._acked = frame.last_ack_seq
+        self._sent_max = frame.last_ack_seq
         self._done.clear()
         auth: dict[str, Any] = {}
         if frame.token is not None:
@@ -260,7 +286,7 @@ class SocketIOBridge:
         pid = offset = None
         if position is not None and self.state.pid is not None and position.epoch == self.state.pid:
             sio_offset = self.state.offsets.get(position.offset)
-            if sio_offset is not None or position.offset == 0:
+            if sio_offset is not None:
                 pid, offset = self.state.pid, sio_offset
         self._asked_recovery = pid is not None
         self._head = position.offset if position is not None else 0
@@ -291,7 +317,10 @@ class SocketIOBridge:
         if isinstance(packet, SioConnectError):
             data = packet.data
             message = data.get("message", "") if isinstance(data, dict) else str(data)
-            code = "unauthorized" if "auth" in message.lower() else "forbidden"
+            # Socket.IO has no codes: every refusal is the middleware's (a token refused,
+            # refreshed through the delegate, as a native 4001) but a namespace that does not
+            # exist, which retrying cannot fix.
+            code = "forbidden" if message == "Invalid namespace" else "unauthorized"
             return [], [Error(code, f"the Socket.IO server refused: {message}", fatal=True)]
         if isinstance(packet, SioDisconnect):
             raise LinkClosed(1000, "the Socket.IO server disconnected the namespace")
@@ -304,6 +333,8 @@ class SocketIOBridge:
                 else []
             )
             if not self._connected:  # a recovering server replays before its CONNECT answer
+                if len(self._early) >= MAX_EARLY:
+                    raise RemoteProtocolError(f"over {MAX_EARLY} events before the CONNECT answer")
                 self._early.append(packet)
                 return reply, []
             return reply, [self._message(packet)]
@@ -319,14 +350,15 @@ class SocketIOBridge:
         recovered = self._recovery and self._asked_recovery and pid == self.state.pid
         if not recovered:
             self._head = 0
+            self.state.offsets.clear()  # offsets of another session: never to be resumed from
         self.state.pid = pid if isinstance(pid, str) else None
         self._epoch = self.state.pid or sid
         self._connected = True
         channels = {
             name: ChannelResume(
-                self._epoch if name == self.channel else "-",
+                self._epoch if name == self.channel else "none",
                 self._head if name == self.channel else 0,
-                recovered if name == self.channel else True,
+                recovered if name == self.channel else False,
             )
             for name in resume.channels
         }
@@ -343,8 +375,8 @@ class SocketIOBridge:
         )
 
     def _acked_by_server(self, packet: SioAck) -> list[ServerFrame]:
-        if packet.ack_id <= self._acked:
-            return []
+        if not self._acked < packet.ack_id <= self._sent_max:
+            return []  # old, or never emitted on this link: nothing to resolve
         self._done.add(packet.ack_id)
         first = packet.args[0] if packet.args else None
         if isinstance(first, dict) and first.get("duplicate") is True:
@@ -364,7 +396,9 @@ class SocketIOBridge:
 
     def _message(self, packet: SioEvent) -> Message:
         args = list(packet.params)
-        if self._recovery and args and isinstance(args[-1], str):
+        # A recovering server appends the offset to what it broadcasts, never to an event that
+        # asks for an ack.
+        if self._recovery and packet.ack_id is None and args and isinstance(args[-1], str):
             sio_offset: str | None = args.pop()
         else:
             sio_offset = None
@@ -374,9 +408,13 @@ class SocketIOBridge:
             self._save_due = True
         payload = _from_wire(args[0] if len(args) == 1 else args)
         key = None
-        if self.envelope and isinstance(payload, dict) and "data" in payload:
-            key = payload.get("idempotency_key")
-            key = key if isinstance(key, str) else None
+        if (
+            self.envelope
+            and isinstance(payload, dict)
+            and payload.keys() == {"channel", "idempotency_key", "data"}
+            and isinstance(payload["idempotency_key"], str)
+        ):
+            key = payload["idempotency_key"]
             payload = payload["data"]
         now = int(time.time() * 1000)
         return Message(
@@ -398,7 +436,8 @@ class SocketIOTransport:
         self._link = link
         self._ws = link._ws
         self._bridge = bridge
-        self._decoder = MessageDecoder()
+        self._decoder = MessageDecoder(max_bytes=MAX_MESSAGE_BYTES)
+        self._sending = trio.Lock()  # a binary event is several messages: never interleaved
         self._inbox_send, self._inbox = trio.open_memory_channel[bytes](1024)
         self._closed: LinkClosed | None = None
         self._scope = trio.CancelScope()
@@ -432,6 +471,7 @@ class SocketIOTransport:
                 while True:
                     open_ = self._bridge.open
                     limit = (open_.ping_interval_ms + open_.ping_timeout_ms) / 1000 if open_ else 45
+                    limit += max(1.0, limit / 10)  # servers ping a little late (rounding)
                     with trio.move_on_after(limit) as silence:
                         message = await self._ws.get_message()
                     if silence.cancelled_caught:
@@ -440,8 +480,9 @@ class SocketIOTransport:
                     if packet is None:
                         continue
                     replies, frames = self._bridge.from_server(packet)
-                    for reply in replies:
-                        await self._ws.send_message(reply)
+                    async with self._sending:
+                        for reply in replies:
+                            await self._ws.send_message(reply)
                     for frame in frames:
                         await self._inbox_send.send(encode_frame(frame))
                     if self._bridge.take_save():
@@ -463,13 +504,14 @@ class SocketIOTransport:
         frames = decode_client_message(data)
         messages, answers = self._bridge.from_client(frames)
         try:
-            for message in messages:
-                await self._ws.send_message(message)
+            async with self._sending:
+                for message in messages:
+                    await self._ws.send_message(message)
         except trio_websocket.ConnectionClosed:
             raise self._closed or LinkClosed(1006, "the Socket.IO link dropped") from None
-        for frame in answers:
+        for frame in answers:  # (waits, like the reader, while the application reads nothing)
             with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                self._inbox_send.send_nowait(encode_frame(frame))
+                await self._inbox_send.send(encode_frame(frame))
 
     async def receive(self) -> bytes | str:
         try:
@@ -479,6 +521,8 @@ class SocketIOTransport:
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         self._scope.cancel()
+        if self._closed is None:
+            self._closed = LinkClosed(code, reason or "closed")
         await self._link.aclose(code, reason)
 
     async def abort(self) -> None:

@@ -165,6 +165,7 @@ function main() {
     connectionStateRecovery: opts.recovery
       ? { maxDisconnectionDuration: 2 * 60 * 1000, skipMiddlewares: true }
       : undefined,
+    maxHttpBufferSize: 16 * 1024 * 1024, // the relay carries the transport kit's 4 MiB messages
   });
 
   const record = (nsp, event, args) => {
@@ -219,6 +220,18 @@ function main() {
   };
   setUp(io.of("/"));
   setUp(io.of("/chat"));
+
+  // /relay: two clients with the same auth.room talk through the server, as over one link:
+  // "message" and "close" events go to the other members of the room, and a member that
+  // disconnects is "gone" for them. (How the client's Socket.IO link is held to the transport
+  // contract, trio_realtime.testing.check_transport: tests/socketio/test_conformance.py.)
+  io.of("/relay").on("connection", (socket) => {
+    const room = String((socket.handshake.auth || {}).room || "");
+    socket.join(room);
+    socket.on("message", (...args) => socket.to(room).emit("message", ...args));
+    socket.on("close", (info) => socket.to(room).emit("close", info));
+    socket.on("disconnect", () => socket.to(room).emit("gone"));
+  });
 
   httpServer.on("error", (err) => {
     process.stderr.write(`cannot listen on port ${opts.port}: ${err.message}\n`);

@@ -223,3 +223,18 @@ async def test_bad_events_are_rejected_and_other_channels_refused(tmp_path: Path
             assert isinstance(await bad.wait(), Rejected)
             assert await good.wait() == Acked(good.seq)
         assert [line["args"][0]["data"] for line in server.received()] == [{"text": "fine"}]
+
+
+async def test_the_servers_heartbeat_is_answered(tmp_path: Path) -> None:
+    # pings every 0.3 s: unanswered, the server would drop the link within 0.5 s
+    fast = ["--ping-interval", "300", "--ping-timeout", "200"]
+    async with (
+        open_node_server(tmp_path, extra_args=fast) as server,
+        client(server, tmp_path / "j") as conn,
+    ):
+        await conn.wait_connected(timeout=10)
+        await trio.sleep(2)  # idle through several pings (the point of the test is the wait)
+        receipt = await conn.send("room", "chat", {"text": "still here"})
+        with trio.fail_after(10):
+            assert await receipt.wait() == Acked(receipt.seq)
+        assert conn.metrics.total_reconnects == 0

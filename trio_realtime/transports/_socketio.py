@@ -95,7 +95,16 @@ from ._socketio_codec import (
 )
 from ._websocket import WebSocketTransport, connect_websocket
 
-__all__ = ["SocketIOBridge", "SocketIOTransport", "binary", "connect_socketio", "from_binary"]
+__all__ = [
+    "SioLink",
+    "SocketIOBridge",
+    "SocketIOMessages",
+    "SocketIOTransport",
+    "binary",
+    "connect_socketio",
+    "connect_socketio_messages",
+    "from_binary",
+]
 
 #: Socket.IO offsets kept per namespace (for the last events received, the application may not
 #: have processed yet).
@@ -427,25 +436,130 @@ class SocketIOBridge:
         return due
 
 
-class SocketIOTransport:
-    """The :class:`~trio_realtime.transports.Transport` of a Socket.IO link (see the module)."""
+class SioLink:
+    """An Engine.IO v4 session over a WebSocket, the layer both Socket.IO transports run on:
+    answers the server's pings, drops the link when the server falls silent (its pingInterval +
+    pingTimeout, with some slack), hands the Socket.IO packets over in order, and sends whole
+    packets (a binary event's messages are never interleaved with another's)."""
 
-    def __init__(
-        self, link: WebSocketTransport, bridge: SocketIOBridge, nursery: trio.Nursery
-    ) -> None:
+    def __init__(self, link: WebSocketTransport, opening: EioOpen, nursery: trio.Nursery) -> None:
         self._link = link
         self._ws = link._ws
-        self._bridge = bridge
+        self.open = opening
         self._decoder = MessageDecoder(max_bytes=MAX_MESSAGE_BYTES)
-        self._sending = trio.Lock()  # a binary event is several messages: never interleaved
-        self._inbox_send, self._inbox = trio.open_memory_channel[bytes](1024)
-        self._closed: LinkClosed | None = None
+        self._sending = trio.Lock()
+        self._packets_send, self._packets = trio.open_memory_channel[Any](1024)
+        self.ended: LinkClosed | None = None
+        """Why the server's side ended (its close, a drop, silence, bad data)."""
+        self.closed: LinkClosed | None = None
+        """Set by this end's :meth:`aclose` / :meth:`abort`."""
         self._scope = trio.CancelScope()
+        nursery.start_soon(self._read)
+
+    async def _read(self) -> None:
+        limit = (self.open.ping_interval_ms + self.open.ping_timeout_ms) / 1000
+        limit += max(1.0, limit / 10)  # servers ping a little late (python-engineio rounds)
+        with self._scope:
+            try:
+                while True:
+                    with trio.move_on_after(limit) as silence:
+                        message = await self._ws.get_message()
+                    if silence.cancelled_caught:
+                        raise LinkClosed(4008, "no Socket.IO heartbeat from the server")
+                    packet = self._decoder.receive(message)
+                    if isinstance(packet, EioPing):
+                        await self.send([pong_message(packet.data)])
+                    elif isinstance(packet, EioClose):
+                        raise LinkClosed(1000, "the Socket.IO server closed the connection")
+                    elif packet is not None and not isinstance(packet, EioOpen):
+                        await self._packets_send.send(packet)
+            except trio_websocket.ConnectionClosed as exc:
+                code = getattr(exc.reason, "code", None)
+                self.ended = LinkClosed(code, "the Socket.IO link closed")
+            except LinkClosed as exc:
+                self.ended = exc
+            except RemoteProtocolError as exc:
+                self.ended = LinkClosed(4000, str(exc)[:120])
+            finally:
+                self._packets_send.close()
+
+    def _gone(self) -> LinkClosed:
+        return self.closed or self.ended or LinkClosed(1006, "the Socket.IO link dropped")
+
+    async def send(self, messages: Sequence[str | bytes]) -> None:
+        if self.closed is not None:
+            raise self.closed
+        try:
+            async with self._sending:
+                for message in messages:
+                    await self._ws.send_message(message)
+        except trio_websocket.ConnectionClosed:
+            raise self._gone() from None
+
+    async def receive(self) -> Any:
+        """The next Socket.IO packet (raises :class:`LinkClosed` once the link ended)."""
+        if self.closed is not None:
+            raise self.closed
+        try:
+            packet = await self._packets.receive()
+        except trio.EndOfChannel:
+            raise self._gone() from None
+        if self.closed is not None:  # closed while this receive waited
+            raise self.closed
+        return packet
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed is None:
+            self.closed = LinkClosed(code, reason or "closed")
+        self._scope.cancel()
+        await self._link.aclose(code, reason)
+        self._packets.close()
+
+    async def abort(self) -> None:
+        if self.closed is None:
+            self.closed = LinkClosed(1006, "aborted")
+        self._scope.cancel()
+        await self._link.abort()
+        self._packets.close()
+
+
+class SocketIOTransport:
+    """The :class:`~trio_realtime.transports.Transport` of a Socket.IO link to a stock server:
+    our protocol through a :class:`SocketIOBridge` (see the module)."""
+
+    def __init__(self, sio: SioLink, bridge: SocketIOBridge, nursery: trio.Nursery) -> None:
+        self._sio = sio
+        self._bridge = bridge
+        self._inbox_send, self._inbox = trio.open_memory_channel[bytes](1024)
+        self._ended: LinkClosed | None = None
         self._save_wanted = trio.Event()
         self._saver_scope = trio.CancelScope()
-        nursery.start_soon(self._read)
+        nursery.start_soon(self._pump)
         if bridge.state.directory is not None:
             nursery.start_soon(self._saver)
+
+    async def _pump(self) -> None:
+        """The server's packets, through the bridge, to the connection."""
+        try:
+            while True:
+                packet = await self._sio.receive()
+                replies, frames = self._bridge.from_server(packet)
+                if replies:
+                    await self._sio.send(replies)
+                for frame in frames:
+                    await self._inbox_send.send(encode_frame(frame))
+                if self._bridge.take_save():
+                    self._save_wanted.set()
+        except LinkClosed as exc:
+            self._ended = exc
+        except RemoteProtocolError as exc:
+            self._ended = LinkClosed(4000, str(exc)[:120])
+            await self._sio.abort()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        finally:
+            self._inbox_send.close()
+            self._saver_scope.cancel()
 
     async def _saver(self) -> None:
         """Write the recovery state at most every :data:`SAVE_INTERVAL` seconds, in a worker
@@ -463,73 +577,85 @@ class SocketIOTransport:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(state.write, state.snapshot())
 
-    async def _read(self) -> None:
-        """Read the server's messages until the link ends; a silence longer than the server's
-        pingInterval + pingTimeout (its heartbeat) is a dead link."""
-        with self._scope:
-            try:
-                while True:
-                    open_ = self._bridge.open
-                    limit = (open_.ping_interval_ms + open_.ping_timeout_ms) / 1000 if open_ else 45
-                    limit += max(1.0, limit / 10)  # servers ping a little late (rounding)
-                    with trio.move_on_after(limit) as silence:
-                        message = await self._ws.get_message()
-                    if silence.cancelled_caught:
-                        raise LinkClosed(4008, "no Socket.IO heartbeat from the server")
-                    packet = self._decoder.receive(message)
-                    if packet is None:
-                        continue
-                    replies, frames = self._bridge.from_server(packet)
-                    async with self._sending:
-                        for reply in replies:
-                            await self._ws.send_message(reply)
-                    for frame in frames:
-                        await self._inbox_send.send(encode_frame(frame))
-                    if self._bridge.take_save():
-                        self._save_wanted.set()
-            except trio_websocket.ConnectionClosed as exc:
-                code = getattr(exc.reason, "code", None)
-                self._closed = LinkClosed(code, "the Socket.IO link closed")
-            except LinkClosed as exc:
-                self._closed = exc
-            except RemoteProtocolError as exc:
-                self._closed = LinkClosed(4000, str(exc)[:120])
-            finally:
-                self._inbox_send.close()
-                self._saver_scope.cancel()
-
     async def send(self, data: bytes | str) -> None:
-        if self._closed is not None:
-            raise self._closed
+        if self._sio.closed is not None:
+            raise self._sio.closed
         frames = decode_client_message(data)
         messages, answers = self._bridge.from_client(frames)
-        try:
-            async with self._sending:
-                for message in messages:
-                    await self._ws.send_message(message)
-        except trio_websocket.ConnectionClosed:
-            raise self._closed or LinkClosed(1006, "the Socket.IO link dropped") from None
-        for frame in answers:  # (waits, like the reader, while the application reads nothing)
+        await self._sio.send(messages)
+        for frame in answers:  # (waits, like the pump, while the application reads nothing)
             with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
                 await self._inbox_send.send(encode_frame(frame))
 
     async def receive(self) -> bytes | str:
+        if self._sio.closed is not None:
+            raise self._sio.closed
         try:
             return await self._inbox.receive()
-        except trio.EndOfChannel:
-            raise self._closed or LinkClosed(1006, "the Socket.IO link dropped") from None
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._sio.closed or self._ended or self._sio._gone() from None
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        self._scope.cancel()
-        if self._closed is None:
-            self._closed = LinkClosed(code, reason or "closed")
-        await self._link.aclose(code, reason)
+        await self._sio.aclose(code, reason)
+        self._inbox.close()
 
     async def abort(self) -> None:
-        self._scope.cancel()
-        if self._closed is None:
-            self._closed = LinkClosed(1006, "aborted")
-        await self._link.abort()
+        await self._sio.abort()
+        self._inbox.close()
+
+
+class SocketIOMessages:
+    """A :class:`~trio_realtime.transports.Transport` of opaque messages over one Socket.IO
+    namespace: each message is the event ``"message"`` (text as a string, bytes as a binary
+    attachment), ``aclose(code, reason)`` first emits ``"close"`` with them, and a ``"gone"``
+    event is the peer dropping. Between two clients of a server that relays those events (the
+    ``/relay`` namespace of ``examples/socketio_server.js``) it keeps the transport contract:
+    that is how the Socket.IO link layer is held to ``check_transport``."""
+
+    def __init__(self, sio: SioLink, namespace: str) -> None:
+        self._sio = sio
+        self._namespace = namespace
+        self._ended: LinkClosed | None = None
+
+    async def send(self, data: bytes | str) -> None:
+        if self._ended is not None:
+            raise self._ended
+        await self._sio.send(event_messages("message", data, namespace=self._namespace))
+
+    async def receive(self) -> bytes | str:
+        if self._ended is not None:
+            raise self._ended
+        try:
+            while True:
+                packet = await self._sio.receive()
+                if isinstance(packet, SioEvent) and packet.event == "message" and packet.params:
+                    data = packet.params[0]
+                    if isinstance(data, str | bytes):
+                        return data
+                elif isinstance(packet, SioEvent) and packet.event == "close":
+                    info = packet.params[0] if packet.params else {}
+                    info = info if isinstance(info, dict) else {}
+                    code = info.get("code") if isinstance(info.get("code"), int) else 1000
+                    raise LinkClosed(code, str(info.get("reason", "")))
+                elif isinstance(packet, SioEvent) and packet.event == "gone":
+                    raise LinkClosed(1006, "the peer dropped")
+                elif isinstance(packet, SioDisconnect):
+                    raise LinkClosed(1000, "the Socket.IO server disconnected the namespace")
+        except LinkClosed as exc:
+            self._ended = self._sio.closed or exc
+            raise self._ended from None
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        if self._sio.closed is None and self._ended is None:
+            info = {"code": code, "reason": reason}
+            with contextlib.suppress(LinkClosed):
+                await self._sio.send(event_messages("close", info, namespace=self._namespace))
+        self._ended = self._ended or LinkClosed(code, reason or "closed")
+        await self._sio.aclose(code, reason)
+
+    async def abort(self) -> None:
+        self._ended = self._ended or LinkClosed(1006, "aborted")
+        await self._sio.abort()
 
 
 def parse_socketio_url(url: str) -> tuple[str, str, bool]:
@@ -546,6 +672,26 @@ def parse_socketio_url(url: str) -> tuple[str, str, bool]:
     return ws_url, namespace, envelope
 
 
+async def _open_sio(
+    nursery: trio.Nursery, url: str, connect_timeout: float, ssl_context: Any
+) -> tuple[SioLink, str, bool]:
+    """A WebSocket to ``url``'s Engine.IO endpoint, past the server's OPEN packet."""
+    ws_url, namespace, envelope = parse_socketio_url(url)
+    link = await connect_websocket(
+        nursery, ws_url, connect_timeout, ssl_context=ssl_context, subprotocols=()
+    )
+    try:
+        with trio.fail_after(connect_timeout):
+            opening = decode_eio(await link._ws.get_message())
+    except (trio.TooSlowError, trio_websocket.ConnectionClosed, RemoteProtocolError) as exc:
+        await link.abort()
+        raise LinkClosed(None, f"no Engine.IO handshake: {exc}") from None
+    if not isinstance(opening, EioOpen):
+        await link.abort()
+        raise LinkClosed(None, "the server did not open an Engine.IO session")
+    return SioLink(link, opening, nursery), namespace, envelope
+
+
 async def connect_socketio(
     nursery: trio.Nursery,
     url: str,
@@ -554,21 +700,34 @@ async def connect_socketio(
     state: RecoveryState,
     ssl_context: Any = None,
 ) -> SocketIOTransport:
-    """Open a Socket.IO link (Engine.IO v4 over WebSocket) to ``url`` (``socketio://``)."""
-    ws_url, namespace, envelope = parse_socketio_url(url)
-    link = await connect_websocket(
-        nursery, ws_url, connect_timeout, ssl_context=ssl_context, subprotocols=()
-    )
-    ws = link._ws
+    """Open a Socket.IO link (Engine.IO v4 over WebSocket) to ``url`` (``socketio://``) for our
+    protocol (the namespace CONNECT is sent when the connection sends its resume)."""
+    sio, namespace, envelope = await _open_sio(nursery, url, connect_timeout, ssl_context)
     bridge = SocketIOBridge(namespace, envelope=envelope, state=state)
+    bridge.open = sio.open
+    return SocketIOTransport(sio, bridge, nursery)
+
+
+async def connect_socketio_messages(
+    nursery: trio.Nursery,
+    url: str,
+    connect_timeout: float,
+    *,
+    auth: dict[str, Any] | None = None,
+    ssl_context: Any = None,
+) -> SocketIOMessages:
+    """Open a :class:`SocketIOMessages` transport: connected to ``url``'s namespace (with
+    ``auth`` as its CONNECT payload) when this returns."""
+    sio, namespace, _ = await _open_sio(nursery, url, connect_timeout, ssl_context)
     try:
         with trio.fail_after(connect_timeout):
-            opening = decode_eio(await ws.get_message())
-    except (trio.TooSlowError, trio_websocket.ConnectionClosed, RemoteProtocolError) as exc:
-        await link.abort()
-        raise LinkClosed(None, f"no Engine.IO handshake: {exc}") from None
-    if not isinstance(opening, EioOpen):
-        await link.abort()
-        raise LinkClosed(None, "the server did not open an Engine.IO session")
-    bridge.from_server(opening)
-    return SocketIOTransport(link, bridge, nursery)
+            await sio.send([connect_message(namespace, auth)])
+            while not isinstance(packet := await sio.receive(), SioConnect | SioConnectError):
+                pass
+    except trio.TooSlowError:
+        await sio.abort()
+        raise LinkClosed(None, "no CONNECT answer from the Socket.IO server") from None
+    if isinstance(packet, SioConnectError):
+        await sio.abort()
+        raise LinkClosed(4001, f"the Socket.IO server refused: {packet.data}")
+    return SocketIOMessages(sio, namespace)

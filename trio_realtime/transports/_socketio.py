@@ -46,6 +46,7 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -180,10 +181,11 @@ class RecoveryState:
         if self.directory is None:
             return
         path = os.path.join(self.directory, STATE_FILE)
+        staged = f"{path}.{secrets.token_hex(4)}.tmp"  # an old link's last write may overlap
         with contextlib.suppress(OSError):
-            with open(path + ".tmp", "wb") as f:
+            with open(staged, "wb") as f:
                 f.write(data)
-            os.replace(path + ".tmp", path)
+            os.replace(staged, path)
 
     def note(self, offset: int, sio_offset: str) -> None:
         self.offsets[offset] = sio_offset

@@ -49,7 +49,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -444,8 +444,16 @@ class SioLink:
     pingTimeout, with some slack), hands the Socket.IO packets over in order, and sends whole
     packets (a binary event's messages are never interleaved with another's)."""
 
-    def __init__(self, link: WebSocketTransport, opening: EioOpen, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        link: WebSocketTransport,
+        opening: EioOpen,
+        nursery: trio.Nursery,
+        handle: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> None:
         self._link = link
+        self._handle = handle
+        """Given each packet by the reader itself (no hop through :meth:`receive`), if set."""
         self._ws = link._ws
         self.open = opening
         self._decoder = MessageDecoder(max_bytes=MAX_MESSAGE_BYTES)
@@ -474,7 +482,10 @@ class SioLink:
                     elif isinstance(packet, EioClose):
                         raise LinkClosed(1000, "the Socket.IO server closed the connection")
                     elif packet is not None and not isinstance(packet, EioOpen):
-                        await self._packets_send.send(packet)
+                        if self._handle is not None:
+                            await self._handle(packet)
+                        else:
+                            await self._packets_send.send(packet)
             except trio_websocket.ConnectionClosed as exc:
                 code = getattr(exc.reason, "code", None)
                 self.ended = LinkClosed(code, "the Socket.IO link closed")
@@ -529,35 +540,36 @@ class SocketIOTransport:
     """The :class:`~trio_realtime.transports.Transport` of a Socket.IO link to a stock server:
     our protocol through a :class:`SocketIOBridge` (see the module)."""
 
-    def __init__(self, sio: SioLink, bridge: SocketIOBridge, nursery: trio.Nursery) -> None:
-        self._sio = sio
+    def __init__(self, bridge: SocketIOBridge) -> None:
         self._bridge = bridge
         self._inbox_send, self._inbox = trio.open_memory_channel[bytes](1024)
-        self._ended: LinkClosed | None = None
         self._save_wanted = trio.Event()
         self._saver_scope = trio.CancelScope()
-        nursery.start_soon(self._pump)
-        if bridge.state.directory is not None:
+        self._sio: SioLink  # set by start()
+
+    def start(self, sio: SioLink, nursery: trio.Nursery) -> None:
+        self._sio = sio
+        nursery.start_soon(self._watch_end)
+        if self._bridge.state.directory is not None:
             nursery.start_soon(self._saver)
 
-    async def _pump(self) -> None:
-        """The server's packets, through the bridge, to the connection."""
+    async def handle(self, packet: Any) -> None:
+        """A packet from the server (called by the link's reader), through the bridge, to the
+        connection. Bad data from the server ends the link."""
+        replies, frames = self._bridge.from_server(packet)
+        if replies:
+            await self._sio.send(replies)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            for frame in frames:  # (not once this end closed: nobody reads any more)
+                await self._inbox_send.send(encode_frame(frame))
+        if self._bridge.take_save():
+            self._save_wanted.set()
+
+    async def _watch_end(self) -> None:
+        """When the link ends, the connection's receive() raises LinkClosed."""
         try:
-            while True:
-                packet = await self._sio.receive()
-                replies, frames = self._bridge.from_server(packet)
-                if replies:
-                    await self._sio.send(replies)
-                for frame in frames:
-                    await self._inbox_send.send(encode_frame(frame))
-                if self._bridge.take_save():
-                    self._save_wanted.set()
-        except LinkClosed as exc:
-            self._ended = exc
-        except RemoteProtocolError as exc:
-            self._ended = LinkClosed(4000, str(exc)[:120])
-            await self._sio.abort()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            await self._sio.receive()  # nothing arrives here: the reader hands packets over
+        except LinkClosed:
             pass
         finally:
             self._inbox_send.close()
@@ -595,7 +607,7 @@ class SocketIOTransport:
         try:
             return await self._inbox.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise self._sio.closed or self._ended or self._sio._gone() from None
+            raise self._sio._gone() from None
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         await self._sio.aclose(code, reason)
@@ -675,7 +687,11 @@ def parse_socketio_url(url: str) -> tuple[str, str, bool]:
 
 
 async def _open_sio(
-    nursery: trio.Nursery, url: str, connect_timeout: float, ssl_context: Any
+    nursery: trio.Nursery,
+    url: str,
+    connect_timeout: float,
+    ssl_context: Any,
+    handle: Callable[[Any], Awaitable[None]] | None = None,
 ) -> tuple[SioLink, str, bool]:
     """A WebSocket to ``url``'s Engine.IO endpoint, past the server's OPEN packet."""
     ws_url, namespace, envelope = parse_socketio_url(url)
@@ -691,7 +707,7 @@ async def _open_sio(
     if not isinstance(opening, EioOpen):
         await link.abort()
         raise LinkClosed(None, "the server did not open an Engine.IO session")
-    return SioLink(link, opening, nursery), namespace, envelope
+    return SioLink(link, opening, nursery, handle), namespace, envelope
 
 
 async def connect_socketio(
@@ -704,10 +720,13 @@ async def connect_socketio(
 ) -> SocketIOTransport:
     """Open a Socket.IO link (Engine.IO v4 over WebSocket) to ``url`` (``socketio://``) for our
     protocol (the namespace CONNECT is sent when the connection sends its resume)."""
-    sio, namespace, envelope = await _open_sio(nursery, url, connect_timeout, ssl_context)
+    _, namespace, envelope = parse_socketio_url(url)
     bridge = SocketIOBridge(namespace, envelope=envelope, state=state)
+    transport = SocketIOTransport(bridge)
+    sio, _, _ = await _open_sio(nursery, url, connect_timeout, ssl_context, transport.handle)
     bridge.open = sio.open
-    return SocketIOTransport(sio, bridge, nursery)
+    transport.start(sio, nursery)
+    return transport
 
 
 async def connect_socketio_messages(

@@ -9,9 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
-import signal
 from collections import Counter
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import trio
 
 from trio_realtime import open_realtime
 
+from ..connection.test_crash_delivery import kill_after
 from . import _children
 from .servers import open_node_server
 
@@ -33,43 +32,12 @@ def mp() -> Any:
     return ctx
 
 
-async def receive(conn: Connection) -> Any:
-    """The child's next report (EOFError once it is dead and everything was read)."""
-    while not conn.poll():
-        await trio.lowlevel.wait_readable(conn.fileno())
-    return conn.recv()
-
-
 async def one_life(mp: Any, url: str, journal: str, target: int, delay: float) -> list[int]:
     """Run ``_children.send_numbers`` until it reported ``target`` returned sends, SIGKILL it
     ``delay`` seconds later, and return every seq it reported (those read after the kill too)."""
-    parent, child = mp.Pipe(duplex=False)
-    proc = mp.Process(target=_children.send_numbers, args=(url, journal, child))
-    proc.start()
-    child.close()
-    reports: list[int] = []
-    try:
-        with trio.fail_after(30):
-            while len(reports) < target:
-                try:
-                    reports.append(await receive(parent))
-                except EOFError:
-                    await trio.to_thread.run_sync(proc.join, 10)
-                    raise AssertionError(
-                        f"the child died on its own (exit code {proc.exitcode}) after "
-                        f"{len(reports)} sends"
-                    ) from None
-        await trio.sleep(delay)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        await trio.to_thread.run_sync(proc.join, 30)
-    try:
-        while parent.poll():
-            reports.append(parent.recv())
-    except (EOFError, ConnectionResetError):
-        pass
-    parent.close()
-    assert proc.exitcode == -signal.SIGKILL
+    reports: list[int] = await kill_after(
+        mp, _children.send_numbers, (url, journal), lambda got: len(got) >= target, delay
+    )
     return reports
 
 

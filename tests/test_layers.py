@@ -48,6 +48,7 @@ LAYERS = {
     "server": 11,
     "_chat": 12,
     "_cli": 12,
+    "service": 12,
     "testing": 12,
     "__main__": 12,
     "__init__": 12,

@@ -245,6 +245,23 @@ def _duration(text: str) -> int:
     return seconds
 
 
+def _run_services(args: argparse.Namespace) -> int:
+    from .service import load_services, run_services
+
+    services = load_services(args.file)
+    if args.check:
+        names = ", ".join(f"{c.name} ({c.profile})" for c in services)
+        print(f"{args.file}: {len(services)} service(s) ok: {names}")
+        return 0
+    import functools
+
+    import trio
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(message)s")
+    trio.run(functools.partial(run_services, services, handle_signals=True))
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
     from ._chat import load_secret
     from .server import make_token
@@ -535,6 +552,20 @@ def build_parser() -> argparse.ArgumentParser:
         "at most 3650d (default: 30d)",
     )
     token.set_defaults(handler=_token)
+
+    run = command(
+        "run",
+        help="run the services of a TOML file side by side (--check: only validate it)",
+        description=(
+            "Run every [services.NAME] of FILE in this process, each with its own journal and "
+            "log tag, until SIGTERM or Ctrl-C (pending events wait in the journals for the next "
+            "run). --check validates the file and names the offending key and line."
+        ),
+    )
+    run.add_argument("file", metavar="FILE", help="the services file (TOML)")
+    run.add_argument("--check", action="store_true", help="validate FILE and exit")
+    run.add_argument("--log-level", default="INFO", help="the services' log level (default: INFO)")
+    run.set_defaults(handler=_run_services)
 
     chat = command(
         "chat",

@@ -1,0 +1,125 @@
+"""Named services: profiles under a service's own settings, TOML files checked with the key and
+line of an error, ``trio-realtime run --check``, and two services running side by side."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from trio_realtime import ConfigError, ConnectionState, open_realtime
+from trio_realtime.service import PROFILES, ServiceConfig, load_services, run_services
+
+from ..connection.conftest import running_server, url
+
+GOOD = """\
+# two services
+[services.chat]
+url = "ws://127.0.0.1:8765/realtime"
+token = "alice"
+
+[services.sensors]
+url = "ws://127.0.0.1:8765/realtime"
+profile = "iot"
+heartbeat_interval = 60
+max_queue_size = 500
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "services.toml"
+    path.write_text(text)
+    return path
+
+
+def test_profiles_apply_under_a_services_own_settings() -> None:
+    assert set(PROFILES) == {"chat", "gaming", "iot", "trading"}
+    gaming = ServiceConfig(name="game", url="ws://h/r", profile="gaming").realtime_config()
+    assert gaming.delivery_strategy.value == "best_effort_ordered"
+    assert gaming.heartbeat_interval == 5.0
+    trading = ServiceConfig(name="t", url="ws://h/r", profile="trading", batch_size=50)
+    assert trading.realtime_config().batch_size == 50  # overridden field by field
+    assert trading.realtime_config().durability.value == "always"
+    with pytest.raises(ConfigError) as info:
+        ServiceConfig(name="x", url="ws://h/r", heartbeat_interval=-1)
+    assert info.value.option == "heartbeat_interval"
+    with pytest.raises(ConfigError, match="profile"):
+        ServiceConfig(name="x", url="ws://h/r", profile="racing")
+
+
+def test_a_file_is_loaded_with_every_value_checked(tmp_path: Path) -> None:
+    chat, sensors = load_services(write(tmp_path, GOOD))
+    assert (chat.name, chat.profile, chat.get_token()) == ("chat", "chat", "alice")
+    config = sensors.realtime_config()
+    assert (config.heartbeat_interval, config.max_outbox_messages) == (60.0, 500)
+    assert config.durability.value == "batch"  # from the iot profile
+
+
+@pytest.mark.parametrize(
+    ("text", "option", "line"),
+    [
+        (GOOD + "colour = 'blue'\n", "services.sensors.colour", 11),
+        (GOOD.replace("heartbeat_interval = 60", "heartbeat_interval = -5"), None, 9),
+        (GOOD.replace('profile = "iot"', 'profile = "racing"'), "services.sensors.profile", 8),
+        (GOOD.replace("max_queue_size = 500", 'max_queue_size = "many"'), None, 10),
+        (GOOD.replace('url = "ws://127.0.0.1:8765/realtime"\ntoken', "token"), None, 2),
+    ],
+)
+def test_an_error_names_the_key_and_its_line(
+    tmp_path: Path, text: str, option: str | None, line: int
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_services(path)
+    if option is not None:
+        assert info.value.option == option
+    assert f"line {line})" in str(info.value)
+
+
+def test_run_check_validates_a_file_in_one_line(tmp_path: Path) -> None:
+    good = write(tmp_path, GOOD)
+    run = [sys.executable, "-m", "trio_realtime", "run", "--check"]
+    ok = subprocess.run([*run, str(good)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "2 service(s) ok: chat (chat), sensors (iot)" in ok.stdout
+    bad = write(tmp_path, GOOD + "colour = 'blue'\n")
+    refused = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    (message,) = refused.stderr.strip().splitlines()  # one line, no traceback
+    assert "services.sensors.colour" in message
+    assert "line 11" in message
+
+
+async def test_two_services_with_different_profiles_run_side_by_side(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as server:
+        configs = [
+            ServiceConfig(
+                name=name,
+                url=url(server),
+                profile=profile,
+                token=name,
+                journal_dir=os.fspath(tmp_path / name),
+            )
+            for name, profile in (("orders", "trading"), ("game", "gaming"))
+        ]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_services, configs)
+            # Each with its profile: trading journals (fsynced), gaming keeps events in memory.
+            journals = {p.name for p in tmp_path.iterdir() if p.is_dir()}
+            assert "orders" in journals
+            assert "game" not in journals
+            users = {s.user for s in server.sessions}
+            with trio.fail_after(10):
+                while users != {"orders", "game"}:
+                    await trio.sleep(0.01)  # bounded: both resume at once
+                    users = {s.user for s in server.sessions}
+            nursery.cancel_scope.cancel()
+        # A second process-like run on the same journals starts where the first left off.
+        async with open_realtime(
+            url(server), journal_dir=tmp_path / "orders", token="orders"
+        ) as conn:
+            assert conn.state is ConnectionState.CONNECTED

@@ -627,6 +627,7 @@ class _Room:
         self.hoster: str | None = None
         """The last user seen running the server in their chat (presence metadata)."""
         self.my_last = 0  # offset of the newest message of mine shown
+        self.my_status = PresenceStatus.ONLINE  # as last announced
         self.seen_by: set[str] = set()
         self.typing = False
 
@@ -668,6 +669,7 @@ class _Room:
             )
 
     async def _announce(self, status: PresenceStatus) -> None:
+        self.my_status = status  # /who shows it at once, not once the server echoed it
         metadata = {"hosting": True} if self.server.running else {}
         await self.conn.presence.update(status, channel=self.room, metadata=metadata)
 
@@ -862,11 +864,12 @@ class _Room:
             for usage, what in _HELP:
                 screen.info(f"{usage:<24} {what}")
         elif command == "/who":
-            members = self.conn.presence.members(self.room)
+            statuses = {u: m.status for u, m in self.conn.presence.members(self.room).items()}
+            statuses[self.name] = self.my_status
             names = [
                 f"{clean(user, 64)}{' (you)' if user == self.name else ''}"
-                + ("" if m.status is PresenceStatus.ONLINE else f" ({m.status.value})")
-                for user, m in sorted(members.items())
+                + ("" if status is PresenceStatus.ONLINE else f" ({status.value})")
+                for user, status in sorted(statuses.items())
             ]
             screen.info(f"in {self.room}: {', '.join(names) or 'nobody'}")
         elif command == "/me" and rest:

@@ -20,7 +20,7 @@ from trio_realtime.transports._socketio_codec import EioOpen, SioAck, SioConnect
 
 def connected(**open_fields: Any) -> SocketIOBridge:
     bridge = SocketIOBridge("/chat", state=RecoveryState())
-    bridge.from_server(EioOpen("sid0", 25_000, 20_000, (), open_fields.get("max_payload")))
+    bridge.open = EioOpen("sid0", 25_000, 20_000, (), open_fields.get("max_payload"))
     out, _ = bridge.from_client([Resume("c1", 0, "tok")])
     assert out == ['40/chat,{"token":"tok"}']
     _, answers = bridge.from_server(SioConnect("/chat", {"sid": "s1", "pid": "p1"}))
@@ -83,3 +83,10 @@ def test_only_a_whole_envelope_is_unwrapped() -> None:
     assert isinstance(wrapped, Message)
     assert (plain.payload, plain.idempotency_key) == (order, None)
     assert (wrapped.payload, wrapped.idempotency_key) == ({"id": 7}, "k")
+
+
+def test_an_ack_saying_duplicate_is_an_acked_duplicate() -> None:
+    bridge = connected()
+    bridge.from_client([event(1, "a"), event(2, "b")])
+    assert bridge.from_server(SioAck("/chat", [{"ok": True, "duplicate": True}], 2)) == ([], [])
+    assert bridge.from_server(SioAck("/chat", [{"ok": True}], 1)) == ([], [Ack(2, (2,))])

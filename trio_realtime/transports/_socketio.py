@@ -306,15 +306,8 @@ class SocketIOBridge:
     # --- Socket.IO -> our frames -------------------------------------------------------------
 
     def from_server(self, packet: object) -> tuple[list[str | bytes], list[ServerFrame]]:
-        """What to send back for ``packet`` (a decoded Engine.IO or Socket.IO packet) and what
-        to hand the connection."""
-        if isinstance(packet, EioPing):
-            return [pong_message(packet.data)], []
-        if isinstance(packet, EioOpen):
-            self.open = packet
-            return [], []
-        if isinstance(packet, EioClose):
-            raise LinkClosed(1000, "the Socket.IO server closed the connection")
+        """What to send back for ``packet`` (a Socket.IO packet: :class:`SioLink` answers the
+        Engine.IO ones itself) and what to hand the connection."""
         namespace = getattr(packet, "namespace", self.namespace)
         if namespace != self.namespace:
             return [], []

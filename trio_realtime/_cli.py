@@ -246,18 +246,23 @@ def _duration(text: str) -> int:
 
 
 def _run_services(args: argparse.Namespace) -> int:
-    from .service import load_services, run_services
+    from .service import Service, ServiceTagFilter, load_services, run_services
 
-    services = load_services(args.file)
+    services = [Service(config) for config in load_services(args.file)]
+    for service in services:
+        service.all_plugins()  # a plugin that cannot be found fails --check too
     if args.check:
-        names = ", ".join(f"{c.name} ({c.profile})" for c in services)
+        names = ", ".join(f"{s.config.name} ({s.config.profile})" for s in services)
         print(f"{args.file}: {len(services)} service(s) ok: {names}")
         return 0
     import functools
 
     import trio
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.addFilter(ServiceTagFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(service)s] %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     trio.run(functools.partial(run_services, services, handle_signals=True))
     return 0
 

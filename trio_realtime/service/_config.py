@@ -121,8 +121,24 @@ class ServiceConfig:
     ``token`` in the file."""
     journal_dir: str | None = None
     """Default: a directory of its own under the user's data directory."""
+    channels: tuple[str, ...] = ()
+    """Channels it subscribes to: their events go through its plugins and message handler."""
     notifications: bool = False
+    """Notify (``notify-send`` where present, else a log record) of each message no plugin
+    consumed, and when the connection is lost."""
     plugins: tuple[str, ...] = ()
+    """Plugins by entry point name (group ``trio_realtime.plugins``) or
+    ``package.module:attribute``, in the order they see messages."""
+    plugin_failure: str = "restart"
+    """What a plugin that raises gets: ``restart`` (``initialize`` again, up to
+    ``plugin_max_restarts`` times, then disabled) or ``disable``."""
+    plugin_max_restarts: int = 3
+    plugin_inbox_size: int = 1000
+    """Messages waiting for a plugin, at most: beyond, it misses them (logged)."""
+    plugin_timeout: float = 1.0
+    """How long a message waits for a plugin's answer before going on to the next plugin."""
+    stop_timeout: float = 5.0
+    """How long each plugin is given to initialize, and to finish when the service stops."""
     delivery_strategy: str | None = None
     durability: str | None = None
     heartbeat_interval: float | None = None
@@ -143,6 +159,23 @@ class ServiceConfig:
         if self.profile not in PROFILES:
             choices = ", ".join(repr(p) for p in PROFILES)
             raise ConfigError("profile", f"must be one of {choices}, got {self.profile!r}")
+        if self.plugin_failure not in ("restart", "disable"):
+            raise ConfigError(
+                "plugin_failure", f"must be 'restart' or 'disable', got {self.plugin_failure!r}"
+            )
+        for field in ("plugin_max_restarts", "plugin_inbox_size"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(field, f"must be a non-negative integer, got {value!r}")
+        if self.plugin_inbox_size < 1:
+            raise ConfigError("plugin_inbox_size", "must be at least 1")
+        for field in ("plugin_timeout", "stop_timeout"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(field, f"must be a positive number of seconds, got {value!r}")
+        for channel in self.channels:
+            if not isinstance(channel, str) or not channel:
+                raise ConfigError("channels", f"a channel is a non-empty string, got {channel!r}")
         if self.token is not None and self.token_env is not None:
             raise ConfigError("token_env", "give token or token_env, not both")
         self.realtime_config()  # every value checked now, naming its field

@@ -1,23 +1,62 @@
-"""Running named services: several connections, each with its own journal and log tag, as
-siblings in one nursery, until a signal or cancellation drains and closes them."""
+"""Running named services: each a connection with its own journal, log tag, plugins and
+handlers; several side by side in one nursery, until a signal or cancellation drains and closes
+them."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import signal
+import time
 from collections.abc import Sequence
+from typing import Any
 
+import attrs
 import trio
 
+from .._errors import AuthenticationFailed, RealtimeError
 from .._groups import single_error
+from .._outbox import Receipt
 from .._paths import data_dir, safe_name
-from .._realtime import open_realtime
+from .._protocol import Gap, Message
+from .._realtime import Connection, open_realtime
+from .._service import ConnectionState
 from ._config import ServiceConfig
+from ._handlers import (
+    DesktopNotifications,
+    FileStorage,
+    LogNotifications,
+    NotificationHandler,
+    ServiceHandlers,
+    ServiceStorage,
+)
+from ._plugins import Plugin, PluginRunner, load_plugin
 
-__all__ = ["run_services"]
+__all__ = ["Service", "ServiceContext", "ServiceFailed", "ServiceTagFilter", "run_services"]
 
 logger = logging.getLogger("trio_realtime.service")
+
+_tag: contextvars.ContextVar[str] = contextvars.ContextVar("trio_realtime_service", default="-")
+
+
+class ServiceTagFilter(logging.Filter):
+    """Sets ``record.service`` to the tag of the service whose task logged it (``-`` outside
+    any), the connection's own records included: add it to a handler and use ``%(service)s`` in
+    its format (``trio-realtime run`` does)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.service = _tag.get()
+        return True
+
+
+class ServiceFailed(RealtimeError):
+    """A service stopped for good (its server refused its token, say); the others went on."""
+
+    def __init__(self, name: str, error: BaseException) -> None:
+        super().__init__(f"service {name!r} failed: {error}")
+        self.name = name
+        self.error = error
 
 
 def _journal_dir(config: ServiceConfig) -> str:
@@ -26,44 +65,351 @@ def _journal_dir(config: ServiceConfig) -> str:
     return os.path.join(data_dir("services"), safe_name(config.name))
 
 
-async def _run_one(config: ServiceConfig, started: trio.Event) -> None:
-    log = logging.LoggerAdapter(logger, {"service": config.log_tag})
-    async with open_realtime(
-        config.url,
-        journal_dir=_journal_dir(config),
-        token=config.get_token(),
-        config=config.realtime_config(),
-    ) as conn:
-        log.info("[%s] started (%s profile, %s)", config.log_tag, config.profile, config.url)
-        started.set()
-        async for state in conn.states():
-            log.info("[%s] connection %s", config.log_tag, state.value)
-    log.info("[%s] stopped", config.log_tag)
+@attrs.define(eq=False)
+class ServiceContext:
+    """What a service gives its plugins (``initialize(context)``)."""
+
+    config: ServiceConfig
+    connection: Connection
+    """The service's connection: send, subscribe, presence, metrics, ..."""
+    storage: ServiceStorage
+    notifications: NotificationHandler
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def tag(self) -> str:
+        return self.config.log_tag
+
+    async def send(self, channel: str, event: str, payload: Any, **options: Any) -> Receipt:
+        """``connection.send(...)``: journaled, sent when the link is up."""
+        receipt: Receipt = await self.connection.send(channel, event, payload, **options)
+        return receipt
+
+    async def notify(self, title: str, body: str) -> None:
+        await self.notifications.notify(title, body)
+
+
+class _TokenFromHandler:
+    """The auth handler as the connection's token source."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    async def get_token(self) -> str:
+        return await self._service.handlers.auth.get_auth_data()
+
+    async def refresh_token(self) -> str:
+        return await self._service.handlers.auth.get_auth_data()
+
+
+@attrs.define(eq=False)
+class Service:
+    """A :class:`ServiceConfig` with its plugins (objects, added to those its config names)
+    and handlers. :func:`run_services` runs it."""
+
+    config: ServiceConfig
+    plugins: Sequence[Plugin] = ()
+    handlers: ServiceHandlers = attrs.Factory(ServiceHandlers)
+    _runners: list[PluginRunner] = attrs.field(factory=list, init=False)
+    _connected: bool = attrs.field(default=False, init=False)
+    _started: bool = attrs.field(default=False, init=False)
+
+    def all_plugins(self) -> list[Plugin]:
+        """Its plugins: those its config names (loaded now), then those given."""
+        return [load_plugin(name) for name in self.config.plugins] + list(self.plugins)
+
+    # --- reporting --------------------------------------------------------------------------
+
+    async def _report(self, error: BaseException, where: str) -> None:
+        try:
+            await self.handlers.error.on_error(error, where)
+        except Exception:
+            logger.exception("the error handler failed")
+
+    async def _guarded(self, where: str, hook: Any, *args: Any) -> None:
+        """Call a handler's hook; a failure is logged and reported, never raised."""
+        try:
+            await hook(*args)
+        except Exception as exc:
+            logger.exception("%s failed", where)
+            await self._report(exc, where)
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        stopping: trio.Event,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until ``stopping`` is set (then stop in order) or cancelled (then stop at once,
+        the hooks still called, each for at most ``stop_timeout`` seconds)."""
+        config = self.config
+        _tag.set(config.log_tag)
+        plugins = self.all_plugins()
+        auth = self.handlers.auth
+        token = None if auth.requires_auth else config.get_token()
+        journal_dir = _journal_dir(config)
+        storage = self.handlers.storage or FileStorage(
+            os.path.join(journal_dir, "service-info.json")
+        )
+        notifications = self.handlers.notification or (
+            DesktopNotifications(config.log_tag) if config.notifications else LogNotifications()
+        )
+        try:
+            async with open_realtime(
+                config.url,
+                journal_dir=journal_dir,
+                token=token,
+                auth=_TokenFromHandler(self) if auth.requires_auth else None,
+                config=config.realtime_config(),
+            ) as conn:
+                context = ServiceContext(config, conn, storage, notifications)
+                await self._serve(context, plugins, stopping, task_status)
+        except RealtimeError as exc:
+            if isinstance(exc, AuthenticationFailed):
+                await self._guarded("auth handler", auth.on_auth_failure, str(exc))
+            await self._report(
+                exc, "auth" if isinstance(exc, AuthenticationFailed) else "connection"
+            )
+            raise ServiceFailed(config.name, exc) from None
+        logger.info("stopped")
+
+    async def _serve(
+        self,
+        context: ServiceContext,
+        plugins: list[Plugin],
+        stopping: trio.Event,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        config = self.config
+        conn = context.connection
+        for channel in config.channels:
+            await conn.subscribe(channel)
+        self._runners = [
+            PluginRunner(
+                plugin,
+                context=context,
+                inbox_size=config.plugin_inbox_size,
+                policy=config.plugin_failure,
+                max_restarts=config.plugin_max_restarts,
+                report=self._report,
+            )
+            for plugin in plugins
+        ]
+        async with trio.open_nursery() as plugin_tasks:
+            try:
+                for runner in self._runners:
+                    await self._initialize(runner, context)
+                    plugin_tasks.start_soon(runner.run)
+                for runner in self._runners:
+                    runner.hook("on_service_started")
+                await self._guarded(
+                    "lifecycle handler", self.handlers.lifecycle.on_service_started, config.name
+                )
+                logger.info("started (%s profile, %s)", config.profile, config.url)
+                self._started = True
+                task_status.started()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._dispatch, context)
+                    nursery.start_soon(self._watch_states, context)
+                    nursery.start_soon(self._heartbeats, context)
+                    await stopping.wait()
+                    nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._stop(plugin_tasks)
+
+    async def _initialize(self, runner: PluginRunner, context: ServiceContext) -> None:
+        try:
+            with trio.fail_after(self.config.stop_timeout):
+                await runner.plugin.initialize(context)
+        except Exception as exc:
+            logger.error("plugin %s failed to initialize: disabled", runner.name)
+            await self._report(exc, f"plugin {runner.name}")
+            runner.enabled = False
+            runner.disabled = True  # never initialized: not disposed either
+
+    async def _stop(self, plugin_tasks: trio.Nursery) -> None:
+        """The last hooks, in order: connection down (if it was up), service stopped, dispose;
+        each plugin given ``stop_timeout`` seconds to finish its inbox and hooks."""
+        config = self.config
+        if self._connected:
+            await self._connection_changed(False)
+        for runner in self._runners:
+            runner.hook("on_service_stopped")
+            runner.close()
+        with trio.move_on_after(config.stop_timeout):
+            for runner in self._runners:
+                await runner.wait_finished()
+        plugin_tasks.cancel_scope.cancel()
+        await self._guarded(
+            "lifecycle handler", self.handlers.lifecycle.on_service_stopped, config.name
+        )
+        for runner in self._runners:
+            if not runner.disabled:
+                with trio.move_on_after(config.stop_timeout):
+                    await self._guarded(f"plugin {runner.name} dispose", runner.plugin.dispose)
+
+    async def _connection_changed(self, connected: bool) -> None:
+        self._connected = connected
+        for runner in self._runners:
+            runner.hook("on_connection_changed", connected)
+        await self._guarded(
+            "lifecycle handler",
+            self.handlers.lifecycle.on_connection_changed,
+            self.config.name,
+            connected,
+        )
+
+    async def _watch_states(self, context: ServiceContext) -> None:
+        handlers = self.handlers
+        config = self.config
+        was_up = False
+        async for state in context.connection.states():
+            logger.info("connection %s", state.value)
+            if state is ConnectionState.FAILED:
+                context.connection.check_open()  # raises why: the service stops with it
+            up = state is ConnectionState.CONNECTED
+            if up == was_up:
+                continue
+            was_up = up
+            await self._connection_changed(up)
+            if up:
+                if handlers.auth.requires_auth:
+                    await self._guarded("auth handler", handlers.auth.on_auth_success)
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                await self._guarded("storage", context.storage.store, "last_connected", stamp)
+                await self._guarded("storage", context.storage.store, "url", config.url)
+            elif config.notifications:
+                await self._guarded(
+                    "notifications", context.notify, config.log_tag, "connection lost"
+                )
+
+    async def _heartbeats(self, context: ServiceContext) -> None:
+        interval = context.connection.config.heartbeat_interval
+        while True:
+            await trio.sleep(interval)
+            if self._connected:
+                await self._guarded(
+                    "heartbeat handler",
+                    self.handlers.heartbeat.on_heartbeat,
+                    context.connection.metrics,
+                )
+
+    async def _dispatch(self, context: ServiceContext) -> None:
+        """Every message, in order, through the plugins that want it (each answers within
+        ``plugin_timeout`` or is passed by), then to the message handler unless consumed."""
+        config = self.config
+        async for item in context.connection.messages():
+            if isinstance(item, Gap):
+                logger.warning("history lost: %s", item)
+                await self._report(RealtimeError(f"history lost: {item}"), "connection")
+                continue
+            if await self._offer(item):
+                continue
+            await self._guarded("message handler", self.handlers.message.handle_message, item)
+            if config.notifications:
+                await self._guarded(
+                    "notifications", context.notify, *_notification(config.log_tag, item)
+                )
+
+    async def _offer(self, message: Message) -> bool:
+        """Whether a plugin consumed ``message``."""
+        for runner in self._runners:
+            if not runner.wants(message):
+                continue
+            offer = runner.offer(message)
+            if offer is None:
+                if runner.enabled:
+                    logger.warning(
+                        "plugin %s is %d messages behind: it misses %s #%d",
+                        runner.name,
+                        self.config.plugin_inbox_size,
+                        message.channel,
+                        message.offset,
+                    )
+                continue
+            with trio.move_on_after(self.config.plugin_timeout):
+                await offer.done.wait()
+            if not offer.done.is_set():
+                logger.warning(
+                    "plugin %s did not answer within %g s: %s #%d passed on",
+                    runner.name,
+                    self.config.plugin_timeout,
+                    message.channel,
+                    message.offset,
+                )
+            elif offer.consumed:
+                return True
+        return False
+
+
+def _notification(tag: str, message: Message) -> tuple[str, str]:
+    preview = repr(message.payload)
+    if len(preview) > 120:
+        preview = preview[:117] + "..."
+    return f"{tag}: {message.channel}", f"{message.event}: {preview}"
 
 
 async def run_services(
-    configs: Sequence[ServiceConfig],
+    services: Sequence[Service | ServiceConfig],
     *,
     handle_signals: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run ``configs`` side by side until cancelled (or, with ``handle_signals``, until SIGTERM
-    or SIGINT): leaving, each connection waits its ``close_grace_period`` for its pending events
-    to be acked, then closes; what is still pending stays in its journal for the next run.
-    ``task_status.started()`` once every service has started."""
-    names = [c.name for c in configs]
+    """Run ``services`` side by side until cancelled (or, with ``handle_signals``, until SIGTERM
+    or SIGINT): then each stops in order (its plugins' last hooks, then its connection waits its
+    ``close_grace_period`` for pending events to be acked; what is still pending stays in its
+    journal for the next run). ``task_status.started()`` once every service has started.
+
+    A service that fails for good (:class:`ServiceFailed`: its token refused, say) is logged and
+    reported to its error handler; the others go on. Once every service has stopped, the first
+    such failure is raised.
+
+    Raises:
+        ConfigError: a service's plugins cannot be loaded, or two services share a name.
+    """
+    wrapped = [s if isinstance(s, Service) else Service(s) for s in services]
+    names = [s.config.name for s in wrapped]
     if len(set(names)) != len(names):
         raise ValueError(f"service names must be unique, got {names}")
+    for service in wrapped:
+        service.all_plugins()  # a plugin that cannot be loaded fails here, before anything runs
+    stopping = trio.Event()
+    failures: list[ServiceFailed] = []
+
+    async def one(service: Service, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await service.run(stopping, task_status=task_status)
+        except ServiceFailed as exc:
+            logger.error("%s", exc)
+            failures.append(exc)
+            if not service._started:
+                task_status.started()
+
     with single_error():
         async with trio.open_nursery() as nursery:
-            for config in configs:
-                started = trio.Event()
-                nursery.start_soon(_run_one, config, started)
-                await started.wait()
-            task_status.started()
             if handle_signals:
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for signum in signals:
-                        logger.info("%s: stopping the services", signal.Signals(signum).name)
-                        break
-                nursery.cancel_scope.cancel()
+                await nursery.start(_stop_on_signal, stopping)
+            async with trio.open_nursery() as running:
+                for service in wrapped:
+                    await running.start(one, service)
+                task_status.started()
+            nursery.cancel_scope.cancel()
+    if failures:
+        raise failures[0]
+
+
+async def _stop_on_signal(
+    stopping: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            logger.info("%s: stopping the services", signal.Signals(signum).name)
+            stopping.set()
+            return

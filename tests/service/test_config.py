@@ -120,3 +120,30 @@ async def test_two_services_with_different_profiles_run_side_by_side(tmp_path: P
             url(server), journal_dir=tmp_path / "orders", token="orders"
         ) as conn:
             assert conn.state is ConnectionState.CONNECTED
+
+
+def test_the_systemd_example_checks_its_services_file() -> None:
+    """examples/systemd: the unit runs ``trio-realtime run`` on the file beside it (checked
+    first), stops it with SIGTERM and installs for the user's default target; that file passes
+    ``--check``."""
+    import configparser
+
+    root = Path(__file__).resolve().parent.parent.parent / "examples" / "systemd"
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(root / "trio-realtime.service")
+    service = unit["Service"]
+    assert service["ExecStartPre"].endswith(
+        "trio-realtime run --check %h/.config/trio-realtime/services.toml"
+    )
+    assert service["ExecStart"].endswith("trio-realtime run %h/.config/trio-realtime/services.toml")
+    assert service["KillSignal"] == "SIGTERM"
+    assert unit["Install"]["WantedBy"] == "default.target"
+    checked = subprocess.run(
+        [sys.executable, "-m", "trio_realtime", "run", "--check", str(root / "services.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "2 service(s) ok: chat (chat), sensors (iot)" in checked.stdout

@@ -120,14 +120,23 @@ def config(tmp_path: Path, server: RealtimeServer, **kwargs: Any) -> ServiceConf
     )
 
 
+class _Cancel(Exception):
+    pass
+
+
 @asynccontextmanager
 async def running(service: Service) -> AsyncIterator[trio.Event]:
-    """Run ``service`` (started when this enters); setting the yielded event stops it in order."""
+    """Run ``service`` (started when this enters); leaving sets its stopping event (it stops
+    in order), or cancels it if the block raised ``_Cancel``."""
     stopping = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run, stopping)
-        yield stopping
-        stopping.set()
+        try:
+            yield stopping
+        except _Cancel:  # the block raised it: cancel the service instead of stopping it
+            nursery.cancel_scope.cancel()
+        else:
+            stopping.set()
 
 
 async def publish(server: RealtimeServer, tmp_path: Path, *events: str) -> None:
@@ -138,7 +147,10 @@ async def publish(server: RealtimeServer, tmp_path: Path, *events: str) -> None:
             await receipt.wait()
 
 
-async def test_lifecycle_hooks_come_in_the_documented_order_once_each(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stopped_by", ["stopping", "cancellation"])
+async def test_lifecycle_hooks_come_in_the_documented_order_once_each(
+    tmp_path: Path, stopped_by: str
+) -> None:
     plugin = Recorder("order")
     async with running_server(tmp_path) as server:
         service = Service(config(tmp_path, server), plugins=[plugin])
@@ -146,6 +158,8 @@ async def test_lifecycle_hooks_come_in_the_documented_order_once_each(tmp_path: 
             await plugin.wait_for(lambda c: ("connected", True) in c, "connected")
             await server.drop_connections()  # the link drops; the client resumes
             await plugin.wait_for(lambda c: c.count(("connected", True)) == 2, "reconnected")
+            if stopped_by == "cancellation":
+                raise _Cancel  # leaves the service's nursery: the service is cancelled
     assert plugin.calls == [
         "initialize",
         "started",

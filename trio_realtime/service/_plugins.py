@@ -277,6 +277,7 @@ class PluginRunner:
         """Disabled after a failure (and disposed then)."""
         self._closing = False
         self._finished = trio.Event()
+        self._scope = trio.CancelScope(shield=True)
         types = plugin.supported_message_types
         self._types = frozenset(types) if types else None
 
@@ -310,14 +311,21 @@ class PluginRunner:
     async def wait_finished(self) -> None:
         await self._finished.wait()
 
+    def cancel(self) -> None:
+        """Stop at once (the service gave it its ``stop_timeout``)."""
+        self._scope.cancel()
+
     async def run(self) -> None:
+        """Until :meth:`close` and an empty inbox, or :meth:`cancel`: shielded from the
+        service's own cancellation, so that the last hooks run even then."""
         try:
-            while self.enabled:
-                try:
-                    await self._serve()
-                    return
-                except Exception as exc:
-                    await self._failed(exc)
+            with self._scope:
+                while self.enabled:
+                    try:
+                        await self._serve()
+                        return
+                    except Exception as exc:
+                        await self._failed(exc)
         finally:
             self.enabled = False
             for item in self._inbox:

@@ -245,6 +245,8 @@ class Service:
         with trio.move_on_after(config.stop_timeout):
             for runner in self._runners:
                 await runner.wait_finished()
+        for runner in self._runners:
+            runner.cancel()
         plugin_tasks.cancel_scope.cancel()
         await self._guarded(
             "lifecycle handler", self.handlers.lifecycle.on_service_stopped, config.name

@@ -109,9 +109,12 @@ async def test_two_services_with_different_profiles_run_side_by_side(tmp_path: P
         async with trio.open_nursery() as nursery:
             await nursery.start(run_services, configs)
             # Each with its profile: trading journals (fsynced), gaming keeps events in memory.
-            journals = {p.name for p in tmp_path.iterdir() if p.is_dir()}
-            assert "orders" in journals
-            assert "game" not in journals
+            # (Both keep their storage, service-info.json, in their directory.)
+            journaled = {
+                p.parent.name for p in tmp_path.glob("*/*") if p.name != "service-info.json"
+            }
+            assert "orders" in journaled
+            assert "game" not in journaled
             # Started means each made its first attempt: with the server up, both are in.
             assert {s.user for s in server.sessions} == {"orders", "game"}
             nursery.cancel_scope.cancel()
@@ -144,6 +147,79 @@ def test_the_systemd_example_checks_its_services_file() -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env=dict(os.environ, CHAT_TOKEN="c", SENSORS_TOKEN="s"),  # from its EnvironmentFile
     )
     assert checked.returncode == 0, checked.stderr
     assert "2 service(s) ok: chat (chat), sensors (iot)" in checked.stdout
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('channels = "room"', "channels"),  # one string is not a list
+        ('plugins = "audit"', "plugins"),
+        ('notifications = "false"', "notifications"),
+        ("channels = [1, true]", "channels"),
+        ('stop_timeout = "5"', "stop_timeout"),
+        ("max_retries = 1.5", "max_retries"),
+        ("plugin_max_restarts = 2.7", "plugin_max_restarts"),
+        ("token_env = 5", "token_env"),
+        ("batch_interval = true", "batch_interval"),
+        ('plugin_failure = "retry"', "plugin_failure"),
+        ("plugin_inbox_size = 0", "plugin_inbox_size"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_not_converted(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    path = write(tmp_path, GOOD + line + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_services(path)
+    assert info.value.option == f"services.sensors.{key}"
+    assert "line 11)" in str(info.value)
+
+
+def test_a_quoted_service_name_gets_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[services."a.b"]\nurl = "ws://h/r"\nprofile = "racing"\n')
+    with pytest.raises(ConfigError) as info:
+        load_services(path)
+    assert info.value.option == "services.a.b.profile"
+    assert "line 3)" in str(info.value)
+
+
+def test_an_unknown_url_scheme_fails_the_check(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("ws://127.0.0.1:8765/realtime", "htp://x", 1))
+    with pytest.raises(ConfigError, match="no transport for 'htp://x'") as info:
+        load_services(path)
+    assert info.value.option == "services.chat.url"
+
+
+UNSET_TOKEN = GOOD + 'token_env = "NOPE_TOKEN"\n'
+
+
+async def test_what_run_needs_is_checked_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOPE_TOKEN", raising=False)
+    configs = load_services(write(tmp_path, UNSET_TOKEN))
+    with pytest.raises(ConfigError) as info:
+        await run_services(configs)  # nothing started: the chat service never connected
+    assert info.value.option == "services.sensors.token_env"
+
+
+def test_check_also_loads_plugins_and_reads_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOPE_TOKEN", raising=False)
+    path = write(tmp_path, GOOD)
+    run = [sys.executable, "-m", "trio_realtime", "run", "--check", str(path)]
+    for text, option, line in (
+        (UNSET_TOKEN, "services.sensors.token_env", 11),
+        (GOOD + 'plugins = ["no-such-plugin"]\n', "services.sensors.plugins", 11),
+    ):
+        path.write_text(text)
+        checked = subprocess.run(run, capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 2
+        (message,) = checked.stderr.strip().splitlines()
+        assert f"error: {option}: " in message
+        assert f"line {line})" in message

@@ -21,16 +21,18 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import attrs
-import cattrs
 
 from .._config import RealtimeConfig
 from .._errors import ConfigError
+from ..transports import registered_schemes
 
 __all__ = ["PROFILES", "ServiceConfig", "load_services"]
 
@@ -173,12 +175,19 @@ class ServiceConfig:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(field, f"must be a positive number of seconds, got {value!r}")
+        for field in ("channels", "plugins"):
+            if isinstance(getattr(self, field), str):
+                raise ConfigError(field, "must be a list of strings, not one string")
         for channel in self.channels:
             if not isinstance(channel, str) or not channel:
                 raise ConfigError("channels", f"a channel is a non-empty string, got {channel!r}")
         if self.token is not None and self.token_env is not None:
             raise ConfigError("token_env", "give token or token_env, not both")
         self.realtime_config()  # every value checked now, naming its field
+        scheme, colon, _ = self.url.partition("://")
+        if not colon or scheme.lower() not in registered_schemes():
+            known = ", ".join(f"{k}://" for k in registered_schemes())
+            raise ConfigError("url", f"no transport for {self.url!r} (known: {known})")
 
     @property
     def log_tag(self) -> str:
@@ -208,12 +217,43 @@ class ServiceConfig:
 
 
 attrs.resolve_types(ServiceConfig)
-_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _strict(value: Any, kind: Any) -> Any:
+    """``value`` as a field of type ``kind`` takes it from TOML, converting nothing: a string
+    where a list is wanted, a string for a number, a number for a bool, a float for an int,
+    or a bool for a number is refused (``TypeError``)."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (types.UnionType, typing.Union):
+        (kind,) = args  # X | None: TOML has no null, so the value is an X
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError("must be true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("must be an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError("must be a number")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise TypeError("must be a string")
+        return value
+    if typing.get_origin(kind) is tuple and args[:1] == [str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TypeError("must be a list of strings")
+        return tuple(value)
+    raise TypeError(f"no TOML form for {kind}")  # pragma: no cover  (every field has one)
 
 
 def _line_of(lines: list[str], service: str, key: str | None) -> int | None:
     """The line (1-based) of ``key`` in ``[services.SERVICE]`` (of the table, without a key)."""
-    header = re.compile(r"^\s*\[\s*services\s*\.\s*" + re.escape(service) + r"\s*\]\s*(#.*)?$")
+    name = "(?:" + "|".join(re.escape(n) for n in (service, f'"{service}"', f"'{service}'")) + ")"
+    header = re.compile(r"^\s*\[\s*services\s*\.\s*" + name + r"\s*\]\s*(#.*)?$")
     start = next((i for i, line in enumerate(lines) if header.match(line)), None)
     if start is None:
         return None
@@ -226,6 +266,21 @@ def _line_of(lines: list[str], service: str, key: str | None) -> int | None:
         if assignment.match(lines[i]):
             return i + 1
     return start + 1
+
+
+def with_line(path: str | os.PathLike[str], exc: ConfigError) -> ConfigError:
+    """``exc`` (about ``services.NAME.KEY``) with the line of that key in the file at ``path``
+    (a check made after :func:`load_services`, such as loading plugins)."""
+    parts = exc.option.split(".", 2)
+    if len(parts) != 3 or parts[0] != "services":
+        return exc
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return exc
+    line = _line_of(lines, parts[1], parts[2])
+    message = str(exc).split(": ", 1)[-1]
+    return ConfigError(exc.option, f"{message} ({os.fspath(path)}, line {line})")
 
 
 def load_services(path: str | os.PathLike[str]) -> list[ServiceConfig]:
@@ -269,11 +324,9 @@ def load_services(path: str | os.PathLike[str]) -> list[ServiceConfig]:
                 known = ", ".join(sorted(set(fields) - {"name"}))
                 raise fail(key, f"unknown key (known: {known})")
             try:
-                values[key] = _converter.structure(value, fields[key].type)  # type: ignore[arg-type]
-            except Exception as exc:  # cattrs' own errors, of any kind: name the key
+                values[key] = _strict(value, fields[key].type)
+            except TypeError as exc:
                 raise fail(key, f"invalid value {value!r}: {exc}") from None
-            if isinstance(value, bool) and key not in ("notifications",):
-                raise fail(key, f"invalid value {value!r}")
         if "url" not in values:
             raise fail(None, "needs a url")
         try:

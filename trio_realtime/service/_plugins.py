@@ -14,7 +14,7 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -243,10 +243,16 @@ _Item = _Offer | tuple[str, tuple[Any, ...]]
 
 
 class PluginRunner:
-    """One plugin's task: it takes messages and hooks from its inbox, in order. Messages beyond
-    ``inbox_size`` waiting are refused (the plugin misses them, and that is reported); hooks are
-    always queued. A failure is logged, reported, and the plugin restarted (``initialize``
-    again) up to ``max_restarts`` times, or disabled (``policy="disable"``) and disposed."""
+    """One plugin's life in a service: its ``initialize``, a task that takes messages and hooks
+    from its inbox in order, and its ``dispose``.
+
+    Messages beyond ``inbox_size`` waiting are refused (the plugin misses them: logged when it
+    starts and when it stops missing). Hooks are always queued, a connection change cancelling
+    an opposite one still waiting (so a plugin stuck while the link flaps holds two at most).
+    A failure is logged and reported; the plugin is then restarted (``dispose``, ``initialize``,
+    ``on_service_started`` and the current connection state again: a new life) up to
+    ``max_restarts`` times, or disabled and disposed (``policy="disable"``, or while stopping).
+    ``initialize`` and ``dispose`` are given ``timeout`` seconds each."""
 
     def __init__(
         self,
@@ -256,6 +262,7 @@ class PluginRunner:
         inbox_size: int,
         policy: str,
         max_restarts: int,
+        timeout: float,
         report: Callable[[BaseException, str], Awaitable[None]],
     ) -> None:
         self.plugin = plugin
@@ -263,26 +270,64 @@ class PluginRunner:
         self._context = context
         self._inbox: collections.deque[_Item] = collections.deque()
         self._queued_messages = 0
+        self.pending = 0
+        """Messages queued or being handled."""
         self._inbox_size = inbox_size
         self._more = trio.Event()
         self._policy = policy
         self._max_restarts = max_restarts
+        self._timeout = timeout
         self._report = report
         self.restarts = 0
         self.refused = 0
         """Messages it missed because its inbox was full."""
-        self.enabled = True
-        """Takes messages and hooks (not once it finished or was disabled)."""
-        self.disabled = False
-        """Disabled after a failure (and disposed then)."""
+        self._missing = 0
+        self.behind = False
+        """It did not answer in time: messages are queued for it without waiting for its
+        answer until it has none left."""
+        self.initialized = False
+        """``initialize`` returned (a ``dispose`` is owed)."""
+        self.enabled = False
+        """Takes messages and hooks (from ``initialize`` until it finished or was disabled)."""
+        self.started = False
         self._closing = False
         self._finished = trio.Event()
         self._scope = trio.CancelScope(shield=True)
+        self._told_connected = False
         types = plugin.supported_message_types
+        if isinstance(types, str):
+            types = (types,)
         self._types = frozenset(types) if types else None
 
     def wants(self, message: Message) -> bool:
         return self.enabled and (self._types is None or message.event in self._types)
+
+    async def initialize(self) -> bool:
+        """Call ``initialize`` (at most ``timeout`` seconds); whether it succeeded."""
+        try:
+            with trio.fail_after(self._timeout):
+                await self.plugin.initialize(self._context)
+        except (Exception, trio.TooSlowError) as exc:
+            logger.error("plugin %s failed to initialize: disabled", self.name, exc_info=exc)
+            await self._report(exc, f"plugin {self.name}")
+            self.enabled = False
+            return False
+        self.initialized = self.enabled = True
+        return True
+
+    async def dispose(self) -> None:
+        """Call ``dispose`` once, if ``initialize`` succeeded (at most ``timeout`` seconds)."""
+        if not self.initialized:
+            return
+        self.initialized = False
+        try:
+            with trio.move_on_after(self._timeout) as waited:
+                await self.plugin.dispose()
+            if waited.cancelled_caught:
+                logger.error("plugin %s: dispose took over %g s: cut", self.name, self._timeout)
+        except Exception as failure:
+            logger.error("plugin %s: dispose failed", self.name, exc_info=failure)
+            await self._report(failure, f"plugin {self.name} dispose")
 
     def offer(self, message: Message) -> _Offer | None:
         """Queue ``message``; ``None`` if the plugin is disabled or its inbox is full."""
@@ -290,18 +335,44 @@ class PluginRunner:
             return None
         if self._queued_messages >= self._inbox_size:
             self.refused += 1
+            if not self._missing:
+                logger.warning(
+                    "plugin %s has %d messages waiting: it misses those from %s #%d on",
+                    self.name,
+                    self._queued_messages,
+                    message.channel,
+                    message.offset,
+                )
+            self._missing += 1
             return None
+        if self._missing:
+            logger.warning(
+                "plugin %s takes messages again (from %s #%d), after missing %d",
+                self.name,
+                message.channel,
+                message.offset,
+                self._missing,
+            )
+            self._missing = 0
         offer = _Offer(message)
         self._queued_messages += 1
+        self.pending += 1
         self._inbox.append(offer)
         self._more.set()
         return offer
 
     def hook(self, hook: str, *args: Any) -> None:
         """Queue a lifecycle hook (never refused while the plugin runs)."""
-        if self.enabled and not self._closing:
-            self._inbox.append((hook, args))
-            self._more.set()
+        if not self.enabled or self._closing:
+            return
+        inbox = self._inbox
+        if hook == "on_connection_changed" and inbox:
+            last = inbox[-1]
+            if not isinstance(last, _Offer) and last == (hook, (not args[0],)):
+                inbox.pop()  # it never saw the opposite change: both cancel out
+                return
+        inbox.append((hook, args))
+        self._more.set()
 
     def close(self) -> None:
         """No more items: the task returns once the inbox is empty."""
@@ -309,15 +380,19 @@ class PluginRunner:
         self._more.set()
 
     async def wait_finished(self) -> None:
-        await self._finished.wait()
+        if self.started:
+            await self._finished.wait()
+        else:
+            await trio.lowlevel.checkpoint()
 
     def cancel(self) -> None:
-        """Stop at once (the service gave it its ``stop_timeout``)."""
+        """Stop at once (the service gave it its time)."""
         self._scope.cancel()
 
     async def run(self) -> None:
         """Until :meth:`close` and an empty inbox, or :meth:`cancel`: shielded from the
         service's own cancellation, so that the last hooks run even then."""
+        self.started = True
         try:
             with self._scope:
                 while self.enabled:
@@ -348,42 +423,36 @@ class PluginRunner:
                     item.consumed = bool(await self.plugin.handle_message(item.message))
                 finally:
                     item.done.set()
+                    self.pending -= 1
+                    if self.behind and not self.pending:
+                        self.behind = False
+                        logger.warning("plugin %s caught up", self.name)
             else:
                 hook, args = item
+                if hook == "on_connection_changed":
+                    self._told_connected = args[0]
                 await getattr(self.plugin, hook)(*args)
 
     async def _failed(self, exc: Exception) -> None:
-        if self._policy == "restart" and self.restarts < self._max_restarts:
-            self.restarts += 1
-            logger.error(
-                "plugin %s failed (restart %d of %d)",
-                self.name,
-                self.restarts,
-                self._max_restarts,
-                exc_info=exc,
-            )
-            await self._report(exc, f"plugin {self.name}")
-            try:
-                await self.plugin.initialize(self._context)
-            except Exception as again:
-                logger.error("plugin %s failed to initialize again", self.name)
-                await self._disable(again)
-            return
-        logger.error("plugin %s failed: disabled", self.name, exc_info=exc)
         await self._report(exc, f"plugin {self.name}")
-        await self._disable(None)
-
-    async def _disable(self, exc: Exception | None) -> None:
-        self.enabled = False
-        self.disabled = True
-        if exc is not None:
-            await self._report(exc, f"plugin {self.name}")
-        try:
-            await self.plugin.dispose()
-        except Exception as failure:
-            logger.error("plugin %s: dispose failed", self.name)
-            await self._report(failure, f"plugin {self.name} dispose")
-
-
-def plugin_names(plugins: Iterable[Plugin]) -> list[str]:
-    return [str(getattr(p, "name", type(p).__name__)) for p in plugins]
+        if self._closing or self._policy != "restart" or self.restarts >= self._max_restarts:
+            logger.error("plugin %s failed: disabled", self.name, exc_info=exc)
+            self.enabled = False
+            await self.dispose()
+            return
+        self.restarts += 1
+        logger.error(
+            "plugin %s failed: restarting it (%d of %d)",
+            self.name,
+            self.restarts,
+            self._max_restarts,
+            exc_info=exc,
+        )
+        await self.dispose()
+        if not await self.initialize():
+            return
+        # A new life: it is told again that the service runs, and the state of the connection
+        # as of where its inbox resumes.
+        if self._told_connected:
+            self._inbox.appendleft(("on_connection_changed", (True,)))
+        self._inbox.appendleft(("on_service_started", ()))

@@ -5,7 +5,9 @@ them."""
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
+import math
 import os
 import signal
 import time
@@ -15,7 +17,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._errors import AuthenticationFailed, RealtimeError
+from .._errors import AuthenticationFailed, ConfigError, RealtimeError
 from .._groups import single_error
 from .._outbox import Receipt
 from .._paths import data_dir, safe_name
@@ -116,23 +118,44 @@ class Service:
     _runners: list[PluginRunner] = attrs.field(factory=list, init=False)
     _connected: bool = attrs.field(default=False, init=False)
     _started: bool = attrs.field(default=False, init=False)
+    _notices: trio.MemorySendChannel[tuple[str, str]] | None = attrs.field(default=None, init=False)
 
     def all_plugins(self) -> list[Plugin]:
-        """Its plugins: those its config names (loaded now), then those given."""
-        return [load_plugin(name) for name in self.config.plugins] + list(self.plugins)
+        """Its plugins: those its config names (loaded now), then those given.
+
+        Raises:
+            ConfigError: naming ``services.NAME.plugins``, if one cannot be loaded.
+        """
+        try:
+            named = [load_plugin(name) for name in self.config.plugins]
+        except ConfigError as exc:
+            raise ConfigError(
+                f"services.{self.config.name}.plugins", str(exc).split(": ", 1)[-1]
+            ) from None
+        return named + list(self.plugins)
 
     # --- reporting --------------------------------------------------------------------------
 
     async def _report(self, error: BaseException, where: str) -> None:
+        """Tell the error handler (at most ``stop_timeout`` seconds)."""
         try:
-            await self.handlers.error.on_error(error, where)
+            with trio.move_on_after(self.config.stop_timeout) as waited:
+                await self.handlers.error.on_error(error, where)
+            if waited.cancelled_caught:
+                logger.error("the error handler took over %g s: cut", self.config.stop_timeout)
         except Exception:
             logger.exception("the error handler failed")
 
-    async def _guarded(self, where: str, hook: Any, *args: Any) -> None:
-        """Call a handler's hook; a failure is logged and reported, never raised."""
+    async def _guarded(self, where: str, hook: Any, *args: Any, bounded: bool = True) -> None:
+        """Call a handler's hook (``bounded``: for at most ``stop_timeout`` seconds); a failure
+        is logged and reported, never raised."""
+        limit = self.config.stop_timeout if bounded else math.inf
         try:
-            await hook(*args)
+            with trio.move_on_after(limit) as waited:
+                await hook(*args)
+            if waited.cancelled_caught:
+                logger.error("%s took over %g s: cut", where, limit)
+                await self._report(trio.TooSlowError(f"{where} took over {limit:g} s"), where)
         except Exception as exc:
             logger.exception("%s failed", where)
             await self._report(exc, where)
@@ -145,21 +168,26 @@ class Service:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run until ``stopping`` is set (then stop in order) or cancelled (then stop at once,
-        the hooks still called, each for at most ``stop_timeout`` seconds)."""
+        """Run until ``stopping`` is set (then stop in order) or cancelled (then stop too: the
+        last hooks still run, within ``stop_timeout``).
+
+        Raises:
+            ServiceFailed: it cannot run (a token it cannot get, a refused token, retries
+                exhausted, a plugin that cannot be loaded).
+        """
         config = self.config
         _tag.set(config.log_tag)
-        plugins = self.all_plugins()
         auth = self.handlers.auth
-        token = None if auth.requires_auth else config.get_token()
-        journal_dir = _journal_dir(config)
-        storage = self.handlers.storage or FileStorage(
-            os.path.join(journal_dir, "service-info.json")
-        )
-        notifications = self.handlers.notification or (
-            DesktopNotifications(config.log_tag) if config.notifications else LogNotifications()
-        )
         try:
+            plugins = self.all_plugins()
+            token = None if auth.requires_auth else config.get_token()
+            journal_dir = _journal_dir(config)
+            storage = self.handlers.storage or FileStorage(
+                os.path.join(journal_dir, "service-info.json")
+            )
+            notifications = self.handlers.notification or (
+                DesktopNotifications(config.log_tag) if config.notifications else LogNotifications()
+            )
             async with open_realtime(
                 config.url,
                 journal_dir=journal_dir,
@@ -170,11 +198,11 @@ class Service:
                 context = ServiceContext(config, conn, storage, notifications)
                 await self._serve(context, plugins, stopping, task_status)
         except RealtimeError as exc:
-            if isinstance(exc, AuthenticationFailed):
-                await self._guarded("auth handler", auth.on_auth_failure, str(exc))
-            await self._report(
-                exc, "auth" if isinstance(exc, AuthenticationFailed) else "connection"
-            )
+            refused = isinstance(exc, AuthenticationFailed)
+            with trio.CancelScope(shield=True):
+                if refused:
+                    await self._guarded("auth handler", auth.on_auth_failure, str(exc))
+                await self._report(exc, "auth" if refused else "connection")
             raise ServiceFailed(config.name, exc) from None
         logger.info("stopped")
 
@@ -196,24 +224,25 @@ class Service:
                 inbox_size=config.plugin_inbox_size,
                 policy=config.plugin_failure,
                 max_restarts=config.plugin_max_restarts,
+                timeout=config.stop_timeout,
                 report=self._report,
             )
             for plugin in plugins
         ]
+        lifecycle = self.handlers.lifecycle
         async with trio.open_nursery() as plugin_tasks:
             try:
                 for runner in self._runners:
-                    await self._initialize(runner, context)
-                    plugin_tasks.start_soon(runner.run)
+                    if await runner.initialize():
+                        plugin_tasks.start_soon(runner.run)
                 for runner in self._runners:
                     runner.hook("on_service_started")
-                await self._guarded(
-                    "lifecycle handler", self.handlers.lifecycle.on_service_started, config.name
-                )
+                await self._guarded("lifecycle handler", lifecycle.on_service_started, config.name)
                 logger.info("started (%s profile, %s)", config.profile, config.url)
                 self._started = True
                 task_status.started()
                 async with trio.open_nursery() as nursery:
+                    await nursery.start(self._notifier, context)
                     nursery.start_soon(self._dispatch, context)
                     nursery.start_soon(self._watch_states, context)
                     nursery.start_soon(self._heartbeats, context)
@@ -223,38 +252,48 @@ class Service:
                 with trio.CancelScope(shield=True):
                     await self._stop(plugin_tasks)
 
-    async def _initialize(self, runner: PluginRunner, context: ServiceContext) -> None:
-        try:
-            with trio.fail_after(self.config.stop_timeout):
-                await runner.plugin.initialize(context)
-        except Exception as exc:
-            logger.error("plugin %s failed to initialize: disabled", runner.name)
-            await self._report(exc, f"plugin {runner.name}")
-            runner.enabled = False
-            runner.disabled = True  # never initialized: not disposed either
-
     async def _stop(self, plugin_tasks: trio.Nursery) -> None:
-        """The last hooks, in order: connection down (if it was up), service stopped, dispose;
-        each plugin given ``stop_timeout`` seconds to finish its inbox and hooks."""
+        """The last hooks, in order: connection down (if it was up), service stopped, then
+        dispose. The plugins get ``stop_timeout`` seconds together to finish their inboxes and
+        hooks (then they are cancelled), and another ``stop_timeout`` for ``dispose`` and the
+        lifecycle handler's last hook."""
         config = self.config
-        if self._connected:
-            await self._connection_changed(False)
-        for runner in self._runners:
+        was_connected, self._connected = self._connected, False
+        for runner in self._runners:  # every plugin's last hooks queued before any handler runs
+            if was_connected:
+                runner.hook("on_connection_changed", False)
             runner.hook("on_service_stopped")
             runner.close()
         with trio.move_on_after(config.stop_timeout):
-            for runner in self._runners:
-                await runner.wait_finished()
+            async with trio.open_nursery() as finishing:
+                if was_connected:
+                    finishing.start_soon(
+                        functools.partial(
+                            self._guarded,
+                            "lifecycle handler",
+                            self.handlers.lifecycle.on_connection_changed,
+                            config.name,
+                            False,
+                            bounded=False,
+                        )
+                    )
+                for runner in self._runners:
+                    finishing.start_soon(runner.wait_finished)
         for runner in self._runners:
             runner.cancel()
-        plugin_tasks.cancel_scope.cancel()
-        await self._guarded(
-            "lifecycle handler", self.handlers.lifecycle.on_service_stopped, config.name
-        )
         for runner in self._runners:
-            if not runner.disabled:
-                with trio.move_on_after(config.stop_timeout):
-                    await self._guarded(f"plugin {runner.name} dispose", runner.plugin.dispose)
+            await runner.wait_finished()  # a cancelled plugin unwinds before its dispose
+        plugin_tasks.cancel_scope.cancel()
+        async with trio.open_nursery() as disposing:  # each bounded by stop_timeout itself
+            for runner in self._runners:
+                disposing.start_soon(runner.dispose)
+            if self._started:
+                disposing.start_soon(
+                    self._guarded,
+                    "lifecycle handler",
+                    self.handlers.lifecycle.on_service_stopped,
+                    config.name,
+                )
 
     async def _connection_changed(self, connected: bool) -> None:
         self._connected = connected
@@ -287,9 +326,26 @@ class Service:
                 await self._guarded("storage", context.storage.store, "last_connected", stamp)
                 await self._guarded("storage", context.storage.store, "url", config.url)
             elif config.notifications:
-                await self._guarded(
-                    "notifications", context.notify, config.log_tag, "connection lost"
-                )
+                self._notify(config.log_tag, "connection lost")
+
+    def _notify(self, title: str, body: str) -> None:
+        """Queue a notification (dropped, and logged, if 100 are waiting already)."""
+        if self._notices is None:
+            return
+        try:
+            self._notices.send_nowait((title, body))
+        except trio.WouldBlock:
+            logger.warning("notifications are 100 behind: dropped %r", title)
+
+    async def _notifier(
+        self, context: ServiceContext, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Show notifications one by one, off the message path."""
+        send, receive = trio.open_memory_channel[tuple[str, str]](100)
+        self._notices = send
+        task_status.started()
+        async for title, body in receive:
+            await self._guarded("notifications", context.notify, title, body)
 
     async def _heartbeats(self, context: ServiceContext) -> None:
         interval = context.connection.config.heartbeat_interval
@@ -303,8 +359,9 @@ class Service:
                 )
 
     async def _dispatch(self, context: ServiceContext) -> None:
-        """Every message, in order, through the plugins that want it (each answers within
-        ``plugin_timeout`` or is passed by), then to the message handler unless consumed."""
+        """Every message, in order, through the plugins that want it, then to the message
+        handler unless consumed. A message counts as processed (``conn.messages()``) once every
+        plugin that wanted it answered or was passed by, and the handler returned."""
         config = self.config
         async for item in context.connection.messages():
             if isinstance(item, Gap):
@@ -313,35 +370,32 @@ class Service:
                 continue
             if await self._offer(item):
                 continue
-            await self._guarded("message handler", self.handlers.message.handle_message, item)
+            await self._guarded(
+                "message handler", self.handlers.message.handle_message, item, bounded=False
+            )
             if config.notifications:
-                await self._guarded(
-                    "notifications", context.notify, *_notification(config.log_tag, item)
-                )
+                self._notify(*_notification(config.log_tag, item))
 
     async def _offer(self, message: Message) -> bool:
-        """Whether a plugin consumed ``message``."""
+        """Whether a plugin consumed ``message``. A plugin's answer is awaited at most
+        ``plugin_timeout`` seconds; one that did not answer in time is passed by (its answers
+        not awaited) until it has caught up with its inbox."""
+        timeout = self.config.plugin_timeout
         for runner in self._runners:
             if not runner.wants(message):
                 continue
             offer = runner.offer(message)
-            if offer is None:
-                if runner.enabled:
-                    logger.warning(
-                        "plugin %s is %d messages behind: it misses %s #%d",
-                        runner.name,
-                        self.config.plugin_inbox_size,
-                        message.channel,
-                        message.offset,
-                    )
+            if offer is None or runner.behind:
                 continue
-            with trio.move_on_after(self.config.plugin_timeout):
+            with trio.move_on_after(timeout):
                 await offer.done.wait()
             if not offer.done.is_set():
+                runner.behind = True
                 logger.warning(
-                    "plugin %s did not answer within %g s: %s #%d passed on",
+                    "plugin %s did not answer within %g s (%s #%d): not waited for until it "
+                    "catches up",
                     runner.name,
-                    self.config.plugin_timeout,
+                    timeout,
                     message.channel,
                     message.offset,
                 )
@@ -373,16 +427,26 @@ async def run_services(
     such failure is raised.
 
     Raises:
-        ConfigError: a service's plugins cannot be loaded, or two services share a name.
+        ConfigError: before anything runs: two services share a name, a plugin cannot be
+            loaded, or the environment variable of a ``token_env`` is not set.
+        ServiceFailed: once every service has stopped, if one failed.
     """
     wrapped = [s if isinstance(s, Service) else Service(s) for s in services]
     names = [s.config.name for s in wrapped]
     if len(set(names)) != len(names):
-        raise ValueError(f"service names must be unique, got {names}")
-    for service in wrapped:
-        service.all_plugins()  # a plugin that cannot be loaded fails here, before anything runs
+        raise ConfigError("services", f"service names must be unique, got {names}")
+    for service in wrapped:  # what can be checked before anything runs fails here
+        service.all_plugins()
+        if not service.handlers.auth.requires_auth:
+            try:
+                service.config.get_token()
+            except ConfigError as exc:
+                option = f"services.{service.config.name}.{exc.option}"
+                raise ConfigError(option, str(exc).split(": ", 1)[-1]) from None
     stopping = trio.Event()
     failures: list[ServiceFailed] = []
+    all_started = trio.Event()
+    waiting = len(wrapped)
 
     async def one(service: Service, task_status: trio.TaskStatus[None]) -> None:
         try:
@@ -393,13 +457,22 @@ async def run_services(
             if not service._started:
                 task_status.started()
 
+    async def start(running: trio.Nursery, service: Service) -> None:
+        nonlocal waiting
+        await running.start(one, service)
+        waiting -= 1
+        if not waiting:
+            all_started.set()
+
     with single_error():
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 await nursery.start(_stop_on_signal, stopping)
             async with trio.open_nursery() as running:
-                for service in wrapped:
-                    await running.start(one, service)
+                for service in wrapped:  # side by side: a slow start holds up no other
+                    running.start_soon(start, running, service)
+                if wrapped:
+                    await all_started.wait()
                 task_status.started()
             nursery.cancel_scope.cancel()
     if failures:

@@ -34,6 +34,7 @@ def tests(session: nox.Session) -> None:
     """The default test run (must stay under 10 minutes on 2 cores)."""
     session.install("-e", ".[test]")
     install_node_packages(session)
+    install_redis(session)
     # Any non-zero exit fails, 5 ("no tests ran") included: a suite that collects nothing is broken.
     session.run("pytest", *session.posargs)
 
@@ -51,6 +52,26 @@ def install_node_packages(session: nox.Session) -> None:
                 ">= 18 and npm to install examples/package-lock.json (`npm ci --prefix examples`)"
             )
     session.run("npm", "ci", "--prefix", "examples", "--no-audit", "--no-fund", external=True)
+
+
+def install_redis(session: nox.Session) -> None:
+    """redis-server and redis-cli for the Redis store's tests (tests/redis_servers.py starts its
+    own servers on free ports), from the system's packages (apt-get) when they are not on PATH.
+    If that fails the session fails: those tests must not be skipped."""
+    if shutil.which("redis-server") and shutil.which("redis-cli"):
+        return
+    if shutil.which("apt-get") is None:
+        session.error(
+            "`redis-server` is not on PATH and there is no apt-get to install it: the Redis store "
+            "tests need redis-server and redis-cli (>= 7.0)"
+        )
+    try:
+        session.run("apt-get", "install", "-y", "redis-server", external=True)
+    except nox.command.CommandFailed:
+        session.run("apt-get", "update", external=True)
+        session.run("apt-get", "install", "-y", "redis-server", external=True)
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        session.error("apt-get installed redis-server, but redis-server/redis-cli are not on PATH")
 
 
 @nox.session(python=PYTHON)
@@ -110,6 +131,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; results are written under docs/benchmarks/."""
     session.install("-e", ".[bench]")
     install_node_packages(session)  # benchmark 8 runs the Node socket.io server of examples/
+    install_redis(session)
     session.run("python", "benchmarks/journal.py")
     session.run("python", "benchmarks/local_queue.py")
     # Against raw trio-websocket and python-socketio; `nox -s bench -- --only latency` runs one.

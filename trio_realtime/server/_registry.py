@@ -1,5 +1,6 @@
-"""Stores by URL: ``sqlite:///path/to/db``, ``memory:``, and whatever :func:`register_store` adds
-(a Redis store registers ``redis://``), so that ``serve(store=...)``, ``open_server(store=...)``
+"""Stores by URL: ``sqlite:///path/to/db``, ``memory:``, Redis (``redis://``, ``rediss://``,
+``redis+cluster://``: needs coredis, imported only when such a URL is used), and whatever
+:func:`register_store` adds, so that ``serve(store=...)``, ``open_server(store=...)``
 and ``trio-realtime serve --store URL`` need no change for a new store."""
 
 from __future__ import annotations
@@ -55,5 +56,15 @@ def _memory(url: str) -> Store:
     return MemoryStore()
 
 
+def _redis(url: str) -> Store:
+    """``redis://host:port/db``, ``rediss://...`` (TLS), ``redis+cluster://host:port[,...]``;
+    options in ``_redis.py``. coredis is imported here, not with the package."""
+    from ._redis import redis_store_from_url
+
+    return redis_store_from_url(url)
+
+
 register_store("sqlite", _sqlite)
 register_store("memory", _memory)
+for _scheme in ("redis", "rediss", "redis+cluster"):
+    register_store(_scheme, _redis)

@@ -1,0 +1,682 @@
+"""A server store on Redis (``redis://``, ``rediss://``, ``redis+cluster://``), with coredis.
+
+Several server nodes can share one Redis: every write is one Lua script that checks the batch's
+preconditions and applies it, so two nodes racing on a channel or a client row get exactly one
+winner and one :class:`StoreConflict`.
+
+Keys. Every key of one store carries one hash tag, ``{trio_realtime:<prefix>}`` (``prefix`` from
+the URL, ``default`` if none), so that they all hash to one slot:
+
+============================================  ==================================================
+``{trio_realtime:P}:epoch``                   the store's epoch (a string)
+``{trio_realtime:P}:chan:<channel>``          the channel's row: a hash of ChannelInfo's fields,
+                                              each JSON (``epoch``, ``head``, ``first``)
+``{trio_realtime:P}:log:<channel>``           its retained events: a stream, entry ID
+                                              ``<offset>-0``, fields ``m`` (the event's fields
+                                              but channel, offset and epoch, JSON) and ``t``
+                                              (when it was stored, unix seconds)
+``{trio_realtime:P}:clients``                 client_id -> ClientRow (JSON, fields at their
+                                              default left out: a field added later with a
+                                              default reads the same from rows written before)
+``{trio_realtime:P}:keys``                    a sorted set: member ``[user, key]`` (JSON),
+                                              score = when it was stored
+``{trio_realtime:P}:rcpt:<channel>``          user -> read watermark
+``{trio_realtime:P}:pc:<channel>``            ``[user, connection]`` -> PresenceEntry (JSON)
+``{trio_realtime:P}:pu:<user>``               ``[channel, connection]`` -> 1 (an index)
+``{trio_realtime:P}:px:<connection>``         ``[channel, user]`` -> PresenceEntry (JSON)
+============================================  ==================================================
+
+**Redis Cluster**: a Lua script may only touch keys of one slot, and a :class:`WriteBatch` can
+touch several channels and clients; the one hash tag is what makes every write one script, hence
+atomic, on a cluster too. The price: one store lives on one shard (one master and its replicas)
+however many the cluster has; a cluster spreads *several* stores (prefixes), not one. Splitting a
+store over slots would need a multi-step write protocol that stays atomic across a crash between
+its steps; this store does not attempt that.
+
+Durability: the contract says a write is durable when it returns. Redis gives that with
+``appendonly yes`` and ``appendfsync always`` (the write's reply comes after the fsync). Under
+``appendfsync everysec`` (Redis' default with AOF) a Redis crash can lose about the last second of
+acknowledged writes; without AOF, everything since the last RDB snapshot. ``?wait_aof=1`` makes
+every write wait for ``WAITAOF 1 0 <timeout>`` (Redis >= 7.2, AOF on), which makes it durable
+whatever ``appendfsync`` says; ``open()`` refuses it if the server cannot.
+
+A Lua script is not rolled back if it fails midway; every check (preconditions, encodings) runs
+before the first write, and the script is declared (``#!lua``) so that Redis refuses it whole under
+``maxmemory`` pressure rather than part-way.
+
+coredis runs on anyio: under trio its connection pool lives in a trio system task that the store
+starts in :meth:`RedisStore.open` and ends in :meth:`RedisStore.aclose`, so the store can be opened
+and closed from any task.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import attrs
+import orjson
+import trio
+
+from .._errors import ConfigError
+from .._protocol import Message
+from ._store import (
+    ChannelInfo,
+    ClientRow,
+    PresenceEntry,
+    Snapshot,
+    StoreConflict,
+    WriteBatch,
+    new_epoch,
+)
+
+try:
+    import coredis
+    from coredis.connection import TCPLocation
+    from coredis.exceptions import ResponseError
+except ImportError:  # pragma: no cover - the registry reports it (see redis_store_from_url)
+    coredis = None  # type: ignore[assignment]
+
+__all__ = ["RedisStore", "redis_store_from_url"]
+
+logger = logging.getLogger("trio_realtime.server.redis")
+
+_A = TypeVar("_A")
+
+#: A write waits this long for ``WAITAOF`` (milliseconds) unless the URL says otherwise.
+WAIT_AOF_TIMEOUT_MS = 5000
+
+# --- Rows as JSON -------------------------------------------------------------------------------
+
+
+def _dump(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _is_default(field: attrs.Attribute[Any], value: Any) -> bool:
+    default: Any = field.default
+    if default is attrs.NOTHING:
+        return False
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        if default.takes_self:
+            return False
+        default = default.factory()
+    return bool(value == default)
+
+
+def _encode_row(row: Any) -> bytes:
+    """An attrs row as canonical JSON (sorted keys), leaving out fields at their default: the same
+    row always encodes to the same bytes (so the write script compares rows as strings), and a
+    field added to the class later (with a default) does not change how older rows encode."""
+    return _dump(
+        {
+            field.name: getattr(row, field.name)
+            for field in attrs.fields(type(row))
+            if not _is_default(field, getattr(row, field.name))
+        }
+    )
+
+
+def _decode_row(cls: type[_A], data: bytes | str) -> _A:
+    """A row from :func:`_encode_row`; fields this version does not know are ignored."""
+    names = {field.name for field in attrs.fields(cls)}  # type: ignore[arg-type]
+    values = orjson.loads(data)
+    return cls(**{name: value for name, value in values.items() if name in names})
+
+
+#: Message fields the log keeps in the key or the channel row, not in each entry.
+_MESSAGE_KEYED = frozenset({"channel", "offset", "epoch"})
+_MESSAGE_FIELDS = tuple(
+    field.name for field in attrs.fields(Message) if field.name not in _MESSAGE_KEYED
+)
+
+
+def _encode_event(message: Message) -> bytes:
+    return orjson.dumps({name: getattr(message, name) for name in _MESSAGE_FIELDS})
+
+
+def _decode_event(channel: str, epoch: str, entry_id: bytes, data: bytes) -> Message:
+    values = orjson.loads(data)
+    offset = int(entry_id.partition(b"-")[0])
+    fields = {name: values[name] for name in _MESSAGE_FIELDS if name in values}
+    return Message(channel=channel, offset=offset, epoch=epoch, **fields)
+
+
+def _time(value: float) -> bytes:
+    """A time for Redis (a score, a field): repr round-trips a float exactly."""
+    if not math.isfinite(value):
+        raise ValueError(f"a store time must be finite, got {value!r}")
+    return repr(float(value)).encode()
+
+
+# --- The scripts --------------------------------------------------------------------------------
+
+# KEYS: clients hash, keys zset, then per append its channel hash and its log stream.
+# ARGV: time, #appends, #clients, #keys, forget-before ('' for none); per append: after, epoch
+# (JSON), keep_from, drop_before, #events, the events; per client: id, before ('' for no row),
+# after; the key members.
+_WRITE = b"""#!lua
+local time = ARGV[1]
+local n_appends, n_clients, n_keys = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local forget = ARGV[5]
+local a = 6
+local appends = {}
+for i = 1, n_appends do
+  local chan = KEYS[1 + 2 * i]
+  local head = redis.call('HGET', chan, 'head')
+  local after = tonumber(ARGV[a])
+  if (head and tonumber(head) or 0) ~= after then
+    return {0, 'channel', i}
+  end
+  appends[i] = {chan, KEYS[2 + 2 * i], after, a}
+  a = a + 5 + tonumber(ARGV[a + 4])
+end
+local clients_at = a
+for i = 1, n_clients do
+  local row = redis.call('HGET', KEYS[1], ARGV[a])
+  local before = ARGV[a + 1]
+  if before == '' then
+    if row then return {0, 'client', i} end
+  elseif row ~= before then
+    return {0, 'client', i}
+  end
+  a = a + 3
+end
+local function id(offset)
+  return string.format('%.0f', offset) .. '-0'
+end
+for i = 1, n_appends do
+  local chan, log, after, p = appends[i][1], appends[i][2], appends[i][3], appends[i][4]
+  local epoch, keep_from, drop_before = ARGV[p + 1], tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
+  local n = tonumber(ARGV[p + 4])
+  for j = 1, n do
+    redis.call('XADD', log, id(after + j), 'm', ARGV[p + 4 + j], 't', time)
+  end
+  local head = after + n
+  if keep_from > 1 then
+    redis.call('XTRIM', log, 'MINID', id(keep_from))
+  end
+  -- Events stored before drop_before go; stored times grow with offsets: a prefix.
+  local cut = nil
+  local start = '-'
+  while cut == nil do
+    local page = redis.call('XRANGE', log, start, '+', 'COUNT', 128)
+    for _, entry in ipairs(page) do
+      local fields = entry[2]
+      local stored = nil
+      for k = 1, #fields, 2 do
+        if fields[k] == 't' then stored = tonumber(fields[k + 1]) end
+      end
+      if stored >= drop_before then
+        cut = entry[1]
+        break
+      end
+      start = '(' .. entry[1]
+    end
+    if cut == nil and #page < 128 then
+      cut = id(head + 1)
+    end
+  end
+  redis.call('XTRIM', log, 'MINID', cut)
+  local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
+  local first = head + 1
+  if #oldest > 0 then
+    first = tonumber(string.match(oldest[1][1], '^(%d+)-'))
+  end
+  redis.call('HSETNX', chan, 'epoch', epoch)
+  redis.call('HSET', chan, 'head', string.format('%.0f', head), 'first', string.format('%.0f', first))
+end
+a = clients_at
+for i = 1, n_clients do
+  redis.call('HSET', KEYS[1], ARGV[a], ARGV[a + 2])
+  a = a + 3
+end
+for i = 1, n_keys do
+  redis.call('ZADD', KEYS[2], time, ARGV[a])
+  a = a + 1
+end
+if forget ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. forget)
+end
+return {1}
+"""
+
+# KEYS: epoch, clients hash, keys zset, then the channel hashes. ARGV: #clients, the client ids,
+# then the key members.
+_LOAD = b"""#!lua flags=no-writes
+local n_clients = tonumber(ARGV[1])
+local ids, members = {}, {}
+for i = 1, n_clients do ids[i] = ARGV[1 + i] end
+for i = 2 + n_clients, #ARGV do members[#members + 1] = ARGV[i] end
+local clients, scores, channels = {}, {}, {}
+if #ids > 0 then clients = redis.call('HMGET', KEYS[2], unpack(ids)) end
+if #members > 0 then scores = redis.call('ZMSCORE', KEYS[3], unpack(members)) end
+for i = 4, #KEYS do channels[i - 3] = redis.call('HGETALL', KEYS[i]) end
+return {redis.call('GET', KEYS[1]), clients, scores, channels}
+"""
+
+# KEYS: channel hash, log stream. ARGV: first offset wanted, limit.
+_READ = b"""#!lua flags=no-writes
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return {false, {}} end
+return {epoch, redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])}
+"""
+
+# KEYS: the channel's receipts hash. ARGV: user, offset.
+_MARK_READ = b"""#!lua
+local now = redis.call('HGET', KEYS[1], ARGV[1])
+if now and tonumber(now) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: pc:<channel>, pu:<user>, px:<connection>. ARGV: their three fields, then the entry ('' to
+# drop it).
+_PRESENCE = b"""#!lua
+if ARGV[4] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[3], ARGV[3])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+  redis.call('HSET', KEYS[2], ARGV[2], '1')
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+end
+return 1
+"""
+
+
+# --- URLs ---------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Target:
+    """Where a store's Redis is, from its URL."""
+
+    url: str
+    """As given (for messages)."""
+    prefix: str
+    wait_aof_ms: int | None
+    cluster_nodes: tuple[tuple[str, int], ...] = ()
+    """``redis+cluster://``: the startup nodes; else empty."""
+    client_url: str = ""
+    """``redis://`` / ``rediss://``: the URL coredis gets (our own options taken out)."""
+    username: str | None = None
+    password: str | None = None
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def _parse(url: str) -> _Target:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "redis+cluster"):
+        raise ConfigError("store", f"not a Redis URL: {_redacted(url)!r}")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    prefix = options.pop("prefix", "default")
+    if not prefix or any(c in prefix for c in "{}"):
+        raise ConfigError("store", f"a Redis store prefix is non-empty, without {{ or }}: {url!r}")
+    wait_aof_ms: int | None = None
+    wait = options.pop("wait_aof", "0")
+    timeout = options.pop("wait_aof_timeout_ms", str(WAIT_AOF_TIMEOUT_MS))
+    if wait not in ("0", "1") or not timeout.isdigit():
+        raise ConfigError(
+            "store", f"wait_aof is 0 or 1 and wait_aof_timeout_ms milliseconds: {_redacted(url)!r}"
+        )
+    if wait == "1":
+        wait_aof_ms = int(timeout)
+    if scheme == "redis+cluster":
+        nodes: list[tuple[str, int]] = []
+        hosts = parts.netloc.rpartition("@")[2]
+        for node in hosts.split(","):
+            host, colon, port = node.rpartition(":")
+            if not colon or not host or not port.isdigit():
+                raise ConfigError(
+                    "store",
+                    f"redis+cluster://host:port[,host:port...] names its nodes: {_redacted(url)!r}",
+                )
+            nodes.append((host.strip("[]"), int(port)))
+        if options or parts.path.strip("/"):
+            raise ConfigError(
+                "store",
+                f"a redis+cluster URL takes only prefix, wait_aof and wait_aof_timeout_ms "
+                f"(and no database): {_redacted(url)!r}",
+            )
+        return _Target(
+            url,
+            prefix,
+            wait_aof_ms,
+            cluster_nodes=tuple(nodes),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+        )
+    if not parts.hostname:
+        raise ConfigError("store", f"a Redis URL names its server: {_redacted(url)!r}")
+    client_url = urlunsplit(parts._replace(query=urlencode(options)))
+    return _Target(url, prefix, wait_aof_ms, client_url=client_url)
+
+
+def _require_coredis() -> None:
+    if coredis is None:
+        raise ConfigError(
+            "store",
+            "a Redis store needs coredis, which is not installed: "
+            "pip install 'trio-realtime[redis]'",
+        )
+
+
+def redis_store_from_url(url: str) -> RedisStore:
+    """The factory of ``redis://``, ``rediss://`` and ``redis+cluster://`` URLs."""
+    return RedisStore(url)
+
+
+# --- The store ----------------------------------------------------------------------------------
+
+
+class RedisStoreError(Exception):
+    """Redis cannot be used as a store (open() failed)."""
+
+
+class RedisStore:
+    """Client rows, channel logs, caller keys, receipts and presence in Redis (the store contract
+    of ``_store.py``; the server applies the rules). See the module's docstring for the keys,
+    the cluster caveat and durability.
+
+    URLs: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS), and
+    ``redis+cluster://host:port[,host:port...]``; options ``prefix=NAME`` (the namespace of the
+    keys: several stores share one Redis under different prefixes), ``wait_aof=1`` (every write
+    waits for ``WAITAOF 1 0``) and ``wait_aof_timeout_ms=N``. Other options of a ``redis://`` or
+    ``rediss://`` URL go to coredis (e.g. ``ssl_ca_certs``, ``stream_timeout``).
+    """
+
+    def __init__(self, url: str) -> None:
+        _require_coredis()
+        self._target = _parse(url)
+        self.url = url
+        self.prefix = self._target.prefix
+        tag = f"{{trio_realtime:{self.prefix}}}:".encode()
+        self._tag = tag
+        self._epoch_key = tag + b"epoch"
+        self._clients_key = tag + b"clients"
+        self._keys_key = tag + b"keys"
+        self._client: Any = None
+        self._stop: trio.Event | None = None
+        self._stopped: trio.Event | None = None
+        self._epoch = ""
+        self._scripts: dict[str, Any] = {}
+
+    def _key(self, kind: str, name: str) -> bytes:
+        return self._tag + kind.encode() + b":" + name.encode()
+
+    # Opening and closing: the client's pool lives in a system task of its own.
+
+    def _make_client(self) -> Any:
+        target = self._target
+        if target.cluster_nodes:
+            return coredis.RedisCluster(
+                startup_nodes=[TCPLocation(host, port) for host, port in target.cluster_nodes],
+                username=target.username,
+                password=target.password,
+                decode_responses=False,
+            )
+        return coredis.Redis.from_url(target.client_url, decode_responses=False)
+
+    async def open(self) -> None:
+        """Connect, check that Redis answers (and can ``WAITAOF`` if asked to), and make the
+        store's epoch if it has none yet.
+
+        Raises:
+            RedisStoreError: Redis cannot be reached or used (the message names the URL).
+        """
+        if self._client is not None:
+            raise RuntimeError("this RedisStore is open already")
+        where = _redacted(self.url)
+        try:
+            client = self._make_client()
+        except Exception as exc:
+            raise RedisStoreError(f"cannot use Redis at {where}: {exc}") from exc
+        started = trio.Event()
+        stop = trio.Event()
+        stopped = trio.Event()
+        failure: list[BaseException] = []
+
+        async def host() -> None:
+            try:
+                async with client:
+                    started.set()
+                    await stop.wait()
+            except Exception as exc:
+                failure.append(exc)
+                if started.is_set():
+                    logger.exception("the Redis client of %s ended", where)
+            finally:
+                started.set()
+                stopped.set()
+
+        trio.lowlevel.spawn_system_task(host, name=f"RedisStore({where})")
+        await started.wait()
+        self._client, self._stop, self._stopped = client, stop, stopped
+        try:
+            if failure:
+                raise failure[0]
+            for name, source in (
+                ("write", _WRITE),
+                ("load", _LOAD),
+                ("read", _READ),
+                ("mark_read", _MARK_READ),
+                ("presence", _PRESENCE),
+            ):
+                self._scripts[name] = client.register_script(source)
+            await self._make_epoch()
+            if self._target.wait_aof_ms is not None:
+                await self._check_wait_aof(client)
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+            if isinstance(exc, RedisStoreError | ConfigError) or not isinstance(exc, Exception):
+                raise
+            raise RedisStoreError(f"cannot use Redis at {where}: {exc!r}") from exc
+
+    async def _make_epoch(self) -> None:
+        """Read the store's epoch, making one first if there is none (a new store, or a Redis
+        that lost its data: the new epoch tells resuming clients that their offsets are gone)."""
+        client = self._open_client()
+        await client.set(self._epoch_key, new_epoch().encode(), condition=coredis.PureToken.NX)
+        epoch = await client.get(self._epoch_key)
+        if epoch is None:
+            raise RedisStoreError(f"the store's epoch at {_redacted(self.url)} vanished as made")
+        self._epoch = epoch.decode()
+
+    async def _check_wait_aof(self, client: Any) -> None:
+        try:
+            await client.waitaof(1, 0, self._target.wait_aof_ms or 0)
+        except ResponseError as exc:
+            raise ConfigError(
+                "store",
+                f"wait_aof=1 needs Redis >= 7.2 with appendonly yes; {_redacted(self.url)} "
+                f"answered WAITAOF with: {exc}",
+            ) from exc
+
+    async def aclose(self) -> None:
+        stop, stopped = self._stop, self._stopped
+        self._client = self._stop = self._stopped = None
+        self._scripts = {}
+        if stop is None or stopped is None:
+            await trio.lowlevel.checkpoint()
+            return
+        stop.set()
+        with trio.CancelScope(shield=True):
+            await stopped.wait()
+
+    def _open_client(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("the RedisStore is not open")
+        return self._client
+
+    async def _run(self, name: str, keys: Sequence[bytes], args: Sequence[bytes | str]) -> Any:
+        self._open_client()
+        return await self._scripts[name](keys=list(keys), args=list(args))
+
+    # The contract.
+
+    async def load(
+        self,
+        *,
+        clients: Collection[str] = (),
+        channels: Collection[str] = (),
+        keys: Collection[tuple[str, str]] = (),
+    ) -> Snapshot:
+        client_ids = list(clients)
+        names = list(channels)
+        pairs = list(keys)
+        members = [_dump(list(pair)) for pair in pairs]
+        script_keys = [
+            self._epoch_key,
+            self._clients_key,
+            self._keys_key,
+            *(self._key("chan", name) for name in names),
+        ]
+        script_args: list[bytes | str] = [str(len(client_ids)), *client_ids, *members]
+        epoch, rows, scores, infos = await self._run("load", script_keys, script_args)
+        if epoch is None:
+            # The epoch is gone (Redis lost its data, or someone deleted the keys): a new one.
+            await self._make_epoch()
+            epoch, rows, scores, infos = await self._run("load", script_keys, script_args)
+            if epoch is None:
+                raise RedisStoreError(f"the store's epoch at {_redacted(self.url)} keeps vanishing")
+        self._epoch = epoch.decode()
+        found = Snapshot(self._epoch)
+        for client_id, row in zip(client_ids, rows, strict=True):
+            if row is not None:
+                found.clients[client_id] = _decode_row(ClientRow, row)
+        for name, flat in zip(names, infos, strict=True):
+            if flat:
+                fields = {
+                    flat[i].decode(): orjson.loads(flat[i + 1]) for i in range(0, len(flat), 2)
+                }
+                found.channels[name] = ChannelInfo(**fields)
+        for pair, score in zip(pairs, scores, strict=True):
+            if score is not None:
+                found.keys[pair] = float(score)
+        return found
+
+    async def write(self, batch: WriteBatch) -> None:
+        # Everything is encoded before Redis sees any of it: an event that cannot be stored
+        # fails the write here, with nothing applied.
+        keys: list[bytes] = [self._clients_key, self._keys_key]
+        args: list[bytes | str] = [
+            _time(batch.time),
+            str(len(batch.appends)),
+            str(len(batch.clients)),
+            str(len(batch.keys)),
+            b"" if batch.forget_keys_before is None else _time(batch.forget_keys_before),
+        ]
+        for append in batch.appends:
+            keys += [self._key("chan", append.channel), self._key("log", append.channel)]
+            for number, event in enumerate(append.events, append.after + 1):
+                if event.offset != number:
+                    raise ValueError(
+                        f"append to {append.channel!r} after {append.after}: event {number} has "
+                        f"offset {event.offset}"
+                    )
+            args += [
+                str(append.after),
+                _dump(append.epoch),
+                str(append.keep_from),
+                _time(append.drop_before),
+                str(len(append.events)),
+                *(_encode_event(event) for event in append.events),
+            ]
+        for update in batch.clients:
+            args += [
+                update.client_id,
+                b"" if update.before is None else _encode_row(update.before),
+                _encode_row(update.after),
+            ]
+        args += [_dump(list(pair)) for pair in batch.keys]
+        client = self._open_client()
+        if self._target.wait_aof_ms is not None:
+            with client.ensure_persistence(1, 0, self._target.wait_aof_ms):
+                result = await self._run("write", keys, args)
+        else:
+            result = await self._run("write", keys, args)
+        if int(result[0]) != 1:
+            kind, index = result[1].decode(), int(result[2]) - 1
+            if kind == "channel":
+                raise StoreConflict(f"channel {batch.appends[index].channel!r} moved")
+            raise StoreConflict(f"client {batch.clients[index].client_id!r} moved")
+
+    async def read(self, channel: str, after: int, limit: int) -> list[Message]:
+        if limit <= 0:
+            await trio.lowlevel.checkpoint()
+            return []
+        epoch, entries = await self._run(
+            "read",
+            [self._key("chan", channel), self._key("log", channel)],
+            [str(max(after, 0) + 1), str(limit)],
+        )
+        if epoch is None:
+            return []
+        name = orjson.loads(epoch)
+        found: list[Message] = []
+        for entry_id, fields in entries:
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            found.append(_decode_event(channel, name, entry_id, values[b"m"]))
+        return found
+
+    async def mark_read(self, channel: str, user: str, offset: int) -> bool:
+        moved = await self._run("mark_read", [self._key("rcpt", channel)], [user, str(offset)])
+        return bool(moved)
+
+    async def receipts(self, channel: str) -> dict[str, int]:
+        rows = await self._open_client().hgetall(self._key("rcpt", channel))
+        return {user.decode(): int(offset) for user, offset in rows.items()}
+
+    # Presence: three hashes per entry (by channel, by user, by connection), kept together.
+
+    def _presence_keys(self, channel: str, user: str, connection: str) -> list[bytes]:
+        return [
+            self._key("pc", channel),
+            self._key("pu", user),
+            self._key("px", connection),
+        ]
+
+    def _presence_fields(self, channel: str, user: str, connection: str) -> list[bytes]:
+        return [_dump([user, connection]), _dump([channel, connection]), _dump([channel, user])]
+
+    async def put_presence(self, entry: PresenceEntry) -> None:
+        where = (entry.channel, entry.user, entry.connection)
+        await self._run(
+            "presence",
+            self._presence_keys(*where),
+            [*self._presence_fields(*where), _encode_row(entry)],
+        )
+
+    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
+        where = (channel, user, connection)
+        await self._run(
+            "presence", self._presence_keys(*where), [*self._presence_fields(*where), b""]
+        )
+
+    async def presence(self, channel: str, user: str | None = None) -> list[PresenceEntry]:
+        rows = await self._open_client().hvals(self._key("pc", channel))
+        entries = [_decode_row(PresenceEntry, row) for row in rows]
+        return [entry for entry in entries if user is None or entry.user == user]
+
+    async def presence_channels(self, user: str) -> set[str]:
+        fields = await self._open_client().hkeys(self._key("pu", user))
+        return {str(orjson.loads(field)[0]) for field in fields}
+
+    async def presence_of(self, connection: str) -> list[PresenceEntry]:
+        rows = await self._open_client().hvals(self._key("px", connection))
+        return [_decode_row(PresenceEntry, row) for row in rows]

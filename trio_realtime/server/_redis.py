@@ -60,6 +60,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import attrs
 import orjson
 import trio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._errors import ConfigError
 from .._protocol import Message
@@ -375,6 +376,32 @@ def _require_coredis() -> None:
         )
 
 
+def _closing_streams(cls: type[Any]) -> type[Any]:
+    """``cls`` (a coredis connection class), closing its anyio memory streams when it ends:
+    coredis 6.9 closes them only if the connection was made, so every failed attempt (Redis
+    down) leaves six to warn (ResourceWarning) when collected."""
+
+    class ClosingStreams(cls):  # type: ignore[misc]
+        async def run(self, **kwargs: Any) -> None:
+            try:
+                await super().run(**kwargs)
+            finally:
+                for value in list(vars(self).values()):
+                    if isinstance(value, MemoryObjectSendStream | MemoryObjectReceiveStream):
+                        value.close()
+
+    ClosingStreams.__name__ = ClosingStreams.__qualname__ = cls.__name__
+    return ClosingStreams
+
+
+def _close_cluster_layout(client: Any) -> None:
+    """coredis 6.9's cluster pool never closes its layout's error stream (an anyio memory stream
+    pair), which warns (ResourceWarning) when collected: close it once the client is done."""
+    layout = getattr(getattr(client, "connection_pool", None), "cluster_layout", None)
+    for stream in getattr(layout, "_error_stream", ()):
+        stream.close()
+
+
 def redis_store_from_url(url: str) -> RedisStore:
     """The factory of ``redis://``, ``rediss://`` and ``redis+cluster://`` URLs."""
     return RedisStore(url)
@@ -422,14 +449,19 @@ class RedisStore:
 
     def _make_client(self) -> Any:
         target = self._target
+        client: Any
         if target.cluster_nodes:
-            return coredis.RedisCluster(
+            client = coredis.RedisCluster(
                 startup_nodes=[TCPLocation(host, port) for host, port in target.cluster_nodes],
                 username=target.username,
                 password=target.password,
                 decode_responses=False,
             )
-        return coredis.Redis.from_url(target.client_url, decode_responses=False)
+        else:
+            client = coredis.Redis.from_url(target.client_url, decode_responses=False)
+        pool = client.connection_pool
+        pool.connection_class = _closing_streams(pool.connection_class)
+        return client
 
     async def open(self) -> None:
         """Connect, check that Redis answers (and can ``WAITAOF`` if asked to), and make the
@@ -460,6 +492,7 @@ class RedisStore:
                 if started.is_set():
                     logger.exception("the Redis client of %s ended", where)
             finally:
+                _close_cluster_layout(client)
                 started.set()
                 stopped.set()
 
@@ -499,7 +532,8 @@ class RedisStore:
 
     async def _check_wait_aof(self, client: Any) -> None:
         try:
-            await client.waitaof(1, 0, self._target.wait_aof_ms or 0)
+            with client.ensure_persistence(1, 0, self._target.wait_aof_ms or 0):
+                await client.get(self._epoch_key)
         except ResponseError as exc:
             raise ConfigError(
                 "store",

@@ -5,7 +5,9 @@ from its AOF under a store that stays open."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 from pathlib import Path
 
 import attrs
@@ -20,6 +22,7 @@ from trio_realtime.server import (
     Append,
     ClientRow,
     ClientUpdate,
+    MemoryStore,
     Message,
     StoreConflict,
     WriteBatch,
@@ -85,6 +88,11 @@ def test_urls_name_redis_stores() -> None:
     assert isinstance(cluster, RedisStore)
     assert cluster._target.cluster_nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
     assert (cluster.prefix, cluster._target.wait_aof_ms) == ("p", 250)
+    assert (cluster._target.connect_timeout, cluster._target.stream_timeout) == (10.0, 60.0)
+    timed = store_from_url("redis://h:1/0?stream_timeout=2.5&connect_timeout=1")
+    assert isinstance(timed, RedisStore)
+    assert (timed._target.connect_timeout, timed._target.stream_timeout) == (1.0, 2.5)
+    assert timed._target.client_url == "redis://h:1/0"
 
     for bad in (
         "redis://",
@@ -95,6 +103,8 @@ def test_urls_name_redis_stores() -> None:
         "redis+cluster://host",
         "redis+cluster://host:1/0",
         "redis+cluster://host:1?db=2",
+        "redis://host/0?stream_timeout=0",
+        "redis://host/0?connect_timeout=soon",
     ):
         with pytest.raises(ConfigError):
             store_from_url(bad)
@@ -223,6 +233,55 @@ async def test_a_write_that_raises_leaves_nothing(redis_server: RedisServer) -> 
         await store.aclose()
 
 
+async def test_boundaries_are_those_of_the_memory_store(redis_server: RedisServer) -> None:
+    """What check_store leaves open: times exactly at a cutoff stay (as in MemoryStore), and a
+    channel keeps the epoch of its first append."""
+    redis = RedisStore(fresh(redis_server.url))
+    memory = MemoryStore()
+    await redis.open()
+    try:
+        for store in (redis, memory):
+            epoch = (await store.load()).epoch
+            batches = [
+                WriteBatch(
+                    1000.0,
+                    appends=(Append("c", epoch, 0, events("c", epoch, 0, [1, 2]), 0, 0),),
+                    keys=(("u", "at-1000"),),
+                ),
+                WriteBatch(
+                    2000.0,
+                    appends=(Append("c", "another", 2, events("c", epoch, 2, [3]), 2, 1000.0),),
+                    keys=(("u", "at-2000"),),
+                    forget_keys_before=1000.0,
+                ),
+            ]
+            for batch in batches:
+                await store.write(batch)
+        want = await memory.load(channels=["c"], keys=[("u", "at-1000"), ("u", "at-2000")])
+        got = await redis.load(channels=["c"], keys=[("u", "at-1000"), ("u", "at-2000")])
+        assert want.keys == {("u", "at-1000"): 1000.0, ("u", "at-2000"): 2000.0}
+        assert got.keys == want.keys
+        assert got.channels["c"] == attrs.evolve(want.channels["c"], epoch=got.epoch)
+        assert (got.channels["c"].head, got.channels["c"].first) == (3, 2)
+        assert [e.payload for e in await redis.read("c", 0, 10)] == [2, 3]
+        # Just past the cutoffs: gone.
+        for store in (redis, memory):
+            epoch = (await store.load()).epoch
+            await store.write(
+                WriteBatch(
+                    3000.0,
+                    appends=(Append("c", epoch, 3, (), 0, 1000.5),),
+                    forget_keys_before=1000.5,
+                )
+            )
+        got = await redis.load(channels=["c"], keys=[("u", "at-1000"), ("u", "at-2000")])
+        assert got.keys == {("u", "at-2000"): 2000.0}
+        assert [e.payload for e in await redis.read("c", 0, 10)] == [3]
+        assert [e.payload for e in await memory.read("c", 0, 10)] == [3]
+    finally:
+        await redis.aclose()
+
+
 # --- Redis going away --------------------------------------------------------------------------
 
 
@@ -255,6 +314,44 @@ async def test_a_store_raises_while_redis_is_down_and_continues_after_its_aof_re
                 assert [e.payload for e in await store.read("r", 0, 10)] == [1, 2]
         finally:
             await store.aclose()
+
+
+async def test_a_hung_redis_fails_writes_after_the_stream_timeout(tmp_path: Path) -> None:
+    with running_redis(tmp_path / "redis") as server:
+        store = RedisStore(fresh(server.url) + "&stream_timeout=0.5")
+        await store.open()
+        assert server.process is not None
+        try:
+            epoch = (await store.load()).epoch
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                batch = WriteBatch(1.0, clients=(ClientUpdate("c", None, ClientRow("a", 1)),))
+                with trio.fail_after(10), pytest.raises(TimeoutError):
+                    await store.write(batch)
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            with trio.fail_after(10):
+                assert (await store.load()).epoch == epoch
+        finally:
+            await store.aclose()
+
+
+async def test_a_redis_that_does_not_fsync_every_write_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (port,) = free_ports(1)
+    server = RedisServer(tmp_path / "redis", port, "--appendfsync", "everysec")
+    server.start()
+    try:
+        store = RedisStore(fresh(server.url))
+        await store.open()
+        await store.aclose()
+    finally:
+        server.stop()
+    (record,) = [r for r in caplog.records if r.name == "trio_realtime.server.redis"]
+    assert record.levelname == "WARNING"
+    assert f"127.0.0.1:{port}" in record.getMessage()
+    assert "appendfsync=everysec" in record.getMessage()
 
 
 # --- Rows encoded from their fields ----------------------------------------------------------

@@ -89,6 +89,11 @@ _A = TypeVar("_A")
 
 #: A write waits this long for ``WAITAOF`` (milliseconds) unless the URL says otherwise.
 WAIT_AOF_TIMEOUT_MS = 5000
+#: Connecting gives up after this long (seconds; ``?connect_timeout=`` in the URL).
+CONNECT_TIMEOUT = 10.0
+#: A command whose reply takes longer fails (seconds; ``?stream_timeout=``): a Redis that hangs
+#: fails the writes waiting on it, and the server closes their connections, instead of hanging.
+STREAM_TIMEOUT = 60.0
 
 # --- Rows as JSON -------------------------------------------------------------------------------
 
@@ -200,14 +205,14 @@ for i = 1, n_appends do
   if keep_from > 1 then
     redis.call('XTRIM', log, 'MINID', id(keep_from))
   end
-  -- Events stored before drop_before go; stored times grow with offsets: a prefix.
+  -- Events stored before drop_before go; stored times grow with offsets, so they are a prefix:
+  -- look at the oldest first (usually young already), then pages twice as long each time.
   local cut = nil
-  local start = '-'
+  local start, count = '-', 1
   while cut == nil do
-    local page = redis.call('XRANGE', log, start, '+', 'COUNT', 128)
+    local page = redis.call('XRANGE', log, start, '+', 'COUNT', count)
     for _, entry in ipairs(page) do
-      local fields = entry[2]
-      local stored = nil
+      local fields, stored = entry[2], nil
       for k = 1, #fields, 2 do
         if fields[k] == 't' then stored = tonumber(fields[k + 1]) end
       end
@@ -217,9 +222,10 @@ for i = 1, n_appends do
       end
       start = '(' .. entry[1]
     end
-    if cut == nil and #page < 128 then
+    if cut == nil and #page < count then
       cut = id(head + 1)
     end
+    count = math.min(count * 2, 1024)
   end
   redis.call('XTRIM', log, 'MINID', cut)
   local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
@@ -307,6 +313,21 @@ class _Target:
     """``redis://`` / ``rediss://``: the URL coredis gets (our own options taken out)."""
     username: str | None = None
     password: str | None = None
+    connect_timeout: float = CONNECT_TIMEOUT
+    stream_timeout: float = STREAM_TIMEOUT
+
+
+def _seconds(options: dict[str, str], name: str, default: float, url: str) -> float:
+    value = options.pop(name, None)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < math.inf:
+        raise ConfigError("store", f"{name} is a number of seconds: {_redacted(url)!r}")
+    return seconds
 
 
 def _redacted(url: str) -> str:
@@ -336,6 +357,8 @@ def _parse(url: str) -> _Target:
         )
     if wait == "1":
         wait_aof_ms = int(timeout)
+    connect_timeout = _seconds(options, "connect_timeout", CONNECT_TIMEOUT, url)
+    stream_timeout = _seconds(options, "stream_timeout", STREAM_TIMEOUT, url)
     if scheme == "redis+cluster":
         nodes: list[tuple[str, int]] = []
         hosts = parts.netloc.rpartition("@")[2]
@@ -350,8 +373,8 @@ def _parse(url: str) -> _Target:
         if options or parts.path.strip("/"):
             raise ConfigError(
                 "store",
-                f"a redis+cluster URL takes only prefix, wait_aof and wait_aof_timeout_ms "
-                f"(and no database): {_redacted(url)!r}",
+                f"a redis+cluster URL takes only prefix, wait_aof, wait_aof_timeout_ms, "
+                f"connect_timeout and stream_timeout (and no database): {_redacted(url)!r}",
             )
         return _Target(
             url,
@@ -360,11 +383,20 @@ def _parse(url: str) -> _Target:
             cluster_nodes=tuple(nodes),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password is not None else None,
+            connect_timeout=connect_timeout,
+            stream_timeout=stream_timeout,
         )
     if not parts.hostname:
         raise ConfigError("store", f"a Redis URL names its server: {_redacted(url)!r}")
     client_url = urlunsplit(parts._replace(query=urlencode(options)))
-    return _Target(url, prefix, wait_aof_ms, client_url=client_url)
+    return _Target(
+        url,
+        prefix,
+        wait_aof_ms,
+        client_url=client_url,
+        connect_timeout=connect_timeout,
+        stream_timeout=stream_timeout,
+    )
 
 
 def _require_coredis() -> None:
@@ -422,8 +454,10 @@ class RedisStore:
     URLs: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS), and
     ``redis+cluster://host:port[,host:port...]``; options ``prefix=NAME`` (the namespace of the
     keys: several stores share one Redis under different prefixes), ``wait_aof=1`` (every write
-    waits for ``WAITAOF 1 0``) and ``wait_aof_timeout_ms=N``. Other options of a ``redis://`` or
-    ``rediss://`` URL go to coredis (e.g. ``ssl_ca_certs``, ``stream_timeout``).
+    waits for ``WAITAOF 1 0``), ``wait_aof_timeout_ms=N``, ``connect_timeout=SECONDS`` (10 by
+    default) and ``stream_timeout=SECONDS`` (how long a command may wait for its reply; 60 by
+    default). Other options of a ``redis://`` or ``rediss://`` URL go to coredis (e.g.
+    ``ssl_ca_certs``, ``ssl_cert_reqs``), which ignores those it does not know.
     """
 
     def __init__(self, url: str) -> None:
@@ -456,9 +490,16 @@ class RedisStore:
                 username=target.username,
                 password=target.password,
                 decode_responses=False,
+                connect_timeout=target.connect_timeout,
+                stream_timeout=target.stream_timeout,
             )
         else:
-            client = coredis.Redis.from_url(target.client_url, decode_responses=False)
+            client = coredis.Redis.from_url(
+                target.client_url,
+                decode_responses=False,
+                connect_timeout=target.connect_timeout,
+                stream_timeout=target.stream_timeout,
+            )
         pool = client.connection_pool
         pool.connection_class = _closing_streams(pool.connection_class)
         return client
@@ -497,9 +538,9 @@ class RedisStore:
                 stopped.set()
 
         trio.lowlevel.spawn_system_task(host, name=f"RedisStore({where})")
-        await started.wait()
         self._client, self._stop, self._stopped = client, stop, stopped
         try:
+            await started.wait()
             if failure:
                 raise failure[0]
             for name, source in (
@@ -513,6 +554,8 @@ class RedisStore:
             await self._make_epoch()
             if self._target.wait_aof_ms is not None:
                 await self._check_wait_aof(client)
+            else:
+                await self._check_fsync(client)
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await self.aclose()
@@ -529,6 +572,32 @@ class RedisStore:
         if epoch is None:
             raise RedisStoreError(f"the store's epoch at {_redacted(self.url)} vanished as made")
         self._epoch = epoch.decode()
+
+    async def _check_fsync(self, client: Any) -> None:
+        """Warn (log) if Redis acknowledges writes before they are on disk. (On a single Redis:
+        coredis does not route CONFIG GET to one cluster node.)"""
+        if self._target.cluster_nodes:
+            return
+        try:
+            config = await client.config_get(["appendonly", "appendfsync"])
+        except ResponseError:
+            return  # CONFIG is often disabled on managed Redis: nothing to say
+        settings = {
+            (key.decode() if isinstance(key, bytes) else str(key)): (
+                value.decode() if isinstance(value, bytes) else str(value)
+            )
+            for key, value in config.items()
+        }
+        if settings.get("appendonly") != "yes" or settings.get("appendfsync") != "always":
+            logger.warning(
+                "Redis at %s runs with appendonly=%s, appendfsync=%s: a write is acknowledged "
+                "before it is on disk, and a Redis crash can lose acknowledged events (about the "
+                "last second of them with everysec). Use appendfsync always, or ?wait_aof=1 "
+                "(Redis >= 7.2).",
+                _redacted(self.url),
+                settings.get("appendonly"),
+                settings.get("appendfsync"),
+            )
 
     async def _check_wait_aof(self, client: Any) -> None:
         try:

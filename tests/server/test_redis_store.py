@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import attrs
@@ -123,6 +125,22 @@ async def test_open_fails_clearly_when_redis_is_not_there() -> None:
     with trio.fail_after(20), pytest.raises(RedisStoreError, match=f"127.0.0.1:{port}"):
         await store.open()
     await store.aclose()  # closing a store that failed to open is fine
+
+
+def test_the_cli_names_a_redis_it_cannot_reach_in_one_line(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    url = f"redis://:hunter2@127.0.0.1:{port}/0"
+    serve = [sys.executable, "-m", "trio_realtime", "serve", "--port", "0"]
+    out = subprocess.run(
+        [*serve, "--data", str(tmp_path), "--store", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert f"cannot use Redis at redis://:***@127.0.0.1:{port}/0" in out.stderr
+    assert "hunter2" not in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 async def test_wait_aof_is_refused_at_open_by_a_redis_that_cannot(

@@ -62,7 +62,7 @@ import orjson
 import trio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import ConfigError
+from .._errors import ConfigError, RealtimeError
 from .._protocol import Message
 from ._store import (
     ChannelInfo,
@@ -347,7 +347,9 @@ def _parse(url: str) -> _Target:
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     prefix = options.pop("prefix", "default")
     if not prefix or any(c in prefix for c in "{}"):
-        raise ConfigError("store", f"a Redis store prefix is non-empty, without {{ or }}: {url!r}")
+        raise ConfigError(
+            "store", f"a Redis store prefix is non-empty, without {{ or }}: {_redacted(url)!r}"
+        )
     wait_aof_ms: int | None = None
     wait = options.pop("wait_aof", "0")
     timeout = options.pop("wait_aof_timeout_ms", str(WAIT_AOF_TIMEOUT_MS))
@@ -442,8 +444,8 @@ def redis_store_from_url(url: str) -> RedisStore:
 # --- The store ----------------------------------------------------------------------------------
 
 
-class RedisStoreError(Exception):
-    """Redis cannot be used as a store (open() failed)."""
+class RedisStoreError(RealtimeError):
+    """Redis cannot be used as a store (open() failed); the message names the URL."""
 
 
 class RedisStore:

@@ -16,6 +16,7 @@ import attrs
 import coredis
 import pytest
 import trio
+import trustme
 
 from trio_realtime import Acked, RealtimeConfig, open_realtime
 from trio_realtime._errors import ConfigError
@@ -370,6 +371,40 @@ async def test_a_redis_that_does_not_fsync_every_write_is_named_in_a_warning(
     assert record.levelname == "WARNING"
     assert f"127.0.0.1:{port}" in record.getMessage()
     assert "appendfsync=everysec" in record.getMessage()
+
+
+async def test_a_rediss_url_stores_over_tls(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    plain, tls = free_ports(2)
+    server = RedisServer(
+        tmp_path / "redis",
+        plain,
+        *("--tls-port", str(tls), "--tls-auth-clients", "no"),
+        *("--tls-cert-file", str(tmp_path / "cert.pem")),
+        *("--tls-key-file", str(tmp_path / "key.pem")),
+        *("--tls-ca-cert-file", str(tmp_path / "ca.pem")),
+    )
+    server.start()
+    try:
+        url = fresh(f"rediss://127.0.0.1:{tls}/0?ssl_ca_certs={tmp_path / 'ca.pem'}")
+        store = store_from_url(url)
+        with trio.fail_after(20):
+            await store.open()
+            try:
+                await store.write(WriteBatch(1.0, keys=(("alice", "k"),)))
+                assert (await store.load(keys=[("alice", "k")])).keys == {("alice", "k"): 1.0}
+            finally:
+                await store.aclose()
+        # Without the CA, the server's certificate is refused.
+        untrusted = RedisStore(fresh(f"rediss://127.0.0.1:{tls}/0"))
+        with trio.fail_after(20), pytest.raises(RedisStoreError, match=f"127.0.0.1:{tls}"):
+            await untrusted.open()
+    finally:
+        server.stop()
 
 
 # --- Rows encoded from their fields ----------------------------------------------------------

@@ -40,6 +40,12 @@ acknowledged writes; without AOF, everything since the last RDB snapshot. ``?wai
 every write wait for ``WAITAOF 1 0 <timeout>`` (Redis >= 7.2, AOF on), which makes it durable
 whatever ``appendfsync`` says; ``open()`` refuses it if the server cannot.
 
+Failures: a command that cannot reach Redis, or waits longer than ``stream_timeout`` for its reply,
+raises (coredis' ConnectionError / TimeoutError), and the server closes the connections whose
+writes failed. coredis retries a command whose connection failed: a write retried after it had
+applied fails its own preconditions (StoreConflict) instead of applying twice; the other
+commands are idempotent.
+
 A Lua script is not rolled back if it fails midway; every check (preconditions, encodings) runs
 before the first write, and the script is declared (``#!lua``) so that Redis refuses it whole under
 ``maxmemory`` pressure rather than part-way.

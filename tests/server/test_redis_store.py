@@ -301,6 +301,27 @@ async def test_boundaries_are_those_of_the_memory_store(redis_server: RedisServe
         await redis.aclose()
 
 
+async def test_a_load_of_thousands_of_rows(redis_server: RedisServer) -> None:
+    """Lua's unpack() takes a few thousand values at most: the load script asks in chunks."""
+    store = RedisStore(fresh(redis_server.url))
+    await store.open()
+    try:
+        clients = [f"client-{i}" for i in range(12_000)]
+        keys = [("alice", f"key-{i}") for i in range(12_000)]
+        await store.write(
+            WriteBatch(
+                5.0,
+                clients=tuple(ClientUpdate(c, None, ClientRow("alice", 1)) for c in clients[::7]),
+                keys=tuple(keys[::5]),
+            )
+        )
+        snapshot = await store.load(clients=clients, keys=keys)
+        assert snapshot.clients == dict.fromkeys(clients[::7], ClientRow("alice", 1))
+        assert snapshot.keys == dict.fromkeys(keys[::5], 5.0)
+    finally:
+        await store.aclose()
+
+
 # --- Redis going away --------------------------------------------------------------------------
 
 

@@ -264,9 +264,16 @@ local n_clients = tonumber(ARGV[1])
 local ids, members = {}, {}
 for i = 1, n_clients do ids[i] = ARGV[1 + i] end
 for i = 2 + n_clients, #ARGV do members[#members + 1] = ARGV[i] end
-local clients, scores, channels = {}, {}, {}
-if #ids > 0 then clients = redis.call('HMGET', KEYS[2], unpack(ids)) end
-if #members > 0 then scores = redis.call('ZMSCORE', KEYS[3], unpack(members)) end
+-- In chunks: Lua's unpack() takes a few thousand values at most.
+local function each(command, key, names)
+  local found = {}
+  for i = 1, #names, 1000 do
+    local part = redis.call(command, key, unpack(names, i, math.min(i + 999, #names)))
+    for j = 1, #part do found[#found + 1] = part[j] end
+  end
+  return found
+end
+local clients, scores, channels = each('HMGET', KEYS[2], ids), each('ZMSCORE', KEYS[3], members), {}
 for i = 4, #KEYS do channels[i - 3] = redis.call('HGETALL', KEYS[i]) end
 return {redis.call('GET', KEYS[1]), clients, scores, channels}
 """

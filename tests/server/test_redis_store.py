@@ -356,6 +356,34 @@ async def test_a_store_raises_while_redis_is_down_and_continues_after_its_aof_re
             await store.aclose()
 
 
+async def test_a_redis_that_lost_its_data_gives_the_store_a_new_epoch(tmp_path: Path) -> None:
+    """Without AOF a killed Redis comes back empty: the store's next load() has a new epoch, so
+    that clients resuming at old offsets are told their history is gone."""
+    (port,) = free_ports(1)
+    server = RedisServer(tmp_path / "redis", port, "--appendonly", "no")
+    server.start()
+    try:
+        store = RedisStore(fresh(server.url))
+        await store.open()
+        try:
+            epoch = (await store.load()).epoch
+            batch = WriteBatch(
+                1.0, appends=(Append("r", epoch, 0, events("r", epoch, 0, [1]), 0, 0),)
+            )
+            await store.write(batch)
+            server.restart(kill=True)
+            with trio.fail_after(20):
+                snapshot = await store.load(channels=["r"])
+            assert snapshot.epoch != epoch
+            assert snapshot.channels == {}
+            assert await store.read("r", 0, 10) == []
+            assert (await store.load()).epoch == snapshot.epoch  # made once, then kept
+        finally:
+            await store.aclose()
+    finally:
+        server.stop()
+
+
 async def test_a_hung_redis_fails_writes_after_the_stream_timeout(tmp_path: Path) -> None:
     with running_redis(tmp_path / "redis") as server:
         store = RedisStore(fresh(server.url) + "&stream_timeout=0.5")

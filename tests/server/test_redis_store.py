@@ -14,6 +14,7 @@ from pathlib import Path
 
 import attrs
 import coredis
+import orjson
 import pytest
 import trio
 import trustme
@@ -483,6 +484,22 @@ def test_rows_carry_fields_added_later_with_a_default() -> None:
     assert _redis._decode_row(RowV2, newer) == RowV2("alice", 3, 2)
     # The old version reads a newer row, ignoring what it does not know.
     assert _redis._decode_row(RowV1, newer) == RowV1("alice", 3)
+
+
+def test_events_carry_their_fields_and_ignore_unknown_ones() -> None:
+    message = Message("c", 7, "ep", "e", {"n": [1, None]}, 5, "alice", "k", 9)
+    stored = _redis._encode_event(message)
+    assert set(orjson.loads(stored)) == {
+        "event",
+        "payload",
+        "timestamp",
+        "sender",
+        "idempotency_key",
+        "server_time",
+    }
+    newer = stored[:-1] + b',"priority":3}'  # a field a later version added
+    got = _redis._decode_events("c", "ep", [b"7-0", b"8-0"], [stored, newer])
+    assert got == [message, attrs.evolve(message, offset=8)]
 
 
 # --- Through the server ------------------------------------------------------------------------

@@ -150,11 +150,20 @@ def _encode_event(message: Message) -> bytes:
     return orjson.dumps({name: getattr(message, name) for name in _MESSAGE_FIELDS})
 
 
-def _decode_event(channel: str, epoch: str, entry_id: bytes, data: bytes) -> Message:
-    values = orjson.loads(data)
-    offset = int(entry_id.partition(b"-")[0])
-    fields = {name: values[name] for name in _MESSAGE_FIELDS if name in values}
-    return Message(channel=channel, offset=offset, epoch=epoch, **fields)
+def _decode_events(
+    channel: str, epoch: str, ids: Sequence[bytes], data: Sequence[bytes]
+) -> list[Message]:
+    """Events from their entry IDs and ``m`` fields (decoded as one JSON array: faster)."""
+    rows = orjson.loads(b"[" + b",".join(data) + b"]")
+    found: list[Message] = []
+    for entry_id, values in zip(ids, rows, strict=True):
+        offset = int(entry_id.partition(b"-")[0])
+        try:
+            found.append(Message(channel=channel, offset=offset, epoch=epoch, **values))
+        except TypeError:  # a field this version does not know (written by a newer one)
+            known = {name: values[name] for name in _MESSAGE_FIELDS if name in values}
+            found.append(Message(channel=channel, offset=offset, epoch=epoch, **known))
+    return found
 
 
 def _time(value: float) -> bytes:
@@ -278,11 +287,23 @@ for i = 4, #KEYS do channels[i - 3] = redis.call('HGETALL', KEYS[i]) end
 return {redis.call('GET', KEYS[1]), clients, scores, channels}
 """
 
-# KEYS: channel hash, log stream. ARGV: first offset wanted, limit.
+# KEYS: channel hash, log stream. ARGV: first offset wanted, limit. Returns the channel's epoch
+# (false: no row), then each event's entry ID and its ``m`` field, flat (less for the client to
+# parse than XRANGE's nested reply).
 _READ = b"""#!lua flags=no-writes
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then return {false, {}} end
-return {epoch, redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])}
+if not epoch then return {false} end
+local found = {epoch}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])) do
+  local fields = entry[2]
+  for k = 1, #fields, 2 do
+    if fields[k] == 'm' then
+      found[#found + 1] = entry[1]
+      found[#found + 1] = fields[k + 1]
+    end
+  end
+end
+return found
 """
 
 # KEYS: the channel's receipts hash. ARGV: user, offset.
@@ -738,19 +759,14 @@ class RedisStore:
         if limit <= 0:
             await trio.lowlevel.checkpoint()
             return []
-        epoch, entries = await self._run(
+        reply = await self._run(
             "read",
             [self._key("chan", channel), self._key("log", channel)],
             [str(max(after, 0) + 1), str(limit)],
         )
-        if epoch is None:
+        if reply[0] is None or len(reply) == 1:
             return []
-        name = orjson.loads(epoch)
-        found: list[Message] = []
-        for entry_id, fields in entries:
-            values = dict(zip(fields[::2], fields[1::2], strict=True))
-            found.append(_decode_event(channel, name, entry_id, values[b"m"]))
-        return found
+        return _decode_events(channel, orjson.loads(reply[0]), reply[1::2], reply[2::2])
 
     async def mark_read(self, channel: str, user: str, offset: int) -> bool:
         moved = await self._run("mark_read", [self._key("rcpt", channel)], [user, str(offset)])

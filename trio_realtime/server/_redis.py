@@ -1,7 +1,7 @@
 """A server store on Redis (``redis://``, ``rediss://``, ``redis+cluster://``), with coredis.
 
-Several server nodes can share one Redis: every write is one Lua script that checks the batch's
-preconditions and applies it, so two nodes racing on a channel or a client row get exactly one
+Several processes can write to one store: every write is one Lua script that checks the batch's
+preconditions and applies it, so two writers racing on a channel or a client row get exactly one
 winner and one :class:`StoreConflict`.
 
 Keys. Every key of one store carries one hash tag, ``{trio_realtime:<prefix>}`` (``prefix`` from
@@ -44,7 +44,7 @@ Failures: a command that cannot reach Redis, or waits longer than ``stream_timeo
 raises (coredis' ConnectionError / TimeoutError), and the server closes the connections whose
 writes failed. coredis retries a command whose connection failed: a write retried after it had
 applied fails its own preconditions (StoreConflict) instead of applying twice; the other
-commands are idempotent.
+commands are idempotent (a retried ``mark_read`` that had applied returns False).
 
 A Lua script is not rolled back if it fails midway; every check (preconditions, encodings) runs
 before the first write, and the script is declared (``#!lua``) so that Redis refuses it whole under

@@ -58,6 +58,13 @@ class ServerConfig:
     presence_timeout: float = 10.0
     """A user whose every connection to a channel is gone stays present this long (the grace
     period for a reconnect), then leaves."""
+    node_poll_interval: float = 1.0
+    """Several nodes on a shared store: how often a node reads the heads of the channels it
+    feeds, in case a notice from another node was lost (each is fanned out within this)."""
+    node_lease: float = 15.0
+    """Several nodes on a shared store: a node renews its lease every third of this; the
+    presence entries of a node whose lease ran out (its process died) leave at the lease's end
+    plus ``presence_timeout``."""
 
     def __attrs_post_init__(self) -> None:
         for name in (
@@ -67,6 +74,8 @@ class ServerConfig:
             "rate_limit",
             "max_lag",
             "presence_timeout",
+            "node_poll_interval",
+            "node_lease",
             "retention_age",
             "dedup_window",
         ):

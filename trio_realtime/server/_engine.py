@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -43,9 +45,19 @@ from ..transports import LinkClosed, Transport
 from ._auth import Action, Authenticator, Identity
 from ._config import ServerConfig
 from ._handlers import make_handlers
-from ._rules import Retention
+from ._rules import FENCED, Result, Retention
 from ._rules import commit as commit_rows
-from ._store import ChannelInfo, NewEvent, Store
+from ._store import (
+    ChannelInfo,
+    ClientRow,
+    ClientUpdate,
+    NewEvent,
+    Notice,
+    SharedStore,
+    Store,
+    WriteBatch,
+    shared_store,
+)
 
 logger = logging.getLogger("trio_realtime.server")
 
@@ -58,6 +70,14 @@ _BATCH_FRAMES = 500
 _BATCH_BYTES = 256 * 1024
 #: Events the first catch-up read of a connection asks for (before it knows their size).
 _FIRST_PAGE = 8
+#: Notices (to the other nodes of a shared store) waiting to be published; more are dropped
+#: (they are hints: the other nodes poll the store).
+_NOTICE_QUEUE = 10_000
+#: Notices published in one call at most.
+_NOTICE_BATCH = 500
+#: Attempts at raising a client's generation before a resume gives up (another node's resumes of
+#: the same client_id kept moving the row).
+_FENCE_ATTEMPTS = 8
 
 
 def _utf8_len(text: str | bytes) -> int:
@@ -106,6 +126,9 @@ class _Session:
         self.context: _Context | None = None
         """What handlers see of this connection (once it resumed)."""
         self.client_id: str | None = None
+        self.generation: int | None = None
+        """The client's generation this connection resumed under (a shared store's fence;
+        ``None``: not fenced, one node)."""
         self._out: deque[bytes] = deque()
         self.out_bytes = 0
         self._limit = server.config.send_queue_bytes
@@ -190,6 +213,13 @@ class _Session:
         leave it to the store: the channel lags from here."""
         if self._queue_live(channel, data):
             self.positions[channel] = offset
+
+    def deliver_after(self, channel: str, offset: int, data: bytes) -> None:
+        """:meth:`deliver_live` if the connection has not been fed ``offset`` yet (a shared
+        store: it may have read it from the store, past what this node fanned out)."""
+        position = self.positions.get(channel)
+        if position is not None and offset > position:
+            self.deliver_live(channel, offset, data)
 
     def deliver_meta(self, channel: str, data: bytes) -> None:
         """Queue a presence, typing or receipt frame about ``channel``. A lagging channel skips
@@ -405,11 +435,28 @@ class RealtimeServer:
     """Serves the protocol over transports handed to :meth:`handle` (see :func:`open_server`)."""
 
     def __init__(
-        self, store: Store, authenticator: Authenticator, config: ServerConfig | None = None
+        self,
+        store: Store,
+        authenticator: Authenticator,
+        config: ServerConfig | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.authenticator = authenticator
         self.config = config or ServerConfig()
+        self.node = secrets.token_hex(8)
+        """This server's id among the nodes of a shared store."""
+        self.shared: SharedStore | None = shared_store(store)
+        """The store, if several nodes share it (``_store.SharedStore``): then this node also
+        fans out what the others store, fences resumes and leases its presence entries."""
+        self._wall_clock = wall_clock
+        self._fanned: dict[str, int] = {}
+        """Shared store: per channel with local subscribers, the offset fanned out up to."""
+        self._dirty: set[str] = set()
+        """Shared store: channels another node stored events in, to read and fan out."""
+        self._dirty_event = trio.Event()
+        self._notices, self._notices_out = trio.open_memory_channel[Notice](_NOTICE_QUEUE)
         self._subscribers: dict[str, set[_Session]] = {}
         self._fanout = trio.Lock()  # commit+fan-out vs replay+register: no event falls between
         self.sessions: set[_Session] = set()
@@ -441,24 +488,191 @@ class RealtimeServer:
                 dropped.add(session)
                 await session.transport.abort()
 
+    def wall_time(self) -> float:
+        """Unix seconds, as this server stamps what it shares with other nodes (a test under
+        ``MockClock`` gives the server a ``wall_clock`` that follows it)."""
+        return self._wall_clock()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The server's background tasks (the committer, the handlers'), until cancelled.
-        :func:`open_server` runs them; run them yourself when calling :meth:`handle` directly."""
+        """The server's background tasks (the committer, the handlers', and with a shared store
+        those that follow the other nodes), until cancelled. :func:`open_server` runs them; run
+        them yourself when calling :meth:`handle` directly."""
         async with trio.open_nursery() as nursery:
+            if self.shared is not None:
+                nursery.start_soon(self._publish_notices, self.shared)
+                await nursery.start(self._follow, self.shared)
+                nursery.start_soon(self._pull_dirty)
+                nursery.start_soon(self._poll)
             await nursery.start(self.run_committer)
             for handler in self.handlers:
                 await nursery.start(handler.run)
             task_status.started()
 
     def broadcast(self, channel: str, frame: object, *, skip_user: str | None = None) -> None:
-        """Send ``frame`` to every subscriber of ``channel`` (but not to ``skip_user``'s)."""
+        """Send ``frame`` to every subscriber of ``channel`` (but not to ``skip_user``'s), those
+        of the other nodes of a shared store included."""
         subscribers = self._subscribers.get(channel)
-        if not subscribers:
+        if not subscribers and self.shared is None:
             return
         data = encode_frame(frame)  # type: ignore[arg-type]  # once, for all of them
-        for subscriber in list(subscribers):
+        if subscribers:
+            self._deliver_meta(channel, data, skip_user)
+        if self.shared is not None:
+            self._notify(Notice(self.node, channel, meta=data, skip_user=skip_user))
+
+    def _deliver_meta(self, channel: str, data: bytes, skip_user: str | None) -> None:
+        for subscriber in list(self._subscribers.get(channel, ())):
             if skip_user is None or subscriber.user != skip_user:
                 subscriber.deliver_meta(channel, data)
+
+    # The multi-node path (a shared store): none of it runs for a store of one node's own.
+
+    def _notify(self, notice: Notice) -> None:
+        """Tell the other nodes (a hint: dropped if too many wait, they poll the store)."""
+        with contextlib.suppress(trio.WouldBlock):
+            self._notices.send_nowait(notice)
+
+    async def _publish_notices(self, shared: SharedStore) -> None:
+        receive = self._notices_out
+        async for first in receive:
+            notices = [first]
+            with contextlib.suppress(trio.WouldBlock):
+                while len(notices) < _NOTICE_BATCH:
+                    notices.append(receive.receive_nowait())
+            try:
+                await shared.publish(notices)
+            except Exception:
+                logger.exception("publishing notices to the other nodes failed")
+
+    async def _follow(
+        self, shared: SharedStore, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """What the other nodes say: meta frames to this node's subscribers, and channels whose
+        head moved (read from the store and fanned out by :meth:`_pull_dirty`)."""
+        started = False
+        while True:
+            try:
+                async with shared.watch() as notices:
+                    if not started:
+                        started = True
+                        task_status.started()
+                    else:  # notices may have been missed while not watching
+                        self._mark_dirty(self._fanned)
+                    async for notice in notices:
+                        if notice.node == self.node:
+                            continue
+                        if notice.meta is not None and notice.channel in self._subscribers:
+                            self._deliver_meta(notice.channel, notice.meta, notice.skip_user)
+                        fanned = self._fanned.get(notice.channel)
+                        if notice.head and fanned is not None and notice.head > fanned:
+                            self._mark_dirty((notice.channel,))
+            except Exception:
+                logger.exception("following the other nodes failed: again in a second")
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(1)
+
+    def _mark_dirty(self, channels: Any) -> None:
+        self._dirty.update(channels)
+        self._dirty_event.set()
+
+    async def _pull_dirty(self) -> None:
+        """Fan out what the other nodes stored in the channels marked dirty."""
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event = trio.Event()
+            dirty, self._dirty = self._dirty, set()
+            try:
+                async with self._fanout:
+                    for channel in dirty:
+                        if channel in self._fanned:
+                            await self._pull(channel)
+            except Exception:
+                logger.exception("reading what other nodes stored failed (polled again)")
+
+    async def _poll(self) -> None:
+        """The safety net for lost notices: every ``node_poll_interval``, the heads of the
+        channels this node feeds, and those that moved are read."""
+        while True:
+            await trio.sleep(self.config.node_poll_interval)
+            channels = tuple(self._fanned)
+            if not channels:
+                continue
+            try:
+                rows = await self.store.load(channels=channels)
+            except Exception:
+                logger.exception("polling the shared store failed")
+                continue
+            moved = [
+                name
+                for name, info in rows.channels.items()
+                if info.head > self._fanned.get(name, info.head)
+            ]
+            if moved:
+                self._mark_dirty(moved)
+
+    async def _pull(self, channel: str, until: int | None = None) -> None:
+        """Under the fan-out lock: read ``channel`` from the store after the offset this node
+        fanned out, up to ``until`` (default: its end), and fan it out."""
+        page = self.config.replay_page
+        while (fanned := self._fanned.get(channel)) is not None and (
+            until is None or fanned < until
+        ):
+            limit = page if until is None else min(page, until - fanned)
+            events = await self.store.read(channel, fanned, limit)
+            if not events:
+                return
+            for event in events:
+                self._fan(channel, event.offset, encode_frame(event))
+            if len(events) < limit:
+                return
+
+    def _fan(self, channel: str, offset: int, data: bytes) -> None:
+        """Feed an event of ``channel`` to this node's subscribers that lack it (shared store)."""
+        subscribers = self._subscribers.get(channel)
+        if not subscribers or self._fanned.get(channel, offset) >= offset:
+            return
+        for subscriber in list(subscribers):
+            subscriber.deliver_after(channel, offset, data)
+        self._fanned[channel] = offset
+
+    async def _fan_out_shared(self, stored: list[Message | None]) -> None:
+        """A local commit's events, under the fan-out lock: first what other nodes stored before
+        them that this node has not fanned out yet, so every subscriber gets offsets in order."""
+        for event in stored:
+            if event is None:
+                continue
+            channel = event.channel
+            fanned = self._fanned.get(channel)
+            if fanned is None or event.offset <= fanned:
+                continue
+            if event.offset > fanned + 1:
+                await self._pull(channel, until=event.offset - 1)
+            self._fan(channel, event.offset, encode_frame(event))
+
+    async def _fence(self, client_id: str, user: str) -> int | None:
+        """Shared store: raise the client's generation (so that connections that resumed it
+        before, on any node, can store nothing more) and return it; ``None`` if the client_id
+        belongs to another user (refused by the caller)."""
+        for attempt in range(_FENCE_ATTEMPTS):
+            if attempt:
+                await trio.sleep(random.uniform(0, 0.005 * attempt))
+            row = (await self.store.load(clients=(client_id,))).clients.get(client_id)
+            if row is not None and row.owner not in (None, user):
+                return None
+            after = (
+                ClientRow(None, 0, 1)
+                if row is None
+                else attrs.evolve(row, generation=row.generation + 1)
+            )
+            try:
+                batch = WriteBatch(time.time(), clients=(ClientUpdate(client_id, row, after),))
+                await self.store.write(batch)
+            except StoreConflict:
+                continue
+            return after.generation
+        raise StoreConflict(f"client {client_id!r} kept moving through {_FENCE_ATTEMPTS} resumes")
 
     async def handle(self, transport: Transport) -> None:
         """Serve one connection until it closes."""
@@ -531,6 +745,7 @@ class RealtimeServer:
             subscribers.discard(session)
             if not subscribers:
                 del self._subscribers[channel]
+                self._fanned.pop(channel, None)
 
     async def _receive(self, session: _Session, within: float, code: int) -> bool:
         """Read and decode one message; returns whether it was over ``max_frame_bytes``."""
@@ -590,6 +805,10 @@ class RealtimeServer:
                 "too many subscriptions",
             )
         await self._replace_older(session, resume.client_id, identity.user)
+        if self.shared is not None:
+            # Before reading the watermark: no older connection of the client, on any node, can
+            # move it after this (the rules refuse their commits), so the answer is final.
+            session.generation = await self._fence(resume.client_id, identity.user)
         rows = await self.store.load(clients=(resume.client_id,), channels=tuple(resume.channels))
         client = rows.clients.get(resume.client_id)
         if client is not None and client.owner not in (None, identity.user):
@@ -683,6 +902,8 @@ class RealtimeServer:
             info = await self._channel_info(channel)
             live = session.attach(channel, after, info.head)
             self._subscribers.setdefault(channel, set()).add(session)
+            if self.shared is not None:
+                self._fanned.setdefault(channel, info.head)
             if live:
                 await session.send_attached(channel)  # the full presence state once, then diffs
 
@@ -819,7 +1040,7 @@ class RealtimeServer:
                 request.failed = True
                 request.done.set()
 
-    async def _commit_rows(self, batch: list[_CommitRequest]) -> list[list[Message | None] | None]:
+    async def _commit_rows(self, batch: list[_CommitRequest]) -> list[Result]:
         """Store the requests of ``batch`` in one atomic write, under the rules (``_rules.py``)."""
         now = time.time()
         forget_keys = now >= self._next_key_purge  # a scan of the keys: once a minute is enough
@@ -831,6 +1052,7 @@ class RealtimeServer:
             retention=self._retention,
             now=now,
             forget_keys=forget_keys,
+            generations=(None if self.shared is None else [r.session.generation for r in batch]),
         )
 
     async def _store_batch(
@@ -866,7 +1088,9 @@ class RealtimeServer:
             except Exception:
                 logger.exception("store commit failed")
                 stored = None
-            if stored is None:
+            if stored is FENCED:
+                self._fence_out(request)
+            if stored is None or stored is FENCED:
                 failing.add(request.session)
                 failed.append(request)
             else:
@@ -874,13 +1098,17 @@ class RealtimeServer:
         return done, failed
 
     def _sort_results(
-        self, batch: list[_CommitRequest], results: list[list[Message | None] | None]
+        self, batch: list[_CommitRequest], results: list[Result]
     ) -> tuple[list[tuple[_CommitRequest, list[Message | None]]], list[_CommitRequest]]:
         done = []
         failed = []
         refused: set[_Session] = set()
         for request, stored in zip(batch, results, strict=True):
-            if stored is None or request.session in refused:
+            if stored is FENCED:
+                self._fence_out(request)
+                refused.add(request.session)
+                failed.append(request)
+            elif stored is None or request.session in refused:
                 # Its client_id belongs to another user: the connection's later requests go too
                 # (whatever they hold: a watermark moved by one of them would be a loss).
                 logger.warning("a commit for a client_id of another user was refused")
@@ -901,6 +1129,7 @@ class RealtimeServer:
         if not batch:
             await trio.lowlevel.checkpoint()
             return
+        heads: dict[str, int] = {}  # shared store: the channels' heads, for the other nodes
         async with self._fanout:
             done, failed = await self._store_batch(batch)
             for request, stored in done:
@@ -916,18 +1145,33 @@ class RealtimeServer:
                             session.proto.mark_duplicate(new.seq)
                 with contextlib.suppress(LocalProtocolError):
                     session.queue(session.proto.ack(request.ack_seq))
-                for event in stored:
-                    if event is None:
-                        continue
-                    subscribers = self._subscribers.get(event.channel)
-                    if subscribers:
-                        data = encode_frame(event)  # once, for all of them
-                        for subscriber in list(subscribers):
-                            subscriber.deliver_live(event.channel, event.offset, data)
+                if self.shared is not None:
+                    await self._fan_out_shared(stored)
+                    heads.update((e.channel, e.offset) for e in stored if e is not None)
+                else:
+                    for event in stored:
+                        if event is None:
+                            continue
+                        subscribers = self._subscribers.get(event.channel)
+                        if subscribers:
+                            data = encode_frame(event)  # once, for all of them
+                            for subscriber in list(subscribers):
+                                subscriber.deliver_live(event.channel, event.offset, data)
                 request.done.set()
             # After the outcomes of what was stored, so that those reach their clients first.
             for request in failed:
                 self._fail_commit(request)
+        for channel, head in heads.items():
+            self._notify(Notice(self.node, channel, head))
+
+    def _fence_out(self, request: _CommitRequest) -> None:
+        """``request`` was refused by the fence: its client resumed again since, maybe on another
+        node. Its connection is one the client gave up on: closed (1001), nothing more stored."""
+        session = request.session
+        logger.info("a commit of a connection replaced on another node was refused")
+        session.store_failed = True
+        session.close(CloseCode.GOING_AWAY, "replaced by a newer connection of this client")
+        session.scope.cancel()
 
     def _fail_commit(self, request: _CommitRequest) -> None:
         """The events of ``request`` were not stored: close its connection with 1011 (the client

@@ -17,7 +17,6 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -42,7 +41,7 @@ from .._protocol import (
 from ._auth import Action, Identity
 from ._config import ServerConfig
 from ._meta import TypingRegistry
-from ._store import PresenceEntry, Store
+from ._store import PresenceEntry, SharedStore, Store
 
 logger = logging.getLogger("trio_realtime.server")
 
@@ -114,6 +113,17 @@ class ServerView(Protocol):
     @property
     def store(self) -> Store: ...
 
+    @property
+    def node(self) -> str:
+        """The server's id among the nodes of a shared store."""
+
+    @property
+    def shared(self) -> SharedStore | None:
+        """The store, if several server nodes share it."""
+
+    def wall_time(self) -> float:
+        """Unix seconds (what the server stamps rows other nodes read with)."""
+
     def broadcast(self, channel: str, frame: object, *, skip_user: str | None = None) -> None:
         """Send ``frame`` to every connection subscribed to ``channel`` (but ``skip_user``'s)."""
 
@@ -169,7 +179,8 @@ class PresenceHandler(BaseHandler):
     connection that goes away keeps its entries for ``presence_timeout`` (the grace period: a
     client that reconnects and re-announces within it causes no leave/join flicker); a user
     leaves when their last entry is gone. This node times the grace periods of its own
-    connections."""
+    connections; with a shared store it also renews its lease, and times those of the entries
+    of nodes whose lease ran out (their process died) from the lease's end."""
 
     frames: ClassVar[tuple[type, ...]] = (PresenceUpdate,)
 
@@ -177,6 +188,11 @@ class PresenceHandler(BaseHandler):
         self._store = server.store
         self._config = server.config
         self._broadcast = server.broadcast
+        self._node = server.node
+        self._shared = server.shared
+        self._wall = server.wall_time
+        self._reaping: set[tuple[str, str, str]] = set()
+        """Entries of dead nodes this node has scheduled to leave."""
         self._lock = trio.Lock()  # one change of presence at a time (each reads, then writes)
         self._leaving: list[tuple[float, str, str, str]] = []  # (trio time, channel, user, conn)
         self._changed = trio.Event()
@@ -186,6 +202,8 @@ class PresenceHandler(BaseHandler):
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._departures)
+            if self._shared is not None:
+                await nursery.start(self._lease, self._shared)
             task_status.started()
             while True:
                 deadline = self._leaving[0][0] if self._leaving else math.inf
@@ -198,12 +216,57 @@ class PresenceHandler(BaseHandler):
                     try:
                         async with self._lock:
                             await self._remove(channel, user, connection)
+                        self._reaping.discard((channel, user, connection))
                     except Exception:
                         # A store that failed must not end the server: try again in a second.
                         logger.exception("presence: expiring an entry failed")
                         item = (now + _RETRY, channel, user, connection)
                         heapq.heappush(self._leaving, item)
                         break
+
+    async def _lease(
+        self, shared: SharedStore, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Renew this node's lease every third of ``node_lease``, and see to the entries of nodes
+        whose lease ran out."""
+        lease = self._config.node_lease
+        started = False
+        while True:
+            try:
+                leases = await shared.renew_lease(self._node, self._wall() + lease)
+                now = self._wall()
+                for node, until in leases.items():
+                    if node != self._node and until < now:
+                        await self._reap(shared, node, until)
+            except Exception:
+                logger.exception("presence: renewing this node's lease failed")
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(lease / 3)
+
+    async def _reap(self, shared: SharedStore, node: str, until: float) -> None:
+        """``node`` died at ``until`` (its lease ran out): its entries leave ``presence_timeout``
+        after that (sooner if they were leaving already); its lease goes with its last entry."""
+        timeout = self._config.presence_timeout
+        async with self._lock:
+            entries = await shared.presence_of_node(node)
+            if not entries:
+                await shared.drop_lease(node)
+                return
+            wall, clock = self._wall(), trio.current_time()
+            for entry in entries:
+                leave_at = until + timeout
+                if entry.leave_at is not None and entry.leave_at <= leave_at:
+                    leave_at = entry.leave_at
+                else:
+                    await self._store.put_presence(attrs.evolve(entry, leave_at=leave_at))
+                key = (entry.channel, entry.user, entry.connection)
+                if key not in self._reaping:
+                    self._reaping.add(key)
+                    at = clock + max(0.0, leave_at - wall)
+                    heapq.heappush(self._leaving, (at, *key))
+        self._changed.set()
 
     async def _departures(self) -> None:
         """Connections gone: their entries enter the grace period."""
@@ -224,7 +287,7 @@ class PresenceHandler(BaseHandler):
             for entry in await self._store.presence_of(connection):
                 if entry.leave_at is not None:
                     continue  # already leaving (a retry)
-                await self._store.put_presence(attrs.evolve(entry, leave_at=time.time() + timeout))
+                await self._store.put_presence(attrs.evolve(entry, leave_at=self._wall() + timeout))
                 heapq.heappush(
                     self._leaving,
                     (trio.current_time() + timeout, entry.channel, entry.user, connection),
@@ -262,15 +325,16 @@ class PresenceHandler(BaseHandler):
                     context.send(Error(ErrorCode.PRESENCE_LIMIT, message))
                     return
             before = _view(entries)
-            self._last_update = max(time.time(), self._last_update + 1e-6)
+            self._last_update = max(self._wall(), self._last_update + 1e-6)
             entry = PresenceEntry(
                 channel,
                 user,
                 connection,
                 frame.status.value,
                 dict(frame.metadata),
-                before.since if before is not None else int(time.time() * 1000),
+                before.since if before is not None else int(self._wall() * 1000),
                 self._last_update,
+                node=self._node,
             )
             await self._store.put_presence(entry)
             others = [e for e in entries if e.connection != connection]

@@ -16,6 +16,10 @@ batch is decided here, from the rows the store had (:class:`Snapshot`):
   first event starts its log under the store's epoch.
 * **Retention**: each channel a batch appends to keeps its newest ``retention_count`` events and
   none stored more than ``retention_age`` seconds before.
+* **Fencing** (a store shared by several nodes): a request made by a connection that resumed
+  under an older generation than the client row's (the client resumed again since, maybe on
+  another node) is refused whole (:data:`FENCED`): nothing stored, its watermark does not move.
+  A request without a generation (``None``: one node, no fence) is never fenced.
 
 :func:`plan_commit` is pure (tested without a store); :func:`commit` loads, plans and writes, and
 plans again if another writer moved the rows meanwhile (:class:`StoreConflict`).
@@ -23,9 +27,11 @@ plans again if another writer moved the rows meanwhile (:class:`StoreConflict`).
 
 from __future__ import annotations
 
+import enum
 import random
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import attrs
 import trio
@@ -42,12 +48,25 @@ from ._store import (
     WriteBatch,
 )
 
-__all__ = ["Request", "Retention", "commit", "plan_commit"]
+__all__ = ["FENCED", "Request", "Result", "Retention", "commit", "plan_commit"]
 
 #: One connection's part of a commit: its client_id, its user (who the client_id is bound to, or
 #: gets bound to; ``None``: the first sender of its events), the watermark to record (every seq up
 #: to it is stored or consumed), and the events accepted for storing, in seq order.
 Request = tuple[str, "str | None", int, Sequence[NewEvent]]
+
+
+class _Fenced(enum.Enum):
+    FENCED = "fenced"
+
+
+#: The result of a request refused by the fence (its connection's client resumed again since).
+FENCED = _Fenced.FENCED
+
+#: Per request: each event as stored (``None``: a duplicate, not stored again); ``None`` for a
+#: request refused whole because its client_id belongs to another user; :data:`FENCED` for one
+#: refused by the fence.
+Result = list[Message | None] | None | Literal[_Fenced.FENCED]
 
 #: Times :func:`commit` plans again after a conflict before giving up.
 _ATTEMPTS = 8
@@ -68,9 +87,8 @@ class Retention:
 @attrs.frozen
 class Plan:
     batch: WriteBatch
-    results: list[list[Message | None] | None]
-    """Per request: each event as stored (``None``: a duplicate, not stored again); ``None`` for
-    a request refused whole (its client_id belongs to another user)."""
+    results: list[Result]
+    """Per request: see :data:`Result`."""
 
 
 def _owner(events: Sequence[NewEvent]) -> str | None:
@@ -100,21 +118,29 @@ def plan_commit(
     now: float,
     retention: Retention,
     forget_keys: bool = False,
+    generations: Sequence[int | None] | None = None,
 ) -> Plan:
-    """What to write for ``requests``, given the rows of ``snapshot`` (see the module's rules)."""
+    """What to write for ``requests``, given the rows of ``snapshot`` (see the module's rules).
+    ``generations``: per request, the generation its connection resumed under (``None``: no
+    fence); all ``None`` if not given."""
     clients: dict[str, ClientRow] = dict(snapshot.clients)
     heads: dict[str, tuple[str, int]] = {}  # channel -> (epoch, head) as planned so far
     appended: dict[str, list[Message]] = {}
     keys_seen = dict(snapshot.keys)
     new_keys: list[tuple[str, str]] = []
-    results: list[list[Message | None] | None] = []
+    results: list[Result] = []
+    checked: set[str] = set()  # fenced client rows a stored event depends on: preconditions
     window = retention.dedup_window
     stored_ms = int(now * 1000)  # every event of a commit is stored at the same time
-    for client_id, user, ack_seq, events in requests:
+    for index, (client_id, user, ack_seq, events) in enumerate(requests):
         row = clients.get(client_id)
         owner = user if user is not None else _owner(events)
         if row is not None and row.owner is not None and owner not in (None, row.owner):
             results.append(None)
+            continue
+        generation = generations[index] if generations is not None else None
+        if generation is not None and row is not None and row.generation > generation:
+            results.append(FENCED)
             continue
         watermark = row.ack_seq if row is not None else 0
         own = f"{client_id}:"
@@ -153,7 +179,11 @@ def plan_commit(
             appended.setdefault(channel, []).append(event)
             stored.append(event)
         owner = row.owner if row is not None and row.owner is not None else owner
-        clients[client_id] = ClientRow(owner, max(watermark, ack_seq))
+        if generation is not None and any(event is not None for event in stored):
+            checked.add(client_id)
+        clients[client_id] = ClientRow(
+            owner, max(watermark, ack_seq), row.generation if row is not None else 0
+        )
         results.append(stored)
     appends = []
     for channel, stored_events in appended.items():
@@ -172,7 +202,7 @@ def plan_commit(
     updates = tuple(
         ClientUpdate(client_id, snapshot.clients.get(client_id), row)
         for client_id, row in clients.items()
-        if row != snapshot.clients.get(client_id)
+        if row != snapshot.clients.get(client_id) or client_id in checked
     )
     batch = WriteBatch(
         now,
@@ -191,9 +221,12 @@ async def commit(
     retention: Retention,
     now: float | None = None,
     forget_keys: bool = False,
-) -> list[list[Message | None] | None]:
+    generations: Sequence[int | None] | None = None,
+) -> list[Result]:
     """Store ``requests`` in one atomic write, under the rules; the results of
-    :func:`plan_commit`. If another writer moved the rows read meanwhile, read and plan again.
+    :func:`plan_commit` (``generations``: see there). A request checked against the fence
+    is, when stored, written with its client row as precondition, so a resume that raises the
+    generation meanwhile makes the write conflict, and the next plan refuses it. If another writer moved the rows read meanwhile, read and plan again.
 
     Raises:
         StoreConflict: the rows kept moving (another writer) through every attempt.
@@ -209,6 +242,7 @@ async def commit(
             now=time.time() if now is None else now,
             retention=retention,
             forget_keys=forget_keys,
+            generations=generations,
         )
         try:
             await store.write(plan.batch)

@@ -37,7 +37,8 @@ _T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS clients (
-    client_id TEXT PRIMARY KEY, ack_seq INTEGER NOT NULL, user TEXT
+    client_id TEXT PRIMARY KEY, ack_seq INTEGER NOT NULL, user TEXT,
+    generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS channels (
@@ -124,6 +125,21 @@ def _migrate_identity(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM channels WHERE head = 0")
 
 
+def _migrate_generation(db: sqlite3.Connection) -> None:
+    """Earlier versions kept no fencing generation per client: every row starts at 0."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(clients)")}
+    if "generation" not in columns:
+        db.execute("ALTER TABLE clients ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+
+
+#: The columns of a client row (``ClientRow``'s fields, the owner stored as ``user``).
+_CLIENT_COLUMNS = "user, ack_seq, generation"
+
+
+def _client_row(row: Any) -> ClientRow:
+    return ClientRow(row[0], int(row[1]), int(row[2]))
+
+
 def _store_epoch(db: sqlite3.Connection) -> str:
     """The store's epoch: the epoch of channels created from now on (made once per database)."""
     row = db.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()
@@ -173,9 +189,9 @@ def _check(db: sqlite3.Connection, batch: WriteBatch) -> None:
             raise StoreConflict(f"channel {append.channel!r} moved")
     for update in batch.clients:
         row = db.execute(
-            "SELECT user, ack_seq FROM clients WHERE client_id = ?", (update.client_id,)
+            f"SELECT {_CLIENT_COLUMNS} FROM clients WHERE client_id = ?", (update.client_id,)
         ).fetchone()
-        if (ClientRow(row[0], int(row[1])) if row is not None else None) != update.before:
+        if (_client_row(row) if row is not None else None) != update.before:
             raise StoreConflict(f"client {update.client_id!r} moved")
 
 
@@ -270,10 +286,11 @@ class SqliteStore:
             _migrate(db)
             _migrate_identity(db)
             _migrate_first(db)
+            _migrate_generation(db)
             db.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS presence (channel TEXT NOT NULL, user TEXT NOT "
                 "NULL, connection TEXT NOT NULL, status TEXT NOT NULL, metadata BLOB NOT NULL, "
-                "since INTEGER NOT NULL, updated REAL NOT NULL, leave_at REAL, "
+                "since INTEGER NOT NULL, updated REAL NOT NULL, leave_at REAL, node TEXT NOT NULL, "
                 "PRIMARY KEY (channel, user, connection))"
             )
             db.execute("CREATE INDEX IF NOT EXISTS temp.presence_user ON presence (user)")
@@ -300,13 +317,15 @@ class SqliteStore:
     async def _presence_query(self, where: str, *args: str) -> list[PresenceEntry]:
         def query() -> list[PresenceEntry]:
             rows = self._connect().execute(
-                "SELECT channel, user, connection, status, metadata, since, updated, leave_at "
-                f"FROM presence WHERE {where}",
+                "SELECT channel, user, connection, status, metadata, since, updated, leave_at, "
+                f"node FROM presence WHERE {where}",
                 args,
             )
             return [
-                PresenceEntry(ch, user, conn, status, orjson.loads(meta), since, updated, leave)
-                for ch, user, conn, status, meta, since, updated, leave in rows
+                PresenceEntry(
+                    ch, user, conn, status, orjson.loads(meta), since, updated, leave, node
+                )
+                for ch, user, conn, status, meta, since, updated, leave, node in rows
             ]
 
         return await self._run(query)
@@ -323,7 +342,7 @@ class SqliteStore:
     async def put_presence(self, entry: PresenceEntry) -> None:
         def put() -> None:
             self._connect().execute(
-                "INSERT OR REPLACE INTO presence VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO presence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     entry.channel,
                     entry.user,
@@ -333,6 +352,7 @@ class SqliteStore:
                     entry.since,
                     entry.updated,
                     entry.leave_at,
+                    entry.node,
                 ),
             )
 
@@ -376,10 +396,10 @@ class SqliteStore:
     ) -> None:
         for client_id in clients:
             row = db.execute(
-                "SELECT user, ack_seq FROM clients WHERE client_id = ?", (client_id,)
+                f"SELECT {_CLIENT_COLUMNS} FROM clients WHERE client_id = ?", (client_id,)
             ).fetchone()
             if row is not None:
-                found.clients[client_id] = ClientRow(row[0], int(row[1]))
+                found.clients[client_id] = _client_row(row)
         for name in channels:
             info = _channel_row(db, name)
             if info is not None:
@@ -402,8 +422,9 @@ class SqliteStore:
                 for update in batch.clients:
                     after = update.after
                     db.execute(
-                        "INSERT OR REPLACE INTO clients (client_id, ack_seq, user) VALUES (?, ?, ?)",
-                        (update.client_id, after.ack_seq, after.owner),
+                        f"INSERT OR REPLACE INTO clients (client_id, {_CLIENT_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?)",
+                        (update.client_id, after.owner, after.ack_seq, after.generation),
                     )
                 db.executemany(
                     "INSERT OR REPLACE INTO user_keys (user, key, at) VALUES (?, ?, ?)",

@@ -1,11 +1,14 @@
-"""Server storage: the store contract (rows and one atomic write), and a store in memory (tests,
-ephemeral servers). SQLite, the default, is in ``_sqlite.py``; the rules are in ``_rules.py``."""
+"""Server storage: the store contract (rows and one atomic write), the optional capability of a
+store several server nodes share (:class:`SharedStore`), and a store in memory (tests, ephemeral
+servers; shareable by several servers in one process). SQLite, the default, is in ``_sqlite.py``;
+the rules are in ``_rules.py``."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import trio
@@ -20,12 +23,17 @@ __all__ = [
     "ClientUpdate",
     "MemoryStore",
     "NewEvent",
+    "Notice",
     "PresenceEntry",
+    "SharedStore",
     "Snapshot",
     "Store",
     "StoreConflict",
     "WriteBatch",
+    "client_row_from_fields",
+    "client_row_to_fields",
     "new_epoch",
+    "shared_store",
 ]
 
 
@@ -61,11 +69,31 @@ class ChannelInfo:
 
 @attrs.frozen
 class ClientRow:
-    """A client_id's row: the user it is bound to (``None``: nobody yet) and its watermark, the
-    highest seq stored (or consumed) for it."""
+    """A client_id's row: the user it is bound to (``None``: nobody yet), its watermark (the
+    highest seq stored, or consumed, for it) and its fencing generation.
+
+    A store keeps every field and compares whole rows in :class:`ClientUpdate` preconditions;
+    :func:`client_row_to_fields` / :func:`client_row_from_fields` serialize a row generically
+    (a field added later reads back as its default from rows stored before it existed)."""
 
     owner: str | None
     ack_seq: int
+    generation: int = 0
+    """Raised by each resume of the client through a shared store (:class:`SharedStore`): a
+    commit made by a connection that resumed under an older generation is refused, so that the
+    watermark a resume answers with is final across server nodes. 0: never fenced (one node)."""
+
+
+def client_row_to_fields(row: ClientRow) -> dict[str, Any]:
+    """A client row as a dict of its fields (JSON-able), for stores that keep rows as documents."""
+    return attrs.asdict(row)
+
+
+def client_row_from_fields(fields: dict[str, Any]) -> ClientRow:
+    """The row :func:`client_row_to_fields` made (fields it lacks take their defaults; unknown
+    fields are ignored)."""
+    known = {f.name for f in attrs.fields(ClientRow)}
+    return ClientRow(**{name: value for name, value in fields.items() if name in known})
 
 
 @attrs.frozen
@@ -142,6 +170,10 @@ class PresenceEntry:
     """When this entry was set (unix seconds): the newest of a user's entries is what others see."""
     leave_at: float | None = None
     """Set when the connection went away: the end of its grace period (unix seconds)."""
+    node: str = ""
+    """The server node that holds the connection (``RealtimeServer.node``): when that node's
+    lease (:meth:`SharedStore.renew_lease`) runs out, the others treat the entry as left at the
+    lease's end plus the grace period."""
 
 
 class Store(Protocol):
@@ -201,6 +233,69 @@ class Store(Protocol):
         """Remove that entry, if there is one."""
 
 
+@attrs.frozen
+class Notice:
+    """What one server node tells the others through a shared store about ``channel``."""
+
+    node: str
+    """The node that published it (a node ignores its own)."""
+    channel: str
+    head: int = 0
+    """The channel's head after a write of ``node`` (0: no write; a meta notice)."""
+    meta: bytes | None = None
+    """An encoded frame (presence diff, typing, receipt) for the channel's subscribers."""
+    skip_user: str | None = None
+    """``meta`` is not for this user's connections (typing: not echoed to the typist)."""
+
+
+@runtime_checkable
+class SharedStore(Store, Protocol):
+    """The optional capability of a store that several server nodes (processes, machines) share.
+
+    With it, each node also fans out what the others store (it follows :meth:`watch` and reads the
+    store), fences resumes (:attr:`ClientRow.generation`) and keeps a lease for its presence
+    entries. A store without it (or whose :attr:`shared` is false) is one node's alone: the server
+    runs exactly as it did before the capability existed.
+
+    Notices are hints, not data: they may be lost, repeated or reordered (the server polls the
+    store as a safety net every ``ServerConfig.node_poll_interval``), so pub/sub that drops
+    messages while a node reconnects (Redis PUBLISH/SUBSCRIBE), or a blocking XREAD on a stream,
+    both do.
+    """
+
+    shared: bool
+    """Whether other nodes may use this store: the server runs the multi-node path only if so."""
+
+    async def publish(self, notices: Sequence[Notice]) -> None:
+        """Tell every node that watches (this one may be told too, and ignores its own) about
+        ``notices``, in order. May drop them (see the class docstring), must not block long."""
+
+    def watch(self) -> AbstractAsyncContextManager[AsyncIterator[Notice]]:
+        """For the block: the notices published (by any node) from when it was entered. The
+        iterator may end or fail (a lost connection): the server enters it again."""
+
+    async def renew_lease(self, node: str, until: float) -> dict[str, float]:
+        """Set ``node``'s lease to end at ``until`` (unix seconds), and return every node's lease
+        end, expired ones included (until :meth:`drop_lease` drops them)."""
+
+    async def drop_lease(self, node: str) -> None:
+        """Forget ``node``'s lease (its presence entries are gone)."""
+
+    async def presence_of_node(self, node: str) -> list[PresenceEntry]:
+        """The presence entries of connections held by ``node``."""
+
+
+def shared_store(store: Store) -> SharedStore | None:
+    """``store`` if it has the :class:`SharedStore` capability and is shared, else ``None``."""
+    if isinstance(store, SharedStore) and store.shared:
+        return store
+    return None
+
+
+#: Notices a node's watcher may hold unread in a shared MemoryStore before later ones are dropped.
+_NOTICE_BUFFER = 10_000
+
+
 @attrs.define
 class _Log:
     epoch: str
@@ -210,9 +305,13 @@ class _Log:
 
 
 class MemoryStore:
-    """A store in memory: lost when the process ends (its epochs say so to resuming clients)."""
+    """A store in memory: lost when the process ends (its epochs say so to resuming clients).
 
-    def __init__(self) -> None:
+    ``shared=True``: several servers in one process (one trio run) may use it at once, as nodes
+    of one service (:class:`SharedStore`, notices passed in memory)."""
+
+    def __init__(self, *, shared: bool = False) -> None:
+        self.shared = shared
         self.epoch = new_epoch()
         """The epoch of this store's channels: a new store (a restarted memory server) has
         another."""
@@ -221,6 +320,8 @@ class MemoryStore:
         self._keys: dict[tuple[str, str], float] = {}
         self._receipts: dict[str, dict[str, int]] = {}
         self._presence: dict[tuple[str, str, str], PresenceEntry] = {}
+        self._leases: dict[str, float] = {}
+        self._watchers: set[trio.MemorySendChannel[Notice]] = set()
 
     async def open(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -329,3 +430,42 @@ class MemoryStore:
     async def drop_presence(self, channel: str, user: str, connection: str) -> None:
         await trio.lowlevel.checkpoint()
         self._presence.pop((channel, user, connection), None)
+
+    async def publish(self, notices: Sequence[Notice]) -> None:
+        await trio.lowlevel.checkpoint()
+        for watcher in list(self._watchers):
+            for notice in notices:
+                try:
+                    watcher.send_nowait(notice)
+                except trio.WouldBlock:
+                    break  # a watcher that does not keep up loses notices (it polls)
+                except trio.BrokenResourceError:
+                    self._watchers.discard(watcher)
+                    break
+
+    def watch(self) -> AbstractAsyncContextManager[AsyncIterator[Notice]]:
+        return self._watch()
+
+    @asynccontextmanager
+    async def _watch(self) -> AsyncIterator[AsyncIterator[Notice]]:
+        send, receive = trio.open_memory_channel[Notice](_NOTICE_BUFFER)
+        self._watchers.add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._watchers.discard(send)
+            send.close()
+
+    async def renew_lease(self, node: str, until: float) -> dict[str, float]:
+        await trio.lowlevel.checkpoint()
+        self._leases[node] = until
+        return dict(self._leases)
+
+    async def drop_lease(self, node: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self._leases.pop(node, None)
+
+    async def presence_of_node(self, node: str) -> list[PresenceEntry]:
+        await trio.lowlevel.checkpoint()
+        return [entry for entry in self._presence.values() if entry.node == node]

@@ -542,6 +542,19 @@ async def _check_clients(kit: _Kit) -> None:
         WriteBatch(kit.later(), clients=(kit.update(alice, newer, ClientRow("alicé", 2)),))
     )
     await kit.verify(CLIENT_ROW)
+    # The fencing generation is kept and is part of the precondition.
+    fenced = ClientRow("alicé", 2, 5)
+    await kit.write(
+        WriteBatch(kit.later(), clients=(kit.update(alice, ClientRow("alicé", 2), fenced),))
+    )
+    await kit.verify(CLIENT_ROW)
+    for wrong in (ClientRow("alicé", 2), ClientRow("alicé", 2, 4)):
+        batch = WriteBatch(kit.later(), clients=(kit.update(alice, wrong, ClientRow("alicé", 9)),))
+        await kit.refused(batch, CLIENT_PRECONDITION)
+    await kit.write(
+        WriteBatch(kit.later(), clients=(kit.update(alice, fenced, ClientRow("alicé", 3, 6)),))
+    )
+    await kit.verify(CLIENT_ROW)
 
 
 async def _check_keys(kit: _Kit) -> None:
@@ -759,8 +772,8 @@ async def _check_presence(kit: _Kit) -> None:
             got = sorted(await store.presence_of(connection), key=key)
             kit.expect(got == want, PRESENCE, f"presence_of({connection!r}) = {got}")
 
-    a1 = entry(room, alice, "c1")
-    a2 = entry(room, alice, "c2", status="away", metadata={}, updated=1001.0)
+    a1 = entry(room, alice, "c1", node="node-1")
+    a2 = entry(room, alice, "c2", status="away", metadata={}, updated=1001.0, node="nødé-2")
     a3 = entry(hall, alice, "c1")
     b1 = entry(room, bob, "c3", leave_at=1010.25)
     await expect([])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import trio
 
 from trio_realtime.server import ChannelInfo, ClientRow, MemoryStore, Snapshot, WriteBatch
-from trio_realtime.server._rules import Retention, commit, plan_commit
+from trio_realtime.server._rules import FENCED, Retention, commit, plan_commit
 from trio_realtime.server._store import NewEvent
 
 RETENTION = Retention(count=3, age=100.0, dedup_window=10.0)
@@ -96,6 +96,37 @@ def test_a_request_of_another_user_without_events_moves_no_watermark() -> None:
     plan = plan_commit(snapshot, [("c1", "mallory", 9, [])], now=0.0, retention=RETENTION)
     assert plan.results == [None]
     assert plan.batch.clients == ()
+
+
+def test_a_request_of_an_older_generation_is_fenced_and_writes_nothing() -> None:
+    """The client resumed again since (generation 3): a request of a connection that resumed
+    under generation 2 stores nothing and leaves the row alone; one of generation 3 stores,
+    with the row as precondition, generation kept."""
+    snapshot = Snapshot("e", clients={"c1": ClientRow("alice", 1, 3)})
+    plan = plan_commit(
+        snapshot, [("c1", "alice", 2, [event(2)])], now=0.0, retention=RETENTION, generations=[2]
+    )
+    assert plan.results == [FENCED]
+    assert (plan.batch.appends, plan.batch.clients) == ((), ())
+    plan = plan_commit(
+        snapshot, [("c1", "alice", 2, [event(2)])], now=0.0, retention=RETENTION, generations=[3]
+    )
+    (update,) = plan.batch.clients
+    assert (update.before, update.after) == (ClientRow("alice", 1, 3), ClientRow("alice", 2, 3))
+    # Without a generation (one node): never fenced.
+    plan = plan_commit(snapshot, [("c1", "alice", 2, [event(2)])], now=0.0, retention=RETENTION)
+    assert plan.results != [FENCED]
+
+
+def test_a_fenced_request_that_stores_without_moving_its_watermark_still_checks_its_row() -> None:
+    """An event stored under a watermark that does not move (the request's ack_seq is behind):
+    the client row is still a precondition of the write, so a resume meanwhile conflicts."""
+    snapshot = Snapshot("e", clients={"c1": ClientRow("alice", 1, 3)})
+    plan = plan_commit(
+        snapshot, [("c1", "alice", 1, [event(2)])], now=0.0, retention=RETENTION, generations=[3]
+    )
+    (update,) = plan.batch.clients
+    assert update.before == update.after == ClientRow("alice", 1, 3)
 
 
 class RacingStore(MemoryStore):

@@ -186,6 +186,10 @@ async def test_the_memory_store_keeps_the_contract() -> None:
     await check_store(MemoryStore, persistent=False)
 
 
+async def test_a_shared_memory_store_keeps_the_contract() -> None:
+    await check_store(lambda: MemoryStore(shared=True), persistent=False)
+
+
 async def test_the_sqlite_store_keeps_the_contract(tmp_path: Path) -> None:
     await check_store(lambda: SqliteStore(tmp_path / "s.db"), persistent=True)
 
@@ -298,6 +302,16 @@ class MovesReceiptsBack(DictStore):
         return moved
 
 
+class DropsGenerations(DictStore):
+    """Keeps a client row as it was before the fencing generation existed."""
+
+    def apply_rest(self, batch: WriteBatch) -> None:
+        super().apply_rest(batch)
+        for update in batch.clients:
+            row = self.data.clients[update.client_id]
+            self.data.clients[update.client_id] = ClientRow(row.owner, row.ack_seq)
+
+
 class LosesKeysOnReopen(DictStore):
     async def open(self) -> None:
         await super().open()
@@ -321,6 +335,7 @@ class ChangesEpochOnReopen(DictStore):
         (IgnoresDropBefore, False, "drop_before"),
         (KeepsAKeysFirstTime, False, "replacing an older row"),
         (MovesReceiptsBack, False, "only forwards"),
+        (DropsGenerations, False, "writes its `after` row"),
         (LosesKeysOnReopen, True, "persistent store keeps everything"),
         (ChangesEpochOnReopen, True, "Snapshot.epoch"),
     ],

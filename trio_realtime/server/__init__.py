@@ -27,7 +27,9 @@ from ._store import ChannelInfo as ChannelInfo
 from ._store import ClientRow as ClientRow
 from ._store import ClientUpdate as ClientUpdate
 from ._store import MemoryStore as MemoryStore
+from ._store import Notice as Notice
 from ._store import PresenceEntry as PresenceEntry
+from ._store import SharedStore as SharedStore
 from ._store import Snapshot as Snapshot
 from ._store import Store as Store
 from ._store import WriteBatch as WriteBatch

@@ -17,7 +17,9 @@ from ..server import (
     ClientRow,
     ClientUpdate,
     Message,
+    Notice,
     PresenceEntry,
+    SharedStore,
     Snapshot,
     Store,
     StoreConflict,
@@ -903,6 +905,58 @@ async def _check_writes_continue(kit: _Kit) -> None:
     await kit.verify(AFTER_REOPEN)
 
 
+SHARED = (
+    "a shared store (SharedStore) passes published notices to watchers in order, keeps every "
+    "node's lease end until drop_lease, and finds presence entries by node"
+)
+
+
+async def _check_shared(kit: _Kit) -> None:
+    store = kit.store
+    if not (isinstance(store, SharedStore) and store.shared):
+        return
+    one, two = kit.name("node-1"), kit.name("node-2")
+    leases = await store.renew_lease(one, 1000.0)
+    kit.expect(leases.get(one) == 1000.0, SHARED, f"renew_lease({one!r}) returned {leases}")
+    leases = await store.renew_lease(two, 900.0)
+    kit.expect(
+        (leases.get(one), leases.get(two)) == (1000.0, 900.0),
+        SHARED,
+        f"renew_lease({two!r}) returned {leases}",
+    )
+    await store.drop_lease(two)
+    leases = await store.renew_lease(one, 1100.0)
+    kit.expect(
+        leases.get(one) == 1100.0 and two not in leases,
+        SHARED,
+        f"after drop_lease({two!r}), renew_lease returned {leases}",
+    )
+    await store.drop_lease(one)
+    room = kit.name("room")
+    entries = [
+        PresenceEntry(room, "alice", "c1", "online", {}, 1, 1.0, node=one),
+        PresenceEntry(room, "bob", "c2", "away", {}, 1, 1.0, node=two),
+    ]
+    for entry in entries:
+        await store.put_presence(entry)
+    got = await store.presence_of_node(one)
+    kit.expect(got == entries[:1], SHARED, f"presence_of_node({one!r}) = {got}")
+    for entry in entries:
+        await store.drop_presence(entry.channel, entry.user, entry.connection)
+    sent = [Notice(one, room, head=n) for n in range(1, 4)]
+    sent.append(Notice(two, room, meta=b'{"type":"meta"}', skip_user="alice"))
+    async with store.watch() as notices:
+        await store.publish(sent)
+        received: list[Notice] = []
+        with trio.move_on_after(5):
+            async for notice in notices:
+                if notice.channel == room:
+                    received.append(notice)
+                if len(received) == len(sent):
+                    break
+    kit.expect(received == sent, SHARED, f"watch() gave {received}, published {sent}")
+
+
 _CHECKS: tuple[tuple[str, Callable[[_Kit], Awaitable[None]]], ...] = (
     ("empty", _check_empty),
     ("appends", _check_appends),
@@ -914,6 +968,7 @@ _CHECKS: tuple[tuple[str, Callable[[_Kit], Awaitable[None]]], ...] = (
     ("presence", _check_presence),
     ("concurrency", _check_concurrency),
     ("large", _check_large),
+    ("shared", _check_shared),
 )
 
 
@@ -944,7 +999,8 @@ async def check_store(make_store: Callable[[], Store], *, persistent: bool) -> N
     refused batch applies nothing; retention by ``keep_from`` and ``drop_before``, down to a
     channel with no event left; read receipts; concurrent writes (to different rows: all apply;
     with the same precondition: exactly one does); a 1 MiB event and 5,000 events in one
-    append. With ``persistent=True``, the store is then closed and a new ``make_store()``
+    append; a store with the :class:`~trio_realtime.server.SharedStore` capability, its
+    notices, leases and presence by node. With ``persistent=True``, the store is then closed and a new ``make_store()``
     opened: everything must still be there (the epoch too), and take writes that continue it.
     With ``persistent=False``, ``make_store()`` is called once.
 

@@ -1,0 +1,328 @@
+"""Several server nodes on one shared store (issue 22): what is stored through one node reaches the
+subscribers of every node, in offset order and once; a client resumes on any node with nothing
+lost; a resume's ack_seq stays final across nodes (the fence); presence is shared, and the
+entries of a node that died leave after its lease and the grace period.
+
+The nodes share one ``MemoryStore(shared=True)`` in this process (notices passed in memory)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+from trio_realtime import Acked, RealtimeConfig, open_realtime
+from trio_realtime.server import (
+    AllowAll,
+    MemoryStore,
+    Notice,
+    RealtimeServer,
+    ServerConfig,
+    WriteBatch,
+    open_server,
+)
+from trio_realtime.testing import open_fault_proxy
+from trio_realtime.transports import memory_transport_pair
+
+from ..helpers import collect
+from ._raw import RawClient, presence
+
+QUICK = RealtimeConfig(
+    durability="memory", initial_retry_delay=0.01, max_retry_delay=0.1, network_monitor=False
+)
+
+
+class Node:
+    """One server node behind its own loopback listener; :meth:`kill` ends it at once (its
+    connections aborted, no close handshake, nothing of it runs after)."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.server: RealtimeServer | None = None
+        self.gone = trio.Event()
+
+    @property
+    def engine(self) -> RealtimeServer:
+        assert self.server is not None
+        return self.server
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.engine.port}/realtime"
+
+    async def run(
+        self,
+        store: MemoryStore,
+        config: ServerConfig | None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            with self.scope:
+                async with open_server(store, AllowAll(), config=config) as server:
+                    self.server = server
+                    task_status.started()
+                    await trio.sleep_forever()
+        finally:
+            self.gone.set()
+
+    async def kill(self) -> None:
+        self.scope.cancel()
+        await self.gone.wait()
+
+
+@asynccontextmanager
+async def open_nodes(
+    store: MemoryStore, count: int, config: ServerConfig | None = None
+) -> AsyncIterator[list[Node]]:
+    nodes = [Node() for _ in range(count)]
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run, store, config)
+        yield nodes
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("count", [2, 3])
+async def test_every_subscriber_on_every_node_sees_one_sequence(count: int) -> None:
+    """Publishers on every node send to one channel at once (their commits race in the store);
+    each node's subscriber gets every event, offsets 1..N with no gap and no duplicate."""
+    store = MemoryStore(shared=True)
+    per_publisher = 60
+    total = per_publisher * count
+    async with open_nodes(store, count) as nodes, trio.open_nursery() as nursery:
+        subscribers = []
+        for i, node in enumerate(nodes):
+            sub = await nursery.start(_client, node.url, f"reader-{i}")
+            await sub.subscribe("room")
+            subscribers.append(sub)
+        publishers = [
+            await nursery.start(_client, n.url, f"writer-{i}") for i, n in enumerate(nodes)
+        ]
+        receipts: list[list[object]] = [[] for _ in publishers]
+
+        async def publish(i: int) -> None:
+            for k in range(per_publisher):
+                receipts[i].append(await publishers[i].send("room", "n", [i, k]))
+
+        async with trio.open_nursery() as senders:
+            for i in range(count):
+                senders.start_soon(publish, i)
+        with trio.fail_after(20):
+            for mine in receipts:
+                assert [await r.wait() for r in mine] == [  # type: ignore[attr-defined]
+                    Acked(seq=n) for n in range(1, per_publisher + 1)
+                ]
+        seen = [await collect(sub, "room", total) for sub in subscribers]
+        nursery.cancel_scope.cancel()
+    stored = await store.read("room", 0, total + 1)
+    assert [e.offset for e in stored] == list(range(1, total + 1))
+    for got in seen:
+        assert [m.offset for m in got] == list(range(1, total + 1))
+        assert [m.payload for m in got] == [e.payload for e in stored]
+    # Each publisher's events in its own order; all of them, once.
+    payloads = [tuple(e.payload) for e in stored]
+    for i in range(count):
+        assert [k for who, k in payloads if who == i] == list(range(per_publisher))
+
+
+async def _client(
+    url: str, user: str, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A client for the test's nursery (cancelled with it)."""
+    async with open_realtime(url, config=QUICK, token=user) as conn:
+        task_status.started(conn)
+        await trio.sleep_forever()
+
+
+async def test_a_client_resumes_on_another_node_after_its_node_died() -> None:
+    """Alice sends through node A (behind a proxy); A dies abruptly while her sends are on their
+    way; she reconnects to B and resumes there: every event stored once, in order, and her
+    channel recovered (no gap), for her and for Bob on B."""
+    store = MemoryStore(shared=True)
+    count = 60
+    async with (
+        open_nodes(store, 2) as (a, b),
+        open_fault_proxy(a.engine.port) as proxy,
+        open_realtime(b.url, config=QUICK, token="bob") as bob,
+        open_realtime(
+            f"ws://127.0.0.1:{proxy.port}/realtime", config=QUICK, token="alice"
+        ) as alice,
+    ):
+        await bob.subscribe("room")
+        await alice.subscribe("room")
+        first = [await alice.send("room", "n", k) for k in range(count // 2)]
+        with trio.fail_after(10):
+            for receipt in first:
+                await receipt.wait()
+        assert any(s.user == "alice" for s in a.engine.sessions)
+        proxy.target = ("127.0.0.1", b.engine.port)  # where her reconnect goes
+        rest = [await alice.send("room", "n", k) for k in range(count // 2, count)]
+        await a.kill()  # her last sends may be anywhere: sent, received, stored, acked or not
+        with trio.fail_after(20):
+            outcomes = [await receipt.wait() for receipt in first + rest]
+        assert outcomes == [Acked(seq=n) for n in range(1, count + 1)]
+        assert any(s.user == "alice" for s in b.engine.sessions)  # resumed on B
+        got_alice = await collect(alice, "room", count)  # a Gap (not recovered) fails here
+        got_bob = await collect(bob, "room", count)
+    stored = await store.read("room", 0, count + 1)
+    assert [e.payload for e in stored] == list(range(count))
+    for got in (got_alice, got_bob):
+        assert [(m.offset, m.payload) for m in got] == [(n + 1, n) for n in range(count)]
+
+
+class GatedStore(MemoryStore):
+    """Shared; once ``hold`` is set, the next write that appends waits for ``gate`` (``entered``
+    is set when it is there)."""
+
+    def __init__(self) -> None:
+        super().__init__(shared=True)
+        self.hold = False
+        self.gate = trio.Event()
+        self.entered = trio.Event()
+
+    async def write(self, batch: WriteBatch) -> None:
+        if self.hold and batch.appends:
+            self.hold = False
+            self.entered.set()
+            await self.gate.wait()
+        await super().write(batch)
+
+
+@asynccontextmanager
+async def running(server: RealtimeServer) -> AsyncIterator[trio.Nursery]:
+    """Run ``server``'s tasks; its connections are served in the nursery yielded (cancel it to
+    end the node at once)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        yield nursery
+        nursery.cancel_scope.cancel()
+
+
+def link(server: RealtimeServer, nursery: trio.Nursery, client_id: str) -> RawClient:
+    """A raw in-memory link to ``server`` (its end served in ``nursery``)."""
+    client, server_end = memory_transport_pair()
+    nursery.start_soon(server.handle, server_end)
+    return RawClient(client, client_id)
+
+
+async def test_an_older_link_on_another_node_cannot_store_after_a_resume() -> None:
+    """Client c1's old link on A received seq 1, whose commit is slow; c1 resumes on B, which
+    answers ack_seq 0. The old commit lands after that answer: refused (the fence), so 0 was
+    final; the client sends seq 1 again through B and it is stored once."""
+    store = GatedStore()
+    a = RealtimeServer(store, AllowAll())
+    b = RealtimeServer(store, AllowAll())
+    async with running(a) as on_a, running(b) as on_b:
+        with trio.fail_after(10):
+            old = link(a, on_a, "c1")
+            assert (await old.resume("alice"))["ack_seq"] == 0
+            store.hold = True
+            await old.send(old.event(payload="one"))
+            await store.entered.wait()  # A's commit of seq 1 is in the store, not written yet
+            new = link(b, on_b, "c1")
+            assert (await new.resume("alice"))["ack_seq"] == 0
+            store.gate.set()
+            outcome = await old.next()  # its commit's outcome: an ack, or the close
+            assert outcome is None, f"the old link's commit was stored after the resume: {outcome}"
+            assert old.close_code == 1001  # replaced
+            assert await store.read("room", 0, 10) == []
+            (row,) = (await store.load(clients=("c1",))).clients.values()
+            assert row.ack_seq == 0  # the resume's answer stays true
+            new.seq = 0
+            ack = await new.publish(new.event(payload="one"))
+            assert (ack["ack_seq"], ack.get("duplicates", [])) == (1, [])
+        assert [e.payload for e in await store.read("room", 0, 10)] == ["one"]
+        assert (await store.load(clients=("c1",))).clients["c1"].generation == 2
+
+
+async def test_presence_is_shared_and_a_dead_nodes_users_leave_after_lease_and_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Alice is present through A: Bob, on B, sees her join live, Carol (subscribing later on
+    B) sees her in the state. A dies (no clean leave): she leaves when A's lease has run out
+    plus the grace period, not before."""
+    store = MemoryStore(shared=True)
+    config = ServerConfig(presence_timeout=10, node_lease=15, heartbeat_timeout=600)
+    a = RealtimeServer(store, AllowAll(), config, wall_clock=trio.current_time)
+    b = RealtimeServer(store, AllowAll(), config, wall_clock=trio.current_time)
+    async with running(b) as on_b:
+        async with running(a) as on_a:
+            bob = link(b, on_b, "bob-1")
+            await bob.resume("bob")
+            assert (await bob.subscribe("room"))["type"] == "subscribed"
+            state = await bob.until(lambda f: f.get("kind") == "presence_state")
+            assert state["members"] == {}
+            alice = link(a, on_a, "alice-1")
+            await alice.resume("alice")
+            await alice.send(presence("room", {"on": "a"}))
+            diff = await bob.until(lambda f: f.get("kind") == "presence_diff")
+            assert list(diff["joins"]) == ["alice"]
+            assert diff["joins"]["alice"]["metadata"] == {"on": "a"}
+            carol = link(b, on_b, "carol-1")
+            await carol.resume("carol")
+            await carol.subscribe("room")
+            state = await carol.until(lambda f: f.get("kind") == "presence_state")
+            assert list(state["members"]) == ["alice"]
+            on_a.cancel_scope.cancel()  # A dies: nothing of it runs from here
+        lease_end = (await store.renew_lease("probe", 0.0))[a.node]
+        await store.drop_lease("probe")
+        assert [e.user for e in await store.presence("room")] == ["alice"]
+        diff = await bob.until(lambda f: f.get("kind") == "presence_diff", within=100)
+        assert list(diff["leaves"]) == ["alice"]
+        assert trio.current_time() == pytest.approx(lease_end + config.presence_timeout)
+        assert await store.presence("room") == []
+        on_b.cancel_scope.cancel()
+
+
+class LateNoticeStore(MemoryStore):
+    """Shared; the notices of every node wait until ``deliver`` is set (late, as pub/sub may be)."""
+
+    def __init__(self) -> None:
+        super().__init__(shared=True)
+        self.deliver = trio.Event()
+
+    async def publish(self, notices: Sequence[Notice]) -> None:
+        await self.deliver.wait()
+        await super().publish(notices)
+
+
+def offsets(client: RawClient, channel: str = "room") -> list[int]:
+    return [f["offset"] for f in client.frames if f["type"] == "event" and f["channel"] == channel]
+
+
+async def test_late_notices_neither_reorder_nor_repeat_nor_skip_events() -> None:
+    """B has not heard of A's events 1-3 (notices late, no polling) when a subscriber on B
+    replays them from the store, and when B stores event 4 itself: B first fans out 1-3 to the
+    subscriber that lacks them, then 4, and the replayed one gets none of them twice."""
+    store = LateNoticeStore()
+    config = ServerConfig(node_poll_interval=3600)
+    a = RealtimeServer(store, AllowAll(), config)
+    b = RealtimeServer(store, AllowAll(), config)
+    async with running(a) as on_a, running(b) as on_b:
+        with trio.fail_after(10):
+            live = link(b, on_b, "live")
+            await live.resume("live")
+            await live.subscribe("room")
+            writer = link(a, on_a, "writer")
+            await writer.resume("writer")
+            await writer.publish(*(writer.event(payload=n) for n in (1, 2, 3)))
+            replayed = link(b, on_b, "replayed")
+            await replayed.resume("replayed")
+            await replayed.subscribe("room", offset=0)
+            await replayed.until(lambda f: f.get("offset") == 3)  # from the store, then live
+            await live.ping()
+            assert offsets(live) == []  # B has not heard of them
+            local = link(b, on_b, "local")
+            await local.resume("local")
+            await local.publish(local.event(payload=4))
+            await live.until(lambda f: f.get("offset") == 4)
+            store.deliver.set()  # the late notices arrive (nothing new for B)
+            await writer.publish(writer.event(payload=5))
+            for client in (live, replayed):
+                await client.until(lambda f: f.get("offset") == 5)
+                await client.ping()
+                assert offsets(client) == [1, 2, 3, 4, 5]

@@ -7,6 +7,7 @@ The nodes share one ``MemoryStore(shared=True)`` in this process (notices passed
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -244,12 +245,13 @@ async def test_presence_is_shared_and_a_dead_nodes_users_leave_after_lease_and_g
 ) -> None:
     """Alice is present through A: Bob, on B, sees her join live, Carol (subscribing later on
     B) sees her in the state. A dies (no clean leave): she leaves when A's lease has run out
-    plus the grace period, not before."""
+    plus the grace period, not before, and once (B and C both outlive A; one of them reaps)."""
     store = MemoryStore(shared=True)
     config = ServerConfig(presence_timeout=10, node_lease=15, heartbeat_timeout=600)
-    a = RealtimeServer(store, AllowAll(), config, wall_clock=trio.current_time)
-    b = RealtimeServer(store, AllowAll(), config, wall_clock=trio.current_time)
-    async with running(b) as on_b:
+    a, b, c = (
+        RealtimeServer(store, AllowAll(), config, wall_clock=trio.current_time) for _ in range(3)
+    )
+    async with running(b) as on_b, running(c):
         async with running(a) as on_a:
             bob = link(b, on_b, "bob-1")
             await bob.resume("bob")
@@ -275,6 +277,10 @@ async def test_presence_is_shared_and_a_dead_nodes_users_leave_after_lease_and_g
         assert list(diff["leaves"]) == ["alice"]
         assert trio.current_time() == pytest.approx(lease_end + config.presence_timeout)
         assert await store.presence("room") == []
+        with trio.move_on_after(3 * config.node_lease):
+            await bob.until(lambda f: f.get("kind") == "presence_diff", within=math.inf)
+        assert len([f for f in bob.frames if f.get("leaves")]) == 1
+        assert a.node not in await store.renew_lease(b.node, trio.current_time() + 15)
         on_b.cancel_scope.cancel()
 
 
@@ -326,3 +332,51 @@ async def test_late_notices_neither_reorder_nor_repeat_nor_skip_events() -> None
                 await client.until(lambda f: f.get("offset") == 5)
                 await client.ping()
                 assert offsets(client) == [1, 2, 3, 4, 5]
+
+
+class StalledLeaseStore(MemoryStore):
+    """Shared; once ``stall`` names a node, its lease renewals wait for ``resume``."""
+
+    def __init__(self) -> None:
+        super().__init__(shared=True)
+        self.stall: str | None = None
+        self.resume = trio.Event()
+
+    async def renew_lease(self, node: str, until: float) -> dict[str, float]:
+        if node == self.stall:
+            await self.resume.wait()
+        return await super().renew_lease(node, until)
+
+
+async def test_a_node_taken_for_dead_that_renews_in_time_keeps_its_users_present(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A's lease renewals stall past its lease (a long pause, not a death): B sets Alice
+    leaving at the lease's end plus the grace period. A renews before that: Alice stays, and B
+    sends no leave."""
+    store = StalledLeaseStore()
+    config = ServerConfig(presence_timeout=10, node_lease=15, heartbeat_timeout=600)
+    a = RealtimeServer(store, AllowAll(), config, wall_clock=trio.current_time)
+    b = RealtimeServer(store, AllowAll(), config, wall_clock=trio.current_time)
+    async with running(b) as on_b, running(a) as on_a:
+        bob = link(b, on_b, "bob-1")
+        await bob.resume("bob")
+        await bob.subscribe("room")
+        alice = link(a, on_a, "alice-1")
+        await alice.resume("alice")
+        await alice.send(presence("room"))
+        await bob.until(lambda f: f.get("kind") == "presence_diff")
+        store.stall = a.node
+        lease_end = (await store.renew_lease("probe", 0.0))[a.node]
+        await store.drop_lease("probe")
+        await trio.sleep_until(lease_end + 6)  # past B's first look after A's lease ran out
+        (entry,) = await store.presence("room")
+        assert entry.leave_at == lease_end + config.presence_timeout  # B took A for dead
+        store.resume.set()  # A renews (before the leave time)
+        with trio.move_on_after(60):
+            await bob.until(lambda f: f.get("kind") == "presence_diff", within=math.inf)
+        assert [f for f in bob.frames if f.get("leaves")] == []
+        (entry,) = await store.presence("room")
+        assert entry.leave_at is None
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()

@@ -639,16 +639,25 @@ class RealtimeServer:
 
     async def _fan_out_shared(self, stored: list[Message | None]) -> None:
         """A local commit's events, under the fan-out lock: first what other nodes stored before
-        them that this node has not fanned out yet, so every subscriber gets offsets in order."""
+        them that this node has not fanned out yet, so every subscriber gets offsets in order.
+        (If that read fails, the channel is left to :meth:`_pull_dirty`, which reads these
+        events from the store too: late, never out of order.)"""
+        failed: set[str] = set()
         for event in stored:
-            if event is None:
+            if event is None or event.channel in failed:
                 continue
             channel = event.channel
             fanned = self._fanned.get(channel)
             if fanned is None or event.offset <= fanned:
                 continue
             if event.offset > fanned + 1:
-                await self._pull(channel, until=event.offset - 1)
+                try:
+                    await self._pull(channel, until=event.offset - 1)
+                except Exception:
+                    logger.exception("reading what other nodes stored failed (read again)")
+                    failed.add(channel)
+                    self._mark_dirty((channel,))
+                    continue
             self._fan(channel, event.offset, encode_frame(event))
 
     async def _fence(self, client_id: str, user: str) -> int | None:

@@ -193,6 +193,9 @@ class PresenceHandler(BaseHandler):
         self._wall = server.wall_time
         self._reaping: set[tuple[str, str, str]] = set()
         """Entries of dead nodes this node has scheduled to leave."""
+        self._live: set[str] = set()
+        """This node's connections that put presence entries and have not gone away."""
+        self._lease_end: float | None = None
         self._lock = trio.Lock()  # one change of presence at a time (each reads, then writes)
         self._leaving: list[tuple[float, str, str, str]] = []  # (trio time, channel, user, conn)
         self._changed = trio.Event()
@@ -213,10 +216,11 @@ class PresenceHandler(BaseHandler):
                 now = trio.current_time()
                 while self._leaving and self._leaving[0][0] <= now:
                     _, channel, user, connection = heapq.heappop(self._leaving)
+                    key = (channel, user, connection)
                     try:
                         async with self._lock:
-                            await self._remove(channel, user, connection)
-                        self._reaping.discard((channel, user, connection))
+                            await self._remove(*key, revivable=key in self._reaping)
+                        self._reaping.discard(key)
                     except Exception:
                         # A store that failed must not end the server: try again in a second.
                         logger.exception("presence: expiring an entry failed")
@@ -233,11 +237,18 @@ class PresenceHandler(BaseHandler):
         started = False
         while True:
             try:
-                leases = await shared.renew_lease(self._node, self._wall() + lease)
+                until = self._wall() + lease
+                leases = await shared.renew_lease(self._node, until)
                 now = self._wall()
-                for node, until in leases.items():
-                    if node != self._node and until < now:
-                        await self._reap(shared, node, until)
+                lapsed = self._lease_end is not None and self._lease_end < now
+                self._lease_end = until
+                if lapsed:  # others may have taken this node for dead
+                    await self._revive(shared)
+                # One node sees to the dead: the live one with the smallest id.
+                if min(n for n, end in leases.items() if end >= now) == self._node:
+                    for node, end in leases.items():
+                        if end < now:
+                            await self._reap(shared, node, end)
             except Exception:
                 logger.exception("presence: renewing this node's lease failed")
             if not started:
@@ -267,6 +278,15 @@ class PresenceHandler(BaseHandler):
                     at = clock + max(0.0, leave_at - wall)
                     heapq.heappush(self._leaving, (at, *key))
         self._changed.set()
+
+    async def _revive(self, shared: SharedStore) -> None:
+        """This node's lease lapsed while it lived: its entries of connections still open that
+        another node set leaving are present again (that node keeps them when their time
+        comes)."""
+        async with self._lock:
+            for entry in await shared.presence_of_node(self._node):
+                if entry.leave_at is not None and entry.connection in self._live:
+                    await self._store.put_presence(attrs.evolve(entry, leave_at=None))
 
     async def _departures(self) -> None:
         """Connections gone: their entries enter the grace period."""
@@ -337,12 +357,17 @@ class PresenceHandler(BaseHandler):
                 node=self._node,
             )
             await self._store.put_presence(entry)
+            self._live.add(connection)
             others = [e for e in entries if e.connection != connection]
             self._relay(channel, user, before, _view([*others, entry]))
 
-    async def _remove(self, channel: str, user: str, connection: str) -> None:
+    async def _remove(
+        self, channel: str, user: str, connection: str, *, revivable: bool = False
+    ) -> None:
+        """Drop that entry (``revivable``: unless its node, taken for dead, revived it)."""
         entries = await self._store.presence(channel, user)
-        if not any(e.connection == connection for e in entries):
+        mine = [e for e in entries if e.connection == connection]
+        if not mine or (revivable and mine[0].leave_at is None):
             return
         await self._store.drop_presence(channel, user, connection)
         rest = [e for e in entries if e.connection != connection]
@@ -368,6 +393,7 @@ class PresenceHandler(BaseHandler):
         return PresenceState(channel, {u: m for u, m in members.items() if m is not None})
 
     def disconnected(self, context: MetaContext) -> None:
+        self._live.discard(context.connection_id)
         self._gone_send.send_nowait(context.connection_id)
 
 

@@ -18,12 +18,18 @@ import trio.testing
 from trio_realtime import Acked, RealtimeConfig, open_realtime
 from trio_realtime.server import (
     AllowAll,
+    ClientRow,
     MemoryStore,
     Notice,
+    PresenceEntry,
     RealtimeServer,
     ServerConfig,
     WriteBatch,
+    decode_notice,
+    encode_notice,
+    from_fields,
     open_server,
+    to_fields,
 )
 from trio_realtime.testing import open_fault_proxy
 from trio_realtime.transports import memory_transport_pair
@@ -380,3 +386,50 @@ async def test_a_node_taken_for_dead_that_renews_in_time_keeps_its_users_present
         assert entry.leave_at is None
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()
+
+
+class LosesNotices(MemoryStore):
+    """Shared, but every notice is lost (pub/sub while a node reconnects)."""
+
+    def __init__(self) -> None:
+        super().__init__(shared=True)
+
+    async def publish(self, notices: Sequence[Notice]) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_events_reach_other_nodes_within_the_poll_interval_when_notices_are_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = LosesNotices()
+    config = ServerConfig(node_poll_interval=2.0, heartbeat_timeout=600)
+    a = RealtimeServer(store, AllowAll(), config)
+    b = RealtimeServer(store, AllowAll(), config)
+    async with running(a) as on_a, running(b) as on_b:
+        reader = link(b, on_b, "reader")
+        await reader.resume("reader")
+        await reader.subscribe("room")
+        writer = link(a, on_a, "writer")
+        await writer.resume("writer")
+        await writer.publish(*(writer.event(payload=n) for n in (1, 2, 3)))
+        stored_at = trio.current_time()
+        await reader.until(lambda f: f.get("offset") == 3, within=config.node_poll_interval + 0.1)
+        assert trio.current_time() - stored_at <= config.node_poll_interval
+        assert offsets(reader) == [1, 2, 3]
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()
+
+
+def test_notices_and_rows_serialize_generically() -> None:
+    """What a store between processes keeps: a notice as bytes, rows as dicts of fields; a row
+    stored before a field existed reads back with the field's default."""
+    for notice in (
+        Notice("n1", "room", head=7),
+        Notice("n1", "röom", meta='{"type":"meta","x":"é"}'.encode(), skip_user="bob"),
+    ):
+        assert decode_notice(encode_notice(notice)) == notice
+    row = ClientRow("alice", 4, 2)
+    assert from_fields(ClientRow, to_fields(row)) == row
+    assert from_fields(ClientRow, {"owner": "alice", "ack_seq": 4}) == ClientRow("alice", 4, 0)
+    entry = PresenceEntry("room", "alice", "c1", "online", {"a": [1]}, 1, 2.5, 3.5, "n1")
+    assert from_fields(PresenceEntry, to_fields(entry)) == entry

@@ -33,5 +33,9 @@ from ._store import SharedStore as SharedStore
 from ._store import Snapshot as Snapshot
 from ._store import Store as Store
 from ._store import WriteBatch as WriteBatch
+from ._store import decode_notice as decode_notice
+from ._store import encode_notice as encode_notice
+from ._store import from_fields as from_fields
+from ._store import to_fields as to_fields
 from ._websocket import open_server as open_server
 from ._websocket import serve as serve

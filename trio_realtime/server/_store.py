@@ -8,9 +8,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
+import orjson
 import trio
 
 from .._errors import StoreConflict
@@ -30,10 +31,12 @@ __all__ = [
     "Store",
     "StoreConflict",
     "WriteBatch",
-    "client_row_from_fields",
-    "client_row_to_fields",
+    "decode_notice",
+    "encode_notice",
+    "from_fields",
     "new_epoch",
     "shared_store",
+    "to_fields",
 ]
 
 
@@ -73,8 +76,8 @@ class ClientRow:
     highest seq stored, or consumed, for it) and its fencing generation.
 
     A store keeps every field and compares whole rows in :class:`ClientUpdate` preconditions;
-    :func:`client_row_to_fields` / :func:`client_row_from_fields` serialize a row generically
-    (a field added later reads back as its default from rows stored before it existed)."""
+    :func:`to_fields` / :func:`from_fields` serialize a row generically (a field added later
+    reads back as its default from rows stored before it existed)."""
 
     owner: str | None
     ack_seq: int
@@ -84,16 +87,20 @@ class ClientRow:
     watermark a resume answers with is final across server nodes. 0: never fenced (one node)."""
 
 
-def client_row_to_fields(row: ClientRow) -> dict[str, Any]:
-    """A client row as a dict of its fields (JSON-able), for stores that keep rows as documents."""
+_Row = TypeVar("_Row", "ClientRow", "PresenceEntry")
+
+
+def to_fields(row: ClientRow | PresenceEntry) -> dict[str, Any]:
+    """A row (:class:`ClientRow`, :class:`PresenceEntry`) as a dict of its fields, JSON-able:
+    for stores that keep rows as documents or hashes."""
     return attrs.asdict(row)
 
 
-def client_row_from_fields(fields: dict[str, Any]) -> ClientRow:
-    """The row :func:`client_row_to_fields` made (fields it lacks take their defaults; unknown
-    fields are ignored)."""
-    known = {f.name for f in attrs.fields(ClientRow)}
-    return ClientRow(**{name: value for name, value in fields.items() if name in known})
+def from_fields(kind: type[_Row], fields: dict[str, Any]) -> _Row:
+    """The row of class ``kind`` that :func:`to_fields` made: fields it lacks take their
+    defaults (a row stored before a field existed), unknown ones are ignored."""
+    known = {f.name for f in attrs.fields(kind)}
+    return kind(**{name: value for name, value in fields.items() if name in known})
 
 
 @attrs.frozen
@@ -246,6 +253,23 @@ class Notice:
     """An encoded frame (presence diff, typing, receipt) for the channel's subscribers."""
     skip_user: str | None = None
     """``meta`` is not for this user's connections (typing: not echoed to the typist)."""
+
+
+def encode_notice(notice: Notice) -> bytes:
+    """A notice as bytes (one JSON object), for a store that passes notices between processes."""
+    fields = attrs.asdict(notice)
+    if notice.meta is not None:
+        fields["meta"] = notice.meta.decode("utf-8")
+    return orjson.dumps(fields)
+
+
+def decode_notice(data: bytes | str) -> Notice:
+    """The notice :func:`encode_notice` made (unknown fields are ignored)."""
+    fields = orjson.loads(data)
+    known = {f.name for f in attrs.fields(Notice)}
+    meta = fields.get("meta")
+    fields["meta"] = meta.encode("utf-8") if isinstance(meta, str) else None
+    return Notice(**{name: value for name, value in fields.items() if name in known})
 
 
 @runtime_checkable

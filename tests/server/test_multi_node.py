@@ -433,3 +433,34 @@ def test_notices_and_rows_serialize_generically() -> None:
     assert from_fields(ClientRow, {"owner": "alice", "ack_seq": 4}) == ClientRow("alice", 4, 0)
     entry = PresenceEntry("room", "alice", "c1", "online", {"a": [1]}, 1, 2.5, 3.5, "n1")
     assert from_fields(PresenceEntry, to_fields(entry)) == entry
+
+
+async def test_typing_and_receipts_reach_subscribers_on_other_nodes() -> None:
+    """Alice types and reads through A: Bob, on B, gets both; Alice's own connection on B does
+    not get her typing (never echoed to the typist), but gets her receipt."""
+    store = MemoryStore(shared=True)
+    a = RealtimeServer(store, AllowAll())
+    b = RealtimeServer(store, AllowAll())
+    async with running(a) as on_a, running(b) as on_b:
+        with trio.fail_after(10):
+            readers = []
+            for user in ("bob", "alice"):
+                reader = link(b, on_b, f"{user}-on-b")
+                await reader.resume(user)
+                await reader.subscribe("room")
+                readers.append(reader)
+            bob, alice_on_b = readers
+            alice = link(a, on_a, "alice-on-a")
+            await alice.resume("alice")
+            await alice.publish(alice.event(payload=1))
+            await alice.send({"type": "meta", "kind": "typing", "channel": "room", "typing": True})
+            await alice.send({"type": "meta", "kind": "receipt", "channel": "room", "offset": 1})
+            typing = await bob.until(lambda f: f.get("kind") == "typing")
+            assert (typing["user"], typing["typing"]) == ("alice", True)
+            for reader in (bob, alice_on_b):
+                receipt = await reader.until(lambda f: f.get("kind") == "receipt")
+                assert (receipt["user"], receipt["offset"]) == ("alice", 1)
+            await alice_on_b.ping()
+            assert [f for f in alice_on_b.frames if f.get("kind") == "typing"] == []
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()

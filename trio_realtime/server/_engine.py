@@ -1118,9 +1118,11 @@ class RealtimeServer:
                 refused.add(request.session)
                 failed.append(request)
             elif stored is None or request.session in refused:
-                # Its client_id belongs to another user: the connection's later requests go too
-                # (whatever they hold: a watermark moved by one of them would be a loss).
-                logger.warning("a commit for a client_id of another user was refused")
+                # Its client_id belongs to another user (or it was fenced): the connection's
+                # later requests go too (whatever they hold: a watermark moved by one of them
+                # would be a loss).
+                if request.session not in refused:
+                    logger.warning("a commit for a client_id of another user was refused")
                 refused.add(request.session)
                 failed.append(request)
             else:

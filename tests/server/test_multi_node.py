@@ -464,3 +464,31 @@ async def test_typing_and_receipts_reach_subscribers_on_other_nodes() -> None:
             assert [f for f in alice_on_b.frames if f.get("kind") == "typing"] == []
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()
+
+
+async def test_a_resume_on_another_node_answers_recovered_and_replays_the_rest() -> None:
+    """A client read offsets 1-2 through A; A dies; meanwhile 3-4 were stored through B. Its
+    resume on B answers ``recovered: true`` at head 4, under the same epoch, and replays 3-4
+    (nothing else)."""
+    store = MemoryStore(shared=True)
+    a = RealtimeServer(store, AllowAll())
+    b = RealtimeServer(store, AllowAll())
+    async with running(b) as on_b:
+        with trio.fail_after(10):
+            async with running(a) as on_a:
+                reader = link(a, on_a, "reader")
+                await reader.resume("reader")
+                epoch = (await reader.subscribe("room"))["epoch"]
+                writer = link(b, on_b, "writer")
+                await writer.resume("writer")
+                await writer.publish(*(writer.event(payload=n) for n in (1, 2)))
+                await reader.until(lambda f: f.get("offset") == 2)
+                on_a.cancel_scope.cancel()
+            await writer.publish(*(writer.event(payload=n) for n in (3, 4)))
+            again = link(b, on_b, "reader")
+            answer = await again.resume("reader", channels={"room": {"offset": 2, "epoch": epoch}})
+            assert answer["channels"] == {"room": {"epoch": epoch, "offset": 4, "recovered": True}}
+            await again.until(lambda f: f.get("offset") == 4)
+            await again.ping()
+            assert offsets(again) == [3, 4]
+        on_b.cancel_scope.cancel()

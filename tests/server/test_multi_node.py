@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -491,4 +492,60 @@ async def test_a_resume_on_another_node_answers_recovered_and_replays_the_rest()
             await again.until(lambda f: f.get("offset") == 4)
             await again.ping()
             assert offsets(again) == [3, 4]
+        on_b.cancel_scope.cancel()
+
+
+class SlowPresenceRead(MemoryStore):
+    """Shared; once ``hold`` is set, the next read of a channel's presence takes its rows, then
+    waits for ``release`` before returning them (a read that is stale when it arrives)."""
+
+    def __init__(self) -> None:
+        super().__init__(shared=True)
+        self.hold = False
+        self.taken = trio.Event()
+        self.release = trio.Event()
+
+    async def presence(self, channel: str, user: str | None = None) -> list[PresenceEntry]:
+        entries = await super().presence(channel, user)
+        if self.hold and user is None:
+            self.hold = False
+            self.taken.set()
+            await self.release.wait()
+        return entries
+
+
+def presence_view(frames: list[dict[str, Any]]) -> set[str]:
+    """Who a client that applies the presence frames in order sees as present."""
+    members: set[str] = set()
+    for frame in frames:
+        if frame.get("kind") == "presence_state":
+            members = set(frame["members"])
+        elif frame.get("kind") == "presence_diff":
+            members |= set(frame.get("joins", {}))
+            members -= set(frame.get("leaves", {}))
+    return members
+
+
+async def test_a_join_on_another_node_during_a_subscribe_is_not_lost_behind_the_state() -> None:
+    """Bob subscribes on B; the presence state B reads for him is taken before Alice joins on A
+    and arrives after her diff reached B: the diff goes out after the state, so Bob sees her."""
+    store = SlowPresenceRead()
+    a = RealtimeServer(store, AllowAll())
+    b = RealtimeServer(store, AllowAll())
+    async with running(a) as on_a, running(b) as on_b:
+        with trio.fail_after(10):
+            bob = link(b, on_b, "bob")
+            await bob.resume("bob")
+            store.hold = True
+            await bob.send({"type": "subscribe", "rid": 1, "channel": "room"})
+            await store.taken.wait()  # B read the (empty) state; it is on its way
+            alice = link(a, on_a, "alice")
+            await alice.resume("alice")
+            await alice.send(presence("room"))
+            await trio.testing.wait_all_tasks_blocked()  # her diff reached B
+            store.release.set()
+            await bob.until(lambda f: f.get("kind") == "presence_state")
+            await bob.ping()
+            assert presence_view(bob.frames) == {"alice"}
+        on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()

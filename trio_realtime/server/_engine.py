@@ -456,6 +456,9 @@ class RealtimeServer:
         self._dirty: set[str] = set()
         """Shared store: channels another node stored events in, to read and fan out."""
         self._dirty_event = trio.Event()
+        self._meta_in: deque[Notice] = deque(maxlen=_NOTICE_QUEUE)
+        """Shared store: meta frames from other nodes, delivered under the fan-out lock (so
+        none falls between a subscriber's presence state and its going live)."""
         self._notices, self._notices_out = trio.open_memory_channel[Notice](_NOTICE_QUEUE)
         self._subscribers: dict[str, set[_Session]] = {}
         self._fanout = trio.Lock()  # commit+fan-out vs replay+register: no event falls between
@@ -562,7 +565,8 @@ class RealtimeServer:
                         if notice.node == self.node:
                             continue
                         if notice.meta is not None and notice.channel in self._subscribers:
-                            self._deliver_meta(notice.channel, notice.meta, notice.skip_user)
+                            self._meta_in.append(notice)
+                            self._dirty_event.set()
                         fanned = self._fanned.get(notice.channel)
                         if notice.head and fanned is not None and notice.head > fanned:
                             self._mark_dirty((notice.channel,))
@@ -578,13 +582,19 @@ class RealtimeServer:
         self._dirty_event.set()
 
     async def _pull_dirty(self) -> None:
-        """Fan out what the other nodes stored in the channels marked dirty."""
+        """Fan out the meta frames of other nodes, and what they stored in the channels marked
+        dirty."""
+        meta = self._meta_in
         while True:
             await self._dirty_event.wait()
             self._dirty_event = trio.Event()
             dirty, self._dirty = self._dirty, set()
             try:
                 async with self._fanout:
+                    while meta:
+                        notice = meta.popleft()
+                        assert notice.meta is not None
+                        self._deliver_meta(notice.channel, notice.meta, notice.skip_user)
                     for channel in dirty:
                         if channel in self._fanned:
                             await self._pull(channel)

@@ -24,6 +24,10 @@ the URL, ``default`` if none), so that they all hash to one slot:
 ``{trio_realtime:P}:pc:<channel>``            ``[user, connection]`` -> PresenceEntry (JSON)
 ``{trio_realtime:P}:pu:<user>``               ``[channel, connection]`` -> 1 (an index)
 ``{trio_realtime:P}:px:<connection>``         ``[channel, user]`` -> PresenceEntry (JSON)
+``{trio_realtime:P}:pn:<node>``               ``[channel, user, connection]`` -> PresenceEntry
+                                              (JSON): the entries a server node holds
+``{trio_realtime:P}:leases``                  server node -> the end of its lease (unix seconds)
+``{trio_realtime:P}:notices`` (a channel)     what nodes tell each other (pub/sub, not a key)
 ============================================  ==================================================
 
 **Redis Cluster**: a Lua script may only touch keys of one slot, and a :class:`WriteBatch` can
@@ -50,6 +54,11 @@ A Lua script is not rolled back if it fails midway; every check (preconditions, 
 before the first write, and the script is declared (``#!lua``) so that Redis refuses it whole under
 ``maxmemory`` pressure rather than part-way.
 
+Several server nodes: the store has the ``SharedStore`` capability (``shared`` unless the URL
+says ``?shared=0``). Notices go through Redis pub/sub on one channel (``PUBLISH``, which a
+cluster passes to every node); pub/sub drops what is published while a subscriber reconnects,
+which the contract allows (the server polls the channels' heads as a safety net).
+
 coredis runs on anyio: under trio its connection pool lives in a trio system task that the store
 starts in :meth:`RedisStore.open` and ends in :meth:`RedisStore.aclose`, so the store can be opened
 and closed from any task.
@@ -57,9 +66,11 @@ and closed from any task.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -73,10 +84,13 @@ from .._protocol import Message
 from ._store import (
     ChannelInfo,
     ClientRow,
+    Notice,
     PresenceEntry,
     Snapshot,
     StoreConflict,
     WriteBatch,
+    decode_notice,
+    encode_notice,
     new_epoch,
 )
 
@@ -314,17 +328,19 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS: pc:<channel>, pu:<user>, px:<connection>. ARGV: their three fields, then the entry ('' to
-# drop it).
+# KEYS: pc:<channel>, pu:<user>, px:<connection>, pn:<node>. ARGV: their four fields, then the
+# entry ('' to drop it).
 _PRESENCE = b"""#!lua
-if ARGV[4] == '' then
+if ARGV[5] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[2])
   redis.call('HDEL', KEYS[3], ARGV[3])
+  redis.call('HDEL', KEYS[4], ARGV[4])
 else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
   redis.call('HSET', KEYS[2], ARGV[2], '1')
-  redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
+  redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
 end
 return 1
 """
@@ -349,6 +365,7 @@ class _Target:
     password: str | None = None
     connect_timeout: float = CONNECT_TIMEOUT
     stream_timeout: float = STREAM_TIMEOUT
+    shared: bool = True
 
 
 def _seconds(options: dict[str, str], name: str, default: float, url: str) -> float:
@@ -395,6 +412,9 @@ def _parse(url: str) -> _Target:
         wait_aof_ms = int(timeout)
     connect_timeout = _seconds(options, "connect_timeout", CONNECT_TIMEOUT, url)
     stream_timeout = _seconds(options, "stream_timeout", STREAM_TIMEOUT, url)
+    shared = options.pop("shared", "1")
+    if shared not in ("0", "1"):
+        raise ConfigError("store", f"shared is 0 or 1: {_redacted(url)!r}")
     if scheme == "redis+cluster":
         nodes: list[tuple[str, int]] = []
         hosts = parts.netloc.rpartition("@")[2]
@@ -410,7 +430,8 @@ def _parse(url: str) -> _Target:
             raise ConfigError(
                 "store",
                 f"a redis+cluster URL takes only prefix, wait_aof, wait_aof_timeout_ms, "
-                f"connect_timeout and stream_timeout (and no database): {_redacted(url)!r}",
+                f"connect_timeout, stream_timeout and shared (and no database): "
+                f"{_redacted(url)!r}",
             )
         return _Target(
             url,
@@ -421,6 +442,7 @@ def _parse(url: str) -> _Target:
             password=unquote(parts.password) if parts.password is not None else None,
             connect_timeout=connect_timeout,
             stream_timeout=stream_timeout,
+            shared=shared == "1",
         )
     if not parts.hostname:
         raise ConfigError("store", f"a Redis URL names its server: {_redacted(url)!r}")
@@ -432,6 +454,7 @@ def _parse(url: str) -> _Target:
         client_url=client_url,
         connect_timeout=connect_timeout,
         stream_timeout=stream_timeout,
+        shared=shared == "1",
     )
 
 
@@ -493,7 +516,8 @@ class RedisStore:
     waits for ``WAITAOF 1 0``), ``wait_aof_timeout_ms=N``, ``connect_timeout=SECONDS`` (10 by
     default) and ``stream_timeout=SECONDS`` (how long a command may wait for its reply; 60 by
     default). Other options of a ``redis://`` or ``rediss://`` URL go to coredis (e.g.
-    ``ssl_ca_certs``, ``ssl_cert_reqs``), which ignores those it does not know.
+    ``ssl_ca_certs``, ``ssl_cert_reqs``), which ignores those it does not know. ``shared=0``:
+    the store is one server node's alone (no notices, no leases: the single-node path).
     """
 
     def __init__(self, url: str) -> None:
@@ -506,6 +530,10 @@ class RedisStore:
         self._epoch_key = tag + b"epoch"
         self._clients_key = tag + b"clients"
         self._keys_key = tag + b"keys"
+        self._leases_key = tag + b"leases"
+        self._notices_channel = tag + b"notices"
+        self.shared = self._target.shared
+        """Whether several server nodes use it (``?shared=0``: one node's alone, no notices)."""
         self._client: Any = None
         self._stop: trio.Event | None = None
         self._stopped: trio.Event | None = None
@@ -776,30 +804,40 @@ class RedisStore:
         rows = await self._open_client().hgetall(self._key("rcpt", channel))
         return {user.decode(): int(offset) for user, offset in rows.items()}
 
-    # Presence: three hashes per entry (by channel, by user, by connection), kept together.
+    # Presence: four hashes per entry (by channel, by user, by connection, by node), together.
 
-    def _presence_keys(self, channel: str, user: str, connection: str) -> list[bytes]:
+    def _presence_keys(self, channel: str, user: str, connection: str, node: str) -> list[bytes]:
         return [
             self._key("pc", channel),
             self._key("pu", user),
             self._key("px", connection),
+            self._key("pn", node),
         ]
 
     def _presence_fields(self, channel: str, user: str, connection: str) -> list[bytes]:
-        return [_dump([user, connection]), _dump([channel, connection]), _dump([channel, user])]
+        return [
+            _dump([user, connection]),
+            _dump([channel, connection]),
+            _dump([channel, user]),
+            _dump([channel, user, connection]),
+        ]
 
     async def put_presence(self, entry: PresenceEntry) -> None:
         where = (entry.channel, entry.user, entry.connection)
         await self._run(
             "presence",
-            self._presence_keys(*where),
+            self._presence_keys(*where, entry.node),
             [*self._presence_fields(*where), _encode_row(entry)],
         )
 
     async def drop_presence(self, channel: str, user: str, connection: str) -> None:
         where = (channel, user, connection)
+        row = await self._open_client().hget(self._key("px", connection), _dump([channel, user]))
+        if row is None:
+            return  # no such entry (its four rows are written and dropped together)
+        node = _decode_row(PresenceEntry, row).node
         await self._run(
-            "presence", self._presence_keys(*where), [*self._presence_fields(*where), b""]
+            "presence", self._presence_keys(*where, node), [*self._presence_fields(*where), b""]
         )
 
     async def presence(self, channel: str, user: str | None = None) -> list[PresenceEntry]:
@@ -814,3 +852,61 @@ class RedisStore:
     async def presence_of(self, connection: str) -> list[PresenceEntry]:
         rows = await self._open_client().hvals(self._key("px", connection))
         return [_decode_row(PresenceEntry, row) for row in rows]
+
+    # Several server nodes (the SharedStore capability).
+
+    async def presence_of_node(self, node: str) -> list[PresenceEntry]:
+        rows = await self._open_client().hvals(self._key("pn", node))
+        return [_decode_row(PresenceEntry, row) for row in rows]
+
+    async def renew_lease(self, node: str, until: float) -> dict[str, float]:
+        client = self._open_client()
+        await client.hset(self._leases_key, {node.encode(): _time(until)})
+        rows = await client.hgetall(self._leases_key)
+        return {name.decode(): float(end) for name, end in rows.items()}
+
+    async def drop_lease(self, node: str) -> None:
+        await self._open_client().hdel(self._leases_key, [node.encode()])
+
+    async def publish(self, notices: Sequence[Notice]) -> None:
+        """One pub/sub message per call: the notices as JSON lines."""
+        if not notices:
+            await trio.lowlevel.checkpoint()
+            return
+        data = b"\n".join(encode_notice(notice) for notice in notices)
+        await self._open_client().publish(self._notices_channel, data)
+
+    def watch(self) -> AbstractAsyncContextManager[AsyncIterator[Notice]]:
+        return self._watch()
+
+    @asynccontextmanager
+    async def _watch(self) -> AsyncIterator[AsyncIterator[Notice]]:
+        client = self._open_client()
+        async with client.pubsub(
+            channels=[self._notices_channel], ignore_subscribe_messages=True
+        ) as pubsub:
+            yield _Notices(pubsub)
+
+
+class _Notices:
+    """The notices of a pub/sub subscription, one at a time (a class, not an async generator:
+    one left unfinished when its ``watch()`` block ends needs no closing)."""
+
+    def __init__(self, pubsub: Any) -> None:
+        self._messages = pubsub.__aiter__()
+        self._ready: collections.deque[Notice] = collections.deque()
+
+    def __aiter__(self) -> _Notices:
+        return self
+
+    async def __anext__(self) -> Notice:
+        while not self._ready:
+            message = await self._messages.__anext__()
+            if message.get("type") != "message":
+                continue
+            for line in bytes(message["data"]).split(b"\n"):
+                try:
+                    self._ready.append(decode_notice(line))
+                except (ValueError, TypeError, AttributeError):
+                    logger.warning("a notice that is not one was published: ignored")
+        return self._ready.popleft()

@@ -477,7 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--store",
         default=None,
-        help="where events are kept: sqlite:///path/to/db or memory: (default: SQLite in --data)",
+        help=(
+            "where events are kept: sqlite:///path/to/db, memory:, redis://host:port/db or "
+            "redis+cluster://host:port,... (several nodes share a Redis store; "
+            "default: SQLite in --data)"
+        ),
     )
     serve.add_argument(
         "--allow-origin", action="append", help="allowed Origin (repeatable; default: any)"

@@ -7,7 +7,9 @@ The nodes share one ``MemoryStore(shared=True)`` in this process (notices passed
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -549,3 +551,65 @@ async def test_a_join_on_another_node_during_a_subscribe_is_not_lost_behind_the_
             assert presence_view(bob.frames) == {"alice"}
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_under_churn_every_subscriber_gets_each_offset_once_in_order(
+    seed: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Three nodes; a publisher on each sends batches of random sizes; readers on every node,
+    some from the start, some joining midway with a replay from offset 0, some slow (their
+    queue overflows: they lag and catch up from the store). Each reads offsets 1..N exactly,
+    whatever interleaving of local commits, other nodes' notices and catch-ups it went through."""
+    rng = random.Random(seed)
+    store = MemoryStore(shared=True)
+    config = ServerConfig(send_queue_bytes=3000, node_poll_interval=0.5, heartbeat_timeout=600)
+    nodes = [RealtimeServer(store, AllowAll(), config) for _ in range(3)]
+    batches = [[rng.randint(1, 6) for _ in range(25)] for _ in nodes]
+    total = sum(map(sum, batches))
+    async with running(nodes[0]) as n0, running(nodes[1]) as n1, running(nodes[2]) as n2:
+        nurseries = [n0, n1, n2]
+        got: dict[str, list[int]] = {}
+        joined_late = trio.Event()
+
+        async def read(name: str, node: int, *, late: bool, slow: bool) -> None:
+            reader = link(nodes[node], nurseries[node], name)
+            reader.keep_events = False
+            await reader.resume(name)
+            if late:
+                await joined_late.wait()
+            answer = await reader.subscribe("room", offset=0 if late else None)
+            assert answer["type"] == "subscribed"
+            offsets = got[name] = []
+            while not offsets or offsets[-1] < total:
+                frame = await reader.until(lambda f: f["type"] == "event", within=120)
+                offsets.append(frame["offset"])
+                if slow:
+                    await trio.sleep(rng.uniform(0, 0.02))
+
+        async def publish(node: int) -> None:
+            writer = link(nodes[node], nurseries[node], f"writer-{node}")
+            await writer.resume(f"writer-{node}")
+            for size in batches[node]:
+                events = [
+                    writer.event(payload={"pad": "x" * rng.randint(10, 300)}) for _ in range(size)
+                ]
+                await writer.send(*events)
+                await trio.sleep(rng.uniform(0, 0.01))
+            await writer.ping()
+
+        with trio.fail_after(300):
+            async with trio.open_nursery() as readers:  # done when each read up to `total`
+                for i in range(6):
+                    readers.start_soon(
+                        functools.partial(read, f"reader-{i}", i % 3, late=i >= 4, slow=i % 2 == 1)
+                    )
+                await trio.testing.wait_all_tasks_blocked()
+                async with trio.open_nursery() as publishers:
+                    for node in range(3):
+                        publishers.start_soon(publish, node)
+                    await trio.sleep(0.05)
+                    joined_late.set()
+    assert [e.offset for e in await store.read("room", 0, total + 1)] == list(range(1, total + 1))
+    for name, offsets in sorted(got.items()):
+        assert offsets == list(range(1, total + 1)), name

@@ -613,3 +613,24 @@ async def test_under_churn_every_subscriber_gets_each_offset_once_in_order(
     assert [e.offset for e in await store.read("room", 0, total + 1)] == list(range(1, total + 1))
     for name, offsets in sorted(got.items()):
         assert offsets == list(range(1, total + 1)), name
+
+
+async def test_a_store_without_the_capability_runs_one_node_as_before() -> None:
+    """No notices, no fence, no lease: a resume writes nothing (the row's generation stays 0),
+    and the store holds no lease (presence entries name the node all the same)."""
+    store = MemoryStore()  # not shared
+    server = RealtimeServer(store, AllowAll())
+    assert server.shared is None
+    async with running(server) as on_server:
+        with trio.fail_after(10):
+            client = link(server, on_server, "c1")
+            await client.resume("alice")
+            assert (await store.load(clients=("c1",))).clients == {}  # the resume wrote nothing
+            await client.publish(client.event(payload=1))
+            await client.send(presence("room"))
+            await client.ping()
+        assert (await store.load(clients=("c1",))).clients["c1"] == ClientRow("alice", 1, 0)
+        (entry,) = await store.presence("room")
+        assert entry.node == server.node  # recorded, unused on one node
+        assert await store.renew_lease("probe", 0.0) == {"probe": 0.0}  # no node took a lease
+        on_server.cancel_scope.cancel()

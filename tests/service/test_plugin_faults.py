@@ -61,12 +61,14 @@ async def test_a_restart_is_a_new_life_with_every_hook_again(tmp_path: Path) -> 
     ]
 
 
-class Gated(Recorder):
-    """Handles each message only once its gate opens."""
-
+class WithGate(Recorder):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.gate = trio.Event()
+
+
+class Gated(WithGate):
+    """Handles each message only once its gate opens."""
 
     async def handle_message(self, message: Message) -> bool:
         await self.gate.wait()
@@ -100,10 +102,8 @@ async def test_a_slow_plugin_is_waited_for_once_then_passed_by_until_it_catches_
     assert "plugin slow caught up" in caplog.text
 
 
-class StuckOnChange(Recorder):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.gate = trio.Event()
+class StuckOnChange(WithGate):
+    """Stuck in its first connection change until its gate opens."""
 
     async def on_connection_changed(self, connected: bool) -> None:
         await super().on_connection_changed(connected)

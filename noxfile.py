@@ -131,7 +131,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; results are written under docs/benchmarks/."""
     session.install("-e", ".[bench]")
     install_node_packages(session)  # benchmark 8 runs the Node socket.io server of examples/
-    install_redis(session)
+    install_redis(session)  # benchmark 9 (multi_node) starts its own redis-server
     session.run("python", "benchmarks/journal.py")
     session.run("python", "benchmarks/local_queue.py")
     # Against raw trio-websocket and python-socketio; `nox -s bench -- --only latency` runs one.

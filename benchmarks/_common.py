@@ -7,12 +7,15 @@ import os
 import platform
 import select
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import trio
 
@@ -89,6 +92,89 @@ def node_socketio_server(*args: str) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def free_port() -> int:
+    """A free loopback port, never 6379 (a system Redis may be there)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port != 6379:
+            return port
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisProcess(NamedTuple):
+    port: int
+    pid: int
+
+
+@contextmanager
+def redis_server(directory: str, appendfsync: str = "always") -> Iterator[RedisProcess]:
+    """Run a ``redis-server`` for the block (as tests/redis_servers.py does): a free loopback port,
+    its AOF in ``directory`` (``--appendonly yes --appendfsync APPENDFSYNC``, no RDB snapshots).
+    Stopped with SIGTERM (SIGKILL after 10 s) on the way out."""
+    path = shutil.which("redis-server")
+    if path is None:
+        raise SystemExit("`redis-server` is not on PATH (`apt-get install redis-server`)")
+    os.makedirs(directory, exist_ok=True)
+    port = free_port()
+    with open(os.path.join(directory, "redis.log"), "ab") as log:
+        process = subprocess.Popen(
+            [
+                path,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                directory,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                appendfsync,
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not _redis_ping(port):
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {port} did not answer within 20 s")
+            time.sleep(0.02)
+        yield RedisProcess(port, process.pid)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def redis_version() -> str:
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.split("v=", 1)[1].split()[0]
 
 
 def node_versions() -> dict[str, str]:

@@ -15,6 +15,10 @@ Run with `nox -s bench`, or `python benchmarks/realtime.py [--only NAME ...] [--
 8. socketio_transport: our Socket.IO transport (socketio://, durability always and memory) vs
    python-socketio's AsyncClient, emit with ack, against the same Node socket.io server
    (examples/socketio_server.js): msg/s with K in flight, and send->ack p50/p99 at a paced rate.
+9. multi_node: server nodes as separate processes on one Redis (its own redis-server, AOF with
+   appendfsync always; and everysec), 1, 2 and 3 of them, against one node on SQLite, in
+   rotating rounds: fan-out deliveries/s (publishers and subscribers spread over the nodes) and
+   send->ack p50/p99 through node 1 (send->delivery on the last node too).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -32,7 +37,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
 import attrs
@@ -41,7 +46,16 @@ from trio_websocket import open_websocket_url
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import OUT_DIR, machine, node_socketio_server, node_versions, peer_process
+from _common import (
+    OUT_DIR,
+    RedisProcess,
+    machine,
+    node_socketio_server,
+    node_versions,
+    peer_process,
+    redis_server,
+    redis_version,
+)
 
 from trio_realtime import Acked, Durability, OutboxFull, RealtimeConfig, open_realtime
 from trio_realtime._journal import open_journal
@@ -1019,6 +1033,443 @@ def bench_socketio_transport(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --- 9: several server nodes on Redis ----------------------------------------------------------
+
+NODES_FAN = "fan"
+NODES_LAT = "lat"
+_NODE_LISTENING = re.compile(rb"trio-realtime server on ws://[^:]+:(\d+)/realtime")
+
+
+@attrs.frozen
+class _Scenario:
+    key: str
+    label: str
+    nodes: int
+    #: Redis' ``--appendfsync``; None: the default store, SQLite in the node's data directory.
+    appendfsync: str | None
+
+
+def _node_scenarios(args: argparse.Namespace) -> list[_Scenario]:
+    scenarios = [_Scenario("sqlite", "SQLite, 1 node (baseline)", 1, None)]
+    for n in args.node_counts:
+        nodes = f"{n} node{'s' if n > 1 else ''}"
+        scenarios.append(_Scenario(f"redis_{n}", f"Redis always, {nodes}", n, "always"))
+    if args.node_everysec:
+        n = args.node_everysec
+        nodes = f"{n} node{'s' if n > 1 else ''}"
+        key = f"redis_{n}_everysec"
+        scenarios.append(_Scenario(key, f"Redis everysec, {nodes}", n, "everysec"))
+    return scenarios
+
+
+class _Nodes:
+    """``trio-realtime serve`` processes, one per data directory, on the same ``--store`` (none:
+    each its own SQLite), all started at once; ``urls`` and ``pids`` once :meth:`start` returned."""
+
+    def __init__(self, data_dirs: list[str], store: str | None) -> None:
+        self.data_dirs = data_dirs
+        self.store = store
+        self.processes: list[trio.Process] = []
+        self.urls: list[str] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+    async def start(self) -> None:
+        for data_dir in self.data_dirs:
+            argv = [sys.executable, "-m", "trio_realtime", "serve", "--host", "127.0.0.1"]
+            argv += ["--port", "0", "--data", data_dir, "--log-level", "WARNING", *SERVER_ARGS]
+            if self.store is not None:
+                argv += ["--store", self.store]
+            log = os.open(os.path.join(data_dir, "server.log"), os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                process = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, stderr=log)
+            finally:
+                os.close(log)
+            self.processes.append(process)
+        ports = [0] * len(self.processes)
+
+        async def listening(i: int) -> None:
+            stdout = self.processes[i].stdout
+            assert stdout is not None
+            output = b""
+            while (match := _NODE_LISTENING.search(output)) is None:
+                chunk = await stdout.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError(f"server node {i} exited: {output!r} (see its server.log)")
+                output += chunk
+            ports[i] = int(match.group(1))
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(len(self.processes)):
+                    nursery.start_soon(listening, i)
+        self.urls = [f"ws://127.0.0.1:{port}/realtime" for port in ports]
+
+    async def aclose(self) -> None:
+        for process in self.processes:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            for process in self.processes:
+                await process.wait()
+
+
+def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """User + system CPU seconds each group of processes has used so far (all their threads)."""
+    import psutil
+
+    seconds = {}
+    for group, members in pids.items():
+        total = 0.0
+        for pid in members:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        seconds[group] = total
+    return seconds
+
+
+async def _redis_cli(port: int, *command: str) -> str:
+    result = await trio.run_process(
+        ["redis-cli", "-p", str(port), *command], capture_stdout=True, check=True
+    )
+    return result.stdout.decode()
+
+
+async def _redis_commandstats(port: int) -> dict[str, dict[str, float]]:
+    """Redis' own time per command since the last ``CONFIG RESETSTAT`` (calls, microseconds of
+    execution: a script's Lua included; the AOF write and fsync are not in it)."""
+    stats = {}
+    for line in (await _redis_cli(port, "INFO", "commandstats")).splitlines():
+        if not line.startswith("cmdstat_"):
+            continue
+        name, _, fields = line.removeprefix("cmdstat_").partition(":")
+        values = dict(field.split("=", 1) for field in fields.split(","))
+        stats[name] = {"calls": int(values["calls"]), "usec": int(values["usec"])}
+    return stats
+
+
+async def _node_subscriber_process(urls: str, data_dir: str, count: int, expect: int) -> None:
+    """Benchmark 9's subscribers: ``count`` connections spread over the nodes (``urls``, comma
+    separated; connection i on node i mod n), each subscribed to the fan-out channel. Prints
+    ``ready`` once all are subscribed, ``done N LAST`` once each has read ``expect`` events
+    (deliveries, time.time() of the last), then keeps the connections open until killed."""
+    from trio_realtime import Message
+    from trio_realtime.server import load_or_create_secret, make_token
+
+    nodes = urls.split(",")
+    secret = load_or_create_secret(data_dir)
+    config = RealtimeConfig(network_monitor=False, durability=Durability.MEMORY)
+    subscribed = finished = delivered = 0
+    last = 0.0
+    all_subscribed, all_finished = trio.Event(), trio.Event()
+
+    async def subscriber(i: int) -> None:
+        nonlocal subscribed, finished, delivered, last
+        token = make_token(secret, f"sub{i}")
+        async with open_realtime(nodes[i % len(nodes)], token=token, config=config) as conn:
+            stream = conn.messages()
+            await conn.subscribe(NODES_FAN)
+            subscribed += 1
+            if subscribed == count:
+                all_subscribed.set()
+            got = 0
+            async for message in stream:
+                if isinstance(message, Message):
+                    got += 1
+                    if got == expect:
+                        delivered += got
+                        last = max(last, time.time())
+                        finished += 1
+                        if finished == count:
+                            all_finished.set()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            nursery.start_soon(subscriber, i)
+        await all_subscribed.wait()
+        print("ready", flush=True)
+        await all_finished.wait()
+        print(f"done {delivered} {last}", flush=True)
+
+
+def _latency_payload(i: int) -> str:
+    number = f"{i:08d}"
+    return number + PAYLOAD[len(number) :]
+
+
+async def _node_measures(
+    scenario: _Scenario,
+    nodes: _Nodes,
+    workers: _Workers,
+    secret: bytes,
+    redis: RedisProcess | None,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One run's two phases against running nodes and subscribers: fan-out, then latency."""
+    from trio_realtime import Message
+    from trio_realtime.server import make_token
+
+    urls, publishers_n = nodes.urls, args.node_publishers
+    share = args.node_messages // publishers_n
+    config = attrs.evolve(CONFIG, durability=Durability.MEMORY)
+    pids = {
+        "nodes": nodes.pids,
+        "subscribers": [process.pid for process in workers.processes],
+        "clients": [os.getpid()],
+    }
+    if redis is not None:
+        pids["redis"] = [redis.pid]
+
+    async def phase_start() -> dict[str, float]:
+        if redis is not None:
+            await _redis_cli(redis.port, "CONFIG", "RESETSTAT")
+        return _cpu_seconds(pids)
+
+    async def phase_end(before: dict[str, float], elapsed: float) -> dict[str, Any]:
+        after = _cpu_seconds(pids)
+        cores = {group: (after[group] - before[group]) / elapsed for group in pids}
+        figures: dict[str, Any] = {"cores": cores}
+        if redis is not None:
+            figures["redis_commands"] = await _redis_commandstats(redis.port)
+        return figures
+
+    async with AsyncExitStack() as stack:
+
+        async def connect(node: int, user: str) -> Any:
+            token = make_token(secret, user)
+            return await stack.enter_async_context(
+                open_realtime(urls[node % len(urls)], token=token, config=config)
+            )
+
+        publishers = [await connect(i, f"pub{i}") for i in range(publishers_n)]
+        sender = await connect(0, "sender")
+        probes = [await connect(node, f"probe{node}") for node in range(len(urls))]
+        for probe in probes:
+            await probe.subscribe(NODES_LAT)
+        for conn in [*publishers, sender]:  # connected, and each node's write path warm
+            _check_acked(await (await conn.send("warm", "m", PAYLOAD)).wait())
+
+        # (a) fan-out: every publisher sends its share flat out.
+        async def publish(conn: Any) -> None:
+            for _ in range(share):
+                await conn.send(NODES_FAN, "m", PAYLOAD)
+            await conn.drain()
+
+        before = await phase_start()
+        start, started = time.time(), time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for conn in publishers:
+                nursery.start_soon(publish, conn)
+        stored = share * publishers_n / (time.perf_counter() - started)
+        with trio.fail_after(300):
+            total, last = await workers.results()
+        fanout = await phase_end(before, time.perf_counter() - started)
+        expected = share * publishers_n * args.node_subscribers
+        if total != expected:
+            raise RuntimeError(f"{total} deliveries of {expected}")
+
+        # (b) latency: one send at a time through node 1, to a channel with one subscriber on each
+        # node (the fan-out's subscribers stay connected, idle); send->delivery on the last node.
+        warm, count = 20, args.node_latency_count
+        sent_at: list[float] = []
+        received: list[dict[int, float]] = [{} for _ in probes]
+        all_received = [trio.Event() for _ in probes]
+
+        async def watch(k: int) -> None:
+            async with probes[k].messages(NODES_LAT) as stream:
+                async for message in stream:
+                    if isinstance(message, Message):
+                        received[k][int(message.payload[:8])] = time.perf_counter()
+                        if len(received[k]) == warm + count:
+                            all_received[k].set()
+
+        async with trio.open_nursery() as nursery:
+            for k in range(len(probes)):
+                nursery.start_soon(watch, k)
+            acks = []
+            before = await phase_start()
+            started = time.perf_counter()
+            for i in range(warm + count):
+                sent_at.append(time.perf_counter())
+                outcome = await (await sender.send(NODES_LAT, "m", _latency_payload(i))).wait()
+                _check_acked(outcome)
+                acks.append(time.perf_counter() - sent_at[i])
+            with trio.fail_after(60):
+                for event in all_received:
+                    await event.wait()
+            latency = await phase_end(before, time.perf_counter() - started)
+            nursery.cancel_scope.cancel()
+        deliveries = [received[-1][i] - sent_at[i] for i in range(warm, warm + count)]
+    return {
+        "deliveries_per_second": total / (last - start),
+        "stored_per_second": stored,
+        "fanout_cpu": fanout,
+        "ack_ms": _percentiles(acks[warm:]),
+        "delivery_ms": _percentiles(deliveries),
+        "latency_cpu": latency,
+    }
+
+
+def _node_run(scenario: _Scenario, args: argparse.Namespace) -> dict[str, Any]:
+    """One run of a scenario: its Redis (fresh, if any), its nodes, the subscriber process, the
+    two phases; everything stopped at the end."""
+    from trio_realtime.server import load_or_create_secret
+
+    with tempfile.TemporaryDirectory(prefix="bench-nodes-") as tmp:
+        data_dirs = [os.path.join(tmp, f"node{i}") for i in range(scenario.nodes)]
+        secret = load_or_create_secret(data_dirs[0])  # the nodes accept the same tokens
+        for data_dir in data_dirs[1:]:
+            os.makedirs(data_dir)
+            shutil.copy(os.path.join(data_dirs[0], "server.secret"), data_dir)
+
+        async def run(redis: RedisProcess | None) -> dict[str, Any]:
+            store = None if redis is None else f"redis://127.0.0.1:{redis.port}/0?prefix=bench"
+            nodes = _Nodes(data_dirs, store)
+            try:
+                await nodes.start()
+                target = f"{','.join(nodes.urls)} {data_dirs[0]}"
+                expect = args.node_messages // args.node_publishers * args.node_publishers
+                share = args.node_subscribers // args.node_processes
+                argv = _worker_argv("nodes", target, share, expect)
+                workers = _Workers([argv] * args.node_processes)
+                try:
+                    await workers.start()
+                    return await _node_measures(scenario, nodes, workers, secret, redis, args)
+                finally:
+                    await workers.aclose()
+            finally:
+                await nodes.aclose()
+
+        if scenario.appendfsync is None:
+            return trio.run(run, None)
+        with redis_server(os.path.join(tmp, "redis"), scenario.appendfsync) as redis:
+            return trio.run(run, redis)
+
+
+def bench_multi_node(args: argparse.Namespace) -> dict[str, Any]:
+    scenarios = _node_scenarios(args)
+    p, s, n = args.node_publishers, args.node_subscribers, args.node_messages
+    if n % p or any(p % k or s % (k * args.node_processes) for k in args.node_counts):
+        raise SystemExit(
+            "--node-publishers, and --node-subscribers per process, must be multiples of every "
+            "--node-counts, and --node-messages a multiple of --node-publishers"
+        )
+    print(
+        f"9. several server nodes: {p} publishers send {n:,} events to one channel, {s} "
+        f"subscribers in {args.node_processes} processes, both spread over the nodes; then {args.node_latency_count} sends one at "
+        f"a time through node 1; {args.node_rounds} rounds, {os.cpu_count()} cores"
+    )
+    runs: dict[str, list[dict[str, Any]]] = {sc.key: [] for sc in scenarios}
+    for r in range(args.node_rounds):
+        # Every scenario in every round; the order turns each round.
+        order = scenarios[r % len(scenarios) :] + scenarios[: r % len(scenarios)]
+        for scenario in order:
+            runs[scenario.key].append(_node_run(scenario, args))
+        shown = ", ".join(
+            f"{sc.key} {runs[sc.key][-1]['deliveries_per_second']:,.0f}/s "
+            f"{runs[sc.key][-1]['ack_ms']['p50']:.2f} ms"
+            for sc in scenarios
+        )
+        print(f"  round {r + 1}: {shown}")
+    base = runs["sqlite"]
+
+    def per_round(key: str, value: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
+        return _spread([value(o) / value(b) for o, b in zip(runs[key], base, strict=True)])
+
+    figures: dict[str, Any] = {}
+    for sc in scenarios:
+        mine = runs[sc.key]
+        figure: dict[str, Any] = {
+            "label": sc.label,
+            "nodes": sc.nodes,
+            "store": "sqlite" if sc.appendfsync is None else "redis",
+            "appendfsync": sc.appendfsync,
+            "deliveries_per_second": _spread([run["deliveries_per_second"] for run in mine]),
+            "stored_per_second": _spread([run["stored_per_second"] for run in mine]),
+            **{
+                f"{what}_ms": {
+                    q: _spread([run[f"{what}_ms"][q] for run in mine]) for q in ("p50", "p99")
+                }
+                for what in ("ack", "delivery")
+            },
+            "fanout_cores": {
+                group: statistics.median(run["fanout_cpu"]["cores"][group] for run in mine)
+                for group in mine[0]["fanout_cpu"]["cores"]
+            },
+            "latency_cores": {
+                group: statistics.median(run["latency_cpu"]["cores"][group] for run in mine)
+                for group in mine[0]["latency_cpu"]["cores"]
+            },
+        }
+        if sc.appendfsync is not None:
+            figure["redis_commands"] = {
+                phase: _median_commands([run[f"{phase}_cpu"]["redis_commands"] for run in mine])
+                for phase in ("fanout", "latency")
+            }
+        if sc.key != "sqlite":
+            figure["vs_sqlite"] = {
+                "deliveries": per_round(sc.key, lambda run: run["deliveries_per_second"]),
+                "stored": per_round(sc.key, lambda run: run["stored_per_second"]),
+                "ack_p50": per_round(sc.key, lambda run: run["ack_ms"]["p50"]),
+                "ack_p99": per_round(sc.key, lambda run: run["ack_ms"]["p99"]),
+                "delivery_p50": per_round(sc.key, lambda run: run["delivery_ms"]["p50"]),
+            }
+        figures[sc.key] = figure
+    for sc in scenarios:
+        f = figures[sc.key]
+        d, a = f["deliveries_per_second"], f["ack_ms"]
+        vs = f.get("vs_sqlite")
+        ratio = (
+            f"  {vs['deliveries']['median']:.2f}x ({vs['deliveries']['min']:.2f}-"
+            f"{vs['deliveries']['max']:.2f}), ack p50 {vs['ack_p50']['median']:.2f}x"
+            if vs
+            else "  (baseline)"
+        )
+        print(
+            f"  {sc.label:<32} {d['median']:>9,.0f} deliveries/s ({d['min']:,.0f}-{d['max']:,.0f})"
+            f"  ack p50 {a['p50']['median']:5.2f} p99 {a['p99']['median']:6.2f} ms"
+            f"  delivery p50 {f['delivery_ms']['p50']['median']:5.2f} ms{ratio}"
+        )
+    print("  (ratios: medians of the per-round ratios to SQLite, min-max)")
+    return {
+        "publishers": p,
+        "subscribers": s,
+        "subscriber_processes": args.node_processes,
+        "messages": n,
+        "payload_bytes": len(PAYLOAD),
+        "latency_sends": args.node_latency_count,
+        "repeats": args.node_rounds,
+        "cores": os.cpu_count(),
+        "redis_version": redis_version(),
+        "scenarios": figures,
+        # Each run's figures, without Redis' command counts (their medians are in "scenarios").
+        "runs": {
+            key: [
+                {name: value for name, value in run.items() if not name.endswith("_cpu")}
+                | {
+                    f"{phase}_cores": run[f"{phase}_cpu"]["cores"]
+                    for phase in ("fanout", "latency")
+                }
+                for run in mine
+            ]
+            for key, mine in runs.items()
+        },
+    }
+
+
+def _median_commands(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per Redis command, the median of the runs' calls and microseconds."""
+    names = sorted({name for run in runs for name in run})
+    return {
+        name: {
+            field: statistics.median(run.get(name, {}).get(field, 0) for run in runs)
+            for field in ("calls", "usec")
+        }
+        for name in names
+    }
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "throughput": bench_throughput,
     "send_many": bench_send_many,
@@ -1028,6 +1479,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "memory": bench_memory,
     "consumer": bench_consumer,
     "socketio_transport": bench_socketio_transport,
+    "multi_node": bench_multi_node,
 }
 
 
@@ -1071,11 +1523,48 @@ def main() -> None:
         action="store_true",
         help="run the Node server with --no-recovery (a diagnostic: events then carry no offset)",
     )
+    parser.add_argument(
+        "--node-counts",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3],
+        help="server nodes on one Redis (multi_node)",
+    )
+    parser.add_argument(
+        "--node-everysec",
+        type=int,
+        default=1,
+        help="also this many nodes on a Redis with appendfsync everysec (0: not) (multi_node)",
+    )
+    parser.add_argument(
+        "--node-publishers", type=int, default=6, help="publishers spread over the nodes"
+    )
+    parser.add_argument(
+        "--node-subscribers", type=int, default=60, help="subscribers spread over the nodes"
+    )
+    parser.add_argument(
+        "--node-processes", type=int, default=2, help="subscriber processes (multi_node)"
+    )
+    parser.add_argument(
+        "--node-messages", type=int, default=600, help="events all publishers send (multi_node)"
+    )
+    parser.add_argument(
+        "--node-rounds",
+        type=int,
+        default=3,
+        help="rounds of multi_node (each runs every scenario; --repeats does not apply)",
+    )
+    parser.add_argument(
+        "--node-latency-count", type=int, default=200, help="sends one at a time (multi_node)"
+    )
     args = parser.parse_args()
     if args.worker:
         kind, target, count, expect = args.worker
         if kind == "memory":
             print(json.dumps(trio.run(_memory, int(target), int(count))))
+        elif kind == "nodes":
+            urls, data_dir = target.split()
+            trio.run(_node_subscriber_process, urls, data_dir, int(count), int(expect))
         elif kind == "ours":
             url, data_dir = target.split()
             trio.run(_ours_subscriber_process, url, data_dir, int(count), int(expect))

@@ -300,6 +300,121 @@ def main() -> None:
             "",
         ]
 
+    if "multi_node" in results:
+        r = results["multi_node"]
+        scen = r["scenarios"]
+        base = scen["sqlite"]
+        for key, f in scen.items():
+            if key == "sqlite":
+                continue
+            v = f["vs_sqlite"]["deliveries"]
+            rows.append(
+                f"| 9. fan-out, {f['label']} | SQLite, 1 node "
+                f"{base['deliveries_per_second']['median']:,.0f}/s | "
+                f"{f['deliveries_per_second']['median']:,.0f}/s | {v['median']:.2f}x "
+                f"({v['min']:.2f}-{v['max']:.2f}) | none set | |"
+            )
+
+        def spread(s: dict[str, float], fmt: str = ",.0f") -> str:
+            return f"{s['median']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})"
+
+        def vs(f: dict[str, Any], what: str) -> str:
+            if "vs_sqlite" not in f:
+                return "(baseline)"
+            v = f["vs_sqlite"][what]
+            return f"{v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})"
+
+        image = _bars(
+            "multi_node",
+            "Fan-out deliveries/s, several nodes",
+            "deliveries/s (median of the rounds)",
+            [
+                (
+                    f["label"].replace(", ", "\n", 1),
+                    f["deliveries_per_second"]["median"],
+                    k != "sqlite",
+                )
+                for k, f in scen.items()
+            ],
+        )
+        groups = ["nodes", "redis", "subscribers", "clients"]
+        sends = r["latency_sends"] + 20
+
+        def script_us(f: dict[str, Any]) -> str:
+            if "redis_commands" not in f:
+                return "-"
+            stats = f["redis_commands"]["latency"].get("evalsha", {"calls": 0, "usec": 0})
+            return f"{stats['calls'] / sends:.1f} / {stats['usec'] / sends:,.0f}"
+
+        sections += [
+            "## 9. Several server nodes on Redis",
+            "",
+            f"Each node is a `trio-realtime serve` process (`--store redis://...`; the baseline: "
+            f"one node on its default SQLite store, `synchronous=FULL`). Redis {r['redis_version']} "
+            "is a `redis-server` the benchmark starts for each run with `--appendonly yes` and "
+            "`--appendfsync always` (a write's reply comes after its fsync), or `everysec` where "
+            f"the scenario says so. {r['repeats']} rounds, each running every scenario once on "
+            "fresh processes (Redis, nodes, clients), the order turning each round; ratios are "
+            "the medians (min-max) of the per-round ratios to the SQLite run of the same round. "
+            f"Fan-out: {r['publishers']} publishers (connection i on node i mod n, no journal) "
+            f"send {r['messages']:,} events of {r['payload_bytes']} bytes flat out to one "
+            f"channel; {r['subscribers']} subscribers (no journal), spread over the nodes the same "
+            f"way in {r['subscriber_processes']} client processes, each receive all of them; deliveries per second from the first "
+            "send to the last delivery, and stored (acked) events per second. Latency: "
+            f"{r['latency_sends']} sends one at a time (after 20 not counted) through node 1 to "
+            "another channel, which has one subscriber on each node (the fan-out's subscribers "
+            "stay connected, idle): send->ack, and send->delivery at the subscriber on the last "
+            "node (through another node when there are several).",
+            "",
+            f"**This machine has {r['cores']} cores**: with 3 nodes, Redis, the subscriber "
+            "process and the publishers all on them, more nodes add coordination (notices, reads "
+            "of what the other nodes stored) without adding cores, so these figures measure the "
+            "cost of coordinating nodes more than scale-out.",
+            "",
+            "| scenario | deliveries/s, median (min-max) | vs SQLite | stored/s | "
+            "send->ack p50 ms | p99 ms | ack p50 vs SQLite | send->delivery p50 / p99 ms, last node |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            *(
+                f"| {f['label']} | {spread(f['deliveries_per_second'])} | {vs(f, 'deliveries')} "
+                f"| {f['stored_per_second']['median']:,.0f} | "
+                f"{spread(f['ack_ms']['p50'], '.2f')} | {spread(f['ack_ms']['p99'], '.2f')} | "
+                f"{vs(f, 'ack_p50')} | {f['delivery_ms']['p50']['median']:.2f} / "
+                f"{f['delivery_ms']['p99']['median']:.2f} |"
+                for f in scen.values()
+            ),
+            "",
+            image,
+            "",
+            "Where the CPU went (cores busy, medians: CPU seconds of each group of processes over "
+            "the phase's wall time; `clients` is the benchmark's own process, with the publishers "
+            "and the latency client) and Redis' script calls per send in the latency phase (calls "
+            "/ microseconds of Lua, from `INFO commandstats`; the AOF write and fsync are not in "
+            "them):",
+            "",
+            "| scenario | fan-out: "
+            + " / ".join(groups)
+            + " | latency: "
+            + " / ".join(groups)
+            + " | scripts per send / us |",
+            "|---|---|---|---:|",
+            *(
+                f"| {f['label']} | "
+                + " / ".join(
+                    f"{f['fanout_cores'][g]:.2f}" if g in f["fanout_cores"] else "-" for g in groups
+                )
+                + " | "
+                + " / ".join(
+                    f"{f['latency_cores'][g]:.2f}" if g in f["latency_cores"] else "-"
+                    for g in groups
+                )
+                + f" | {script_us(f)} |"
+                for f in scen.values()
+            ),
+            "",
+            "What these figures mean: see the [README](README.md#several-server-nodes-benchmark-9).",
+            "",
+        ]
+
     lines = [
         "# Benchmark results",
         "",

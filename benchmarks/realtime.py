@@ -1226,10 +1226,14 @@ async def _node_measures(
             await _redis_cli(redis.port, "CONFIG", "RESETSTAT")
         return _cpu_seconds(pids)
 
-    async def phase_end(before: dict[str, float], elapsed: float) -> dict[str, Any]:
+    async def phase_end(before: dict[str, float], elapsed: float, per: int) -> dict[str, Any]:
+        """Cores busy per group over the phase, and CPU microseconds per one of ``per``."""
         after = _cpu_seconds(pids)
-        cores = {group: (after[group] - before[group]) / elapsed for group in pids}
-        figures: dict[str, Any] = {"cores": cores}
+        used = {group: after[group] - before[group] for group in pids}
+        figures: dict[str, Any] = {
+            "cores": {group: seconds / elapsed for group, seconds in used.items()},
+            "us_each": {group: seconds / per * 1e6 for group, seconds in used.items()},
+        }
         if redis is not None:
             figures["redis_commands"] = await _redis_commandstats(redis.port)
         return figures
@@ -1264,8 +1268,8 @@ async def _node_measures(
         stored = share * publishers_n / (time.perf_counter() - started)
         with trio.fail_after(300):
             total, last = await workers.results()
-        fanout = await phase_end(before, time.perf_counter() - started)
         expected = share * publishers_n * args.node_subscribers
+        fanout = await phase_end(before, time.perf_counter() - started, expected)
         if total != expected:
             raise RuntimeError(f"{total} deliveries of {expected}")
 
@@ -1298,7 +1302,7 @@ async def _node_measures(
             with trio.fail_after(60):
                 for event in all_received:
                     await event.wait()
-            latency = await phase_end(before, time.perf_counter() - started)
+            latency = await phase_end(before, time.perf_counter() - started, warm + count)
             nursery.cancel_scope.cancel()
         deliveries = [received[-1][i] - sent_at[i] for i in range(warm, warm + count)]
     return {
@@ -1401,6 +1405,15 @@ def bench_multi_node(args: argparse.Namespace) -> dict[str, Any]:
                 group: statistics.median(run["latency_cpu"]["cores"][group] for run in mine)
                 for group in mine[0]["latency_cpu"]["cores"]
             },
+            # CPU microseconds per delivery (fan-out phase) and per send (latency phase).
+            "fanout_us_per_delivery": {
+                group: statistics.median(run["fanout_cpu"]["us_each"][group] for run in mine)
+                for group in mine[0]["fanout_cpu"]["us_each"]
+            },
+            "latency_us_per_send": {
+                group: statistics.median(run["latency_cpu"]["us_each"][group] for run in mine)
+                for group in mine[0]["latency_cpu"]["us_each"]
+            },
         }
         if sc.appendfsync is not None:
             figure["redis_commands"] = {
@@ -1450,6 +1463,10 @@ def bench_multi_node(args: argparse.Namespace) -> dict[str, Any]:
                 | {
                     f"{phase}_cores": run[f"{phase}_cpu"]["cores"]
                     for phase in ("fanout", "latency")
+                }
+                | {
+                    "fanout_us_per_delivery": run["fanout_cpu"]["us_each"],
+                    "latency_us_per_send": run["latency_cpu"]["us_each"],
                 }
                 for run in mine
             ]

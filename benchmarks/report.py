@@ -346,6 +346,10 @@ def main() -> None:
             stats = f["redis_commands"]["latency"].get("evalsha", {"calls": 0, "usec": 0})
             return f"{stats['calls'] / sends:.1f} / {stats['usec'] / sends:,.0f}"
 
+        def cpu(figures: dict[str, float], names: list[str], fmt: str) -> str:
+            return " / ".join(f"{figures[g]:{fmt}}" if g in figures else "-" for g in names)
+
+        senders = [g for g in groups if g != "subscribers"]
         sections += [
             "## 9. Several server nodes on Redis",
             "",
@@ -359,17 +363,17 @@ def main() -> None:
             f"Fan-out: {r['publishers']} publishers (connection i on node i mod n, no journal) "
             f"send {r['messages']:,} events of {r['payload_bytes']} bytes flat out to one "
             f"channel; {r['subscribers']} subscribers (no journal), spread over the nodes the same "
-            f"way in {r['subscriber_processes']} client processes, each receive all of them; deliveries per second from the first "
-            "send to the last delivery, and stored (acked) events per second. Latency: "
-            f"{r['latency_sends']} sends one at a time (after 20 not counted) through node 1 to "
-            "another channel, which has one subscriber on each node (the fan-out's subscribers "
-            "stay connected, idle): send->ack, and send->delivery at the subscriber on the last "
-            "node (through another node when there are several).",
+            f"way in {r['subscriber_processes']} client processes, each receive all of them; "
+            "deliveries per second from the first send to the last delivery, and stored (acked) "
+            f"events per second. Latency: {r['latency_sends']} sends one at a time (after 20 not "
+            "counted) through node 1 to another channel, which has one subscriber on each node "
+            "(the fan-out's subscribers stay connected, idle): send->ack, and send->delivery at "
+            "the subscriber on the last node (through another node when there are several).",
             "",
             f"**This machine has {r['cores']} cores**: with 3 nodes, Redis, the subscriber "
-            "process and the publishers all on them, more nodes add coordination (notices, reads "
-            "of what the other nodes stored) without adding cores, so these figures measure the "
-            "cost of coordinating nodes more than scale-out.",
+            "processes and the publishers all on them, more nodes add coordination (notices, "
+            "reads of what the other nodes stored) without adding cores, so these figures measure "
+            "the cost of coordinating nodes more than scale-out.",
             "",
             "| scenario | deliveries/s, median (min-max) | vs SQLite | stored/s | "
             "send->ack p50 ms | p99 ms | ack p50 vs SQLite | send->delivery p50 / p99 ms, last node |",
@@ -383,31 +387,30 @@ def main() -> None:
                 for f in scen.values()
             ),
             "",
+            "A scenario's median and the median of its per-round ratios can disagree: a ratio "
+            "pairs the two runs of one round, taken within a minute of each other.",
+            "",
             image,
             "",
-            "Where the CPU went (cores busy, medians: CPU seconds of each group of processes over "
-            "the phase's wall time; `clients` is the benchmark's own process, with the publishers "
-            "and the latency client) and Redis' script calls per send in the latency phase (calls "
-            "/ microseconds of Lua, from `INFO commandstats`; the AOF write and fsync are not in "
-            "them):",
+            "Where the CPU went (medians over the rounds; each group's user + system CPU time, "
+            "all its threads; `clients` is the benchmark's own process: the publishers, the "
+            "latency client and its subscribers). Cores busy: CPU seconds over the phase's wall "
+            "time. Microseconds per delivery (fan-out) or per send (latency). Redis' scripts per "
+            "send in the latency phase: calls / microseconds of Lua, from `INFO commandstats` "
+            "(the AOF write and fsync are not in them).",
             "",
-            "| scenario | fan-out: "
+            "| scenario | fan-out, cores busy: "
             + " / ".join(groups)
-            + " | latency: "
+            + " | fan-out, us per delivery: "
             + " / ".join(groups)
+            + " | latency, us per send: "
+            + " / ".join(senders)
             + " | scripts per send / us |",
-            "|---|---|---|---:|",
+            "|---|---|---|---|---:|",
             *(
-                f"| {f['label']} | "
-                + " / ".join(
-                    f"{f['fanout_cores'][g]:.2f}" if g in f["fanout_cores"] else "-" for g in groups
-                )
-                + " | "
-                + " / ".join(
-                    f"{f['latency_cores'][g]:.2f}" if g in f["latency_cores"] else "-"
-                    for g in groups
-                )
-                + f" | {script_us(f)} |"
+                f"| {f['label']} | {cpu(f['fanout_cores'], groups, '.2f')} | "
+                f"{cpu(f['fanout_us_per_delivery'], groups, '.1f')} | "
+                f"{cpu(f['latency_us_per_send'], senders, ',.0f')} | {script_us(f)} |"
                 for f in scen.values()
             ),
             "",

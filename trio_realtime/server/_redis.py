@@ -46,16 +46,21 @@ whatever ``appendfsync`` says; ``open()`` refuses it if the server cannot.
 
 Failures: a command that cannot reach Redis, or waits longer than ``stream_timeout`` for its reply,
 raises (coredis' ConnectionError / TimeoutError), and the server closes the connections whose
-writes failed. coredis retries a command whose connection failed: a write retried after it had
-applied fails its own preconditions (StoreConflict) instead of applying twice; the other
-commands are idempotent (a retried ``mark_read`` that had applied returns False).
+writes failed. No command is retried on a lost connection or reply (coredis would by default):
+a write whose reply was lost may have applied, and the server must see it fail, not a retry that
+conflicts with itself (its events then acknowledged as duplicates). A write that failed that way,
+applied or not, is settled like any failed commit: the connection closes, the client resumes and
+sends again, and what was stored meanwhile is acknowledged as a duplicate and filled in for the
+subscribers from the store (the shared path, which every Redis store takes). Each command fails
+after one ``stream_timeout``.
 
 A Lua script is not rolled back if it fails midway; every check (preconditions, encodings) runs
 before the first write, and the script is declared (``#!lua``) so that Redis refuses it whole under
 ``maxmemory`` pressure rather than part-way.
 
-Several server nodes: the store has the ``SharedStore`` capability (``shared`` unless the URL
-says ``?shared=0``). Notices go through Redis pub/sub on one channel (``PUBLISH``, which a
+Several server nodes: the store has the ``SharedStore`` capability (always: one node on Redis
+runs the multi-node path too, whose gap filling also covers a write that applied but whose reply
+was lost). Notices go through Redis pub/sub on one channel (``PUBLISH``, which a
 cluster passes to every node); pub/sub drops what is published while a subscriber reconnects,
 which the contract allows (the server polls the channels' heads as a safety net).
 
@@ -97,7 +102,8 @@ from ._store import (
 try:
     import coredis
     from coredis.connection import TCPLocation
-    from coredis.exceptions import ResponseError
+    from coredis.exceptions import ClusterDownError, ResponseError
+    from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
 except ImportError:  # pragma: no cover - the registry reports it (see redis_store_from_url)
     coredis = None  # type: ignore[assignment]
 
@@ -365,7 +371,6 @@ class _Target:
     password: str | None = None
     connect_timeout: float = CONNECT_TIMEOUT
     stream_timeout: float = STREAM_TIMEOUT
-    shared: bool = True
 
 
 def _seconds(options: dict[str, str], name: str, default: float, url: str) -> float:
@@ -412,9 +417,6 @@ def _parse(url: str) -> _Target:
         wait_aof_ms = int(timeout)
     connect_timeout = _seconds(options, "connect_timeout", CONNECT_TIMEOUT, url)
     stream_timeout = _seconds(options, "stream_timeout", STREAM_TIMEOUT, url)
-    shared = options.pop("shared", "1")
-    if shared not in ("0", "1"):
-        raise ConfigError("store", f"shared is 0 or 1: {_redacted(url)!r}")
     if scheme == "redis+cluster":
         nodes: list[tuple[str, int]] = []
         hosts = parts.netloc.rpartition("@")[2]
@@ -430,8 +432,7 @@ def _parse(url: str) -> _Target:
             raise ConfigError(
                 "store",
                 f"a redis+cluster URL takes only prefix, wait_aof, wait_aof_timeout_ms, "
-                f"connect_timeout, stream_timeout and shared (and no database): "
-                f"{_redacted(url)!r}",
+                f"connect_timeout and stream_timeout (and no database): {_redacted(url)!r}",
             )
         return _Target(
             url,
@@ -442,7 +443,6 @@ def _parse(url: str) -> _Target:
             password=unquote(parts.password) if parts.password is not None else None,
             connect_timeout=connect_timeout,
             stream_timeout=stream_timeout,
-            shared=shared == "1",
         )
     if not parts.hostname:
         raise ConfigError("store", f"a Redis URL names its server: {_redacted(url)!r}")
@@ -454,7 +454,6 @@ def _parse(url: str) -> _Target:
         client_url=client_url,
         connect_timeout=connect_timeout,
         stream_timeout=stream_timeout,
-        shared=shared == "1",
     )
 
 
@@ -516,8 +515,7 @@ class RedisStore:
     waits for ``WAITAOF 1 0``), ``wait_aof_timeout_ms=N``, ``connect_timeout=SECONDS`` (10 by
     default) and ``stream_timeout=SECONDS`` (how long a command may wait for its reply; 60 by
     default). Other options of a ``redis://`` or ``rediss://`` URL go to coredis (e.g.
-    ``ssl_ca_certs``, ``ssl_cert_reqs``), which ignores those it does not know. ``shared=0``:
-    the store is one server node's alone (no notices, no leases: the single-node path).
+    ``ssl_ca_certs``, ``ssl_cert_reqs``), which ignores those it does not know.
     """
 
     def __init__(self, url: str) -> None:
@@ -532,8 +530,9 @@ class RedisStore:
         self._keys_key = tag + b"keys"
         self._leases_key = tag + b"leases"
         self._notices_channel = tag + b"notices"
-        self.shared = self._target.shared
-        """Whether several server nodes use it (``?shared=0``: one node's alone, no notices)."""
+        self.shared = True
+        """Several server nodes may use it (one node on Redis runs the same path: a write whose
+        reply was lost, applied or not, is then filled in from the store, never a gap)."""
         self._client: Any = None
         self._stop: trio.Event | None = None
         self._stopped: trio.Event | None = None
@@ -556,6 +555,9 @@ class RedisStore:
                 decode_responses=False,
                 connect_timeout=target.connect_timeout,
                 stream_timeout=target.stream_timeout,
+                # A cluster that says it is down ran nothing: retried. A lost connection or reply
+                # may hide a write that applied: raised, not retried (see the module docstring).
+                retry_policy=ConstantRetryPolicy((ClusterDownError,), retries=2, delay=0.1),
             )
         else:
             client = coredis.Redis.from_url(
@@ -563,6 +565,7 @@ class RedisStore:
                 decode_responses=False,
                 connect_timeout=target.connect_timeout,
                 stream_timeout=target.stream_timeout,
+                retry_policy=NoRetryPolicy(),
             )
         pool = client.connection_pool
         pool.connection_class = _closing_streams(pool.connection_class)

@@ -294,3 +294,24 @@ def test_chat_journals_have_safe_names_and_old_ones_are_kept(tmp_path: Path) -> 
     assert chat_journal_dir(data, "../x") == os.path.join(data, "chat", ".._x")
     (tmp_path / "chat" / "Bob Smith").mkdir(parents=True)  # an earlier version's journal
     assert chat_journal_dir(data, "Bob Smith") == os.path.join(data, "chat", "Bob Smith")
+
+
+def test_serve_takes_the_node_lease_and_poll_interval() -> None:
+    """``--node-lease`` and ``--node-poll-interval`` reach the server's config (by default the
+    config's own); a bad one is refused like the other timings."""
+    from trio_realtime._cli import _server_config, build_parser
+    from trio_realtime.server import ServerConfig
+
+    parser = build_parser()
+    config = _server_config(parser.parse_args(["serve"]))
+    assert (config.node_lease, config.node_poll_interval) == (
+        ServerConfig().node_lease,
+        ServerConfig().node_poll_interval,
+    )
+    args = parser.parse_args(["serve", "--node-lease", "3", "--node-poll-interval", "0.25"])
+    config = _server_config(args)
+    assert (config.node_lease, config.node_poll_interval) == (3.0, 0.25)
+    for option in ("--node-lease", "--node-poll-interval"):
+        out = run("serve", "--port", "0", option, "0")
+        assert out.returncode == 2
+        assert f"{option[2:].replace('-', '_')}: must be a positive number" in out.stderr

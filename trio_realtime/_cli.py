@@ -22,7 +22,7 @@ from ._errors import ConfigError, JournalLocked, RealtimeError
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .server import RealtimeServer
+    from .server import RealtimeServer, ServerConfig
 
 __all__ = ["EXIT_INTERRUPTED", "build_parser", "main", "run_trio"]
 
@@ -152,6 +152,22 @@ def _setup_logging(level: str) -> None:
     root.setLevel(level)
 
 
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    """The ``serve`` options' :class:`ServerConfig` (raises ConfigError for a bad one)."""
+    from .server import ServerConfig
+
+    return ServerConfig(
+        allowed_origins=frozenset(args.allow_origin) if args.allow_origin else None,
+        heartbeat_timeout=args.heartbeat_timeout,
+        presence_timeout=args.presence_timeout,
+        rate_limit=args.rate_limit,
+        send_queue_bytes=args.send_queue_bytes,
+        max_lag=args.max_lag,
+        node_lease=args.node_lease,
+        node_poll_interval=args.node_poll_interval,
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import sqlite3
 
@@ -159,16 +175,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ._chat import Failure, listen_error, load_secret
     from ._groups import single_error
-    from .server import ServerConfig, serve, store_from_url
+    from .server import serve, store_from_url
 
-    config = ServerConfig(
-        allowed_origins=frozenset(args.allow_origin) if args.allow_origin else None,
-        heartbeat_timeout=args.heartbeat_timeout,
-        presence_timeout=args.presence_timeout,
-        rate_limit=args.rate_limit,
-        send_queue_bytes=args.send_queue_bytes,
-        max_lag=args.max_lag,
-    )
+    config = _server_config(args)
     store = store_from_url(args.store) if args.store else None
     load_secret(args.data, create=True)
     _setup_logging(args.log_level)
@@ -522,6 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="seconds a connection may accept none of the data waiting for it (beyond: 4029)",
+    )
+    serve.add_argument(
+        "--node-lease",
+        type=float,
+        default=15.0,
+        help="several nodes on one --store: seconds a node's lease lasts (renewed every third); "
+        "a dead node's users leave this long after its last renewal, plus --presence-timeout",
+    )
+    serve.add_argument(
+        "--node-poll-interval",
+        type=float,
+        default=1.0,
+        help="several nodes on one --store: seconds between a node's reads of the channel heads "
+        "(events whose notice was lost reach its subscribers within this)",
     )
     serve.set_defaults(handler=_serve)
 

@@ -73,12 +73,13 @@ async def test_a_client_resumes_on_another_node_process_after_a_sigkill(
 ) -> None:
     """Alice (durable, a journal) sends N events through the balancer to node A, with a caller
     key each; Bob (and Carol, with three nodes) read on the other nodes, Dave reads through the
-    balancer on A. A is SIGKILLed mid-stream, the balancer turns to B: Alice and Dave resume
-    there. Every receipt is Acked, seqs 1..N; the store holds the N payloads once, in order;
-    every reader gets offsets 1..N without a Gap (Dave's resume on B was recovered). Then a
+    balancer on A; Erin sends on the last node meanwhile (their commits race in Redis). A is
+    SIGKILLed mid-stream, the balancer turns to B: Alice and Dave resume there. Every receipt
+    is Acked, seqs 1..N; the store holds every event once, offsets 1..N+M, each sender's in
+    order; every reader gets exactly that, without a Gap (Dave's resume on B was recovered). Then a
     reinstalled Alice (a new journal) sends some events again under the same keys through B:
     each Acked as a duplicate, nothing stored twice (the keys are shared by the nodes)."""
-    total = 120
+    total = 120  # Alice's; Erin sends one for every second of hers
     async with (
         open_nodes(tmp_path, store_url, count) as nodes,
         open_fault_proxy(nodes[0].port) as balancer,
@@ -91,16 +92,27 @@ async def test_a_client_resumes_on_another_node_process_after_a_sigkill(
             readers.append(reader)
         dave = await nursery.start(client, proxied(balancer.port), nodes, "dave")
         await dave.subscribe("room")
-        async with open_realtime(
-            proxied(balancer.port),
-            config=DURABLE,
-            journal_dir=tmp_path / "alice",
-            token=nodes.token("alice"),
-        ) as alice:
+        async with (
+            open_realtime(
+                proxied(balancer.port),
+                config=DURABLE,
+                journal_dir=tmp_path / "alice",
+                token=nodes.token("alice"),
+            ) as alice,
+            open_realtime(
+                nodes[count - 1].url,
+                config=DURABLE,
+                journal_dir=tmp_path / "erin",
+                token=nodes.token("erin"),
+            ) as erin,
+        ):
             receipts = []
+            erins = []
             reconnects_on_a = 0
             for n in range(total):
                 receipts.append(await alice.send("room", "n", n, idempotency_key=f"key-{n}"))
+                if n % 2 == 0:
+                    erins.append(await erin.send("room", "e", ["erin", n // 2]))
                 if n == total // 3:
                     with trio.fail_after(10):  # the stream flows through A
                         await receipts[-1].wait()
@@ -111,12 +123,16 @@ async def test_a_client_resumes_on_another_node_process_after_a_sigkill(
                     balancer.target = ("127.0.0.1", nodes[1].port)
             with trio.fail_after(20):
                 outcomes = [await r.wait() for r in receipts]
+                assert [await r.wait() for r in erins] == [
+                    Acked(seq=n) for n in range(1, len(erins) + 1)
+                ]
             # All Acked. None as a duplicate: what A stored before it died is resolved by the
             # resume's ack_seq on B, never sent again (a resent caller key is, below).
             assert outcomes == [Acked(seq=n) for n in range(1, total + 1)], nodes.logs()
             assert reconnects_on_a == 0
             assert alice.metrics.total_reconnects >= 1  # resumed on B
-        got = [await collect(reader, "room", total) for reader in [*readers, dave]]
+        everything = total + len(erins)
+        got = [await collect(reader, "room", everything) for reader in [*readers, dave]]
         assert dave.metrics.total_reconnects >= 1
         # Reinstalled: a new client_id, the same user and caller keys, through B.
         async with open_realtime(
@@ -133,12 +149,14 @@ async def test_a_client_resumes_on_another_node_process_after_a_sigkill(
                 ]
             assert verdicts == [Acked(seq=s, duplicate=True) for s in range(1, len(resent) + 1)]
         nursery.cancel_scope.cancel()
-    events = await stored(store_url, "room", total + 10)
-    assert [(e.offset, e.payload, e.sender) for e in events] == [
-        (n + 1, n, "alice") for n in range(total)
+    events = await stored(store_url, "room", everything + 10)
+    assert [e.offset for e in events] == list(range(1, everything + 1))
+    assert [e.payload for e in events if e.sender == "alice"] == list(range(total))
+    assert [e.payload for e in events if e.sender == "erin"] == [
+        ["erin", k] for k in range(len(erins))
     ]
     for messages in got:  # collect() fails on a Gap: Dave's resume on B was recovered
-        assert [(m.offset, m.payload) for m in messages] == [(n + 1, n) for n in range(total)]
+        assert [(m.offset, m.payload) for m in messages] == [(e.offset, e.payload) for e in events]
 
 
 async def client(

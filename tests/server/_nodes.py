@@ -131,6 +131,9 @@ async def open_nodes(
         yield nodes
     finally:
         with trio.CancelScope(shield=True):
+            for node in started.values():  # every one first: none outlives a failing teardown
+                if node.process.returncode is None:
+                    node.process.send_signal(signal.SIGKILL)
             for node in started.values():
                 await node.kill()
                 if node.process.stdout is not None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from multiprocessing.connection import Connection
 
 import trio
 
 from trio_realtime import Acked, RealtimeConfig, Receipt, open_realtime
+from trio_realtime._journal._files import SegmentWriter
 
 
 def send_numbers(url: str, journal: str, token: str, total: int, conn: Connection) -> None:
@@ -41,7 +43,8 @@ def send_with_strategy(
     url: str, journal: str, token: str, strategy: str, life: int, conn: Connection
 ) -> None:
     """Send ``{"life": life, "n": i}`` for i = 0, 1, ... under ``strategy`` until killed; report
-    ``("sent", n)`` once each send returned and ``("acked", n)`` once its ack came."""
+    ``("sending", n)`` before each send is called, ``("sent", n)`` once it returned and
+    ``("acked", n)`` once its ack came."""
 
     async def main() -> None:
         config = RealtimeConfig(
@@ -60,10 +63,33 @@ def send_with_strategy(
                     conn.send(("acked", n))
 
             for n in range(100_000):
+                conn.send(("sending", n))
                 receipt = await client.send("crash", "n", {"life": life, "n": n})
                 conn.send(("sent", n))
                 nursery.start_soon(report_ack, n, receipt)
                 await trio.sleep(0.002)
+
+    trio.run(main)
+
+
+def send_held_in_fsync(url: str, journal: str, token: str, conn: Connection) -> None:
+    """Send ``{"n": 0}`` and report ``("sent", 0)``; then send ``{"n": 1}`` with the journal's
+    fsync held forever once its record is written: report ``("written", 1)`` from the fsync and
+    wait there to be killed (``("sent", 1)`` is never reported)."""
+
+    async def main() -> None:
+        config = RealtimeConfig(network_monitor=False)
+        async with open_realtime(url, journal_dir=journal, token=token, config=config) as client:
+            await client.send("crash", "n", {"n": 0})
+            conn.send(("sent", 0))
+
+            def held_sync(writer: SegmentWriter) -> None:  # in the committer's worker thread
+                conn.send(("written", 1))
+                threading.Event().wait()
+
+            SegmentWriter.sync = held_sync  # type: ignore[method-assign]
+            await client.send("crash", "n", {"n": 1})
+            conn.send(("sent", 1))
 
     trio.run(main)
 

@@ -634,3 +634,27 @@ async def test_a_store_without_the_capability_runs_one_node_as_before() -> None:
         assert entry.node == server.node  # recorded, unused on one node
         assert await store.renew_lease("probe", 0.0) == {"probe": 0.0}  # no node took a lease
         on_server.cancel_scope.cancel()
+
+
+async def test_another_user_resuming_an_unbound_client_id_does_not_fence_out_the_first() -> None:
+    """Xavier resumes c1 (never used) on A; Yvonne resumes c1 on B before Xavier stored
+    anything: the fence bound c1 to Xavier, so Yvonne is refused (4003, client_id taken) and
+    Xavier's link stays: his event is acked."""
+    store = MemoryStore(shared=True)
+    a = RealtimeServer(store, AllowAll())
+    b = RealtimeServer(store, AllowAll())
+    async with running(a) as on_a, running(b) as on_b:
+        with trio.fail_after(10):
+            x = link(a, on_a, "c1")
+            await x.resume("xavier")
+            y = link(b, on_b, "c1")
+            await y.resume("yvonne")
+            while await y.next() is not None:
+                pass
+            assert y.close_code == 4003
+            ack = await x.publish(x.event(payload="hello"))
+            assert ack["ack_seq"] == 1
+        assert [e.payload for e in await store.read("room", 0, 10)] == ["hello"]
+        assert (await store.load(clients=("c1",))).clients["c1"].owner == "xavier"
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()

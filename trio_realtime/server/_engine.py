@@ -672,18 +672,21 @@ class RealtimeServer:
 
     async def _fence(self, client_id: str, user: str) -> int | None:
         """Shared store: raise the client's generation (so that connections that resumed it
-        before, on any node, can store nothing more) and return it; ``None`` if the client_id
-        belongs to another user (refused by the caller)."""
+        before, on any node, can store nothing more), bind the client_id to ``user`` if it is
+        not bound yet, and return the generation; ``None`` if the client_id belongs to another
+        user (refused by the caller)."""
         for attempt in range(_FENCE_ATTEMPTS):
             if attempt:
                 await trio.sleep(random.uniform(0, 0.005 * attempt))
             row = (await self.store.load(clients=(client_id,))).clients.get(client_id)
             if row is not None and row.owner not in (None, user):
                 return None
+            # Bound to ``user`` now, not at its first commit: another user resuming the same
+            # client_id meanwhile (on any node) is refused, instead of fencing this one out.
             after = (
-                ClientRow(None, 0, 1)
+                ClientRow(user, 0, 1)
                 if row is None
-                else attrs.evolve(row, generation=row.generation + 1)
+                else attrs.evolve(row, owner=user, generation=row.generation + 1)
             )
             try:
                 batch = WriteBatch(time.time(), clients=(ClientUpdate(client_id, row, after),))

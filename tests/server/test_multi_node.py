@@ -658,3 +658,46 @@ async def test_another_user_resuming_an_unbound_client_id_does_not_fence_out_the
         assert (await store.load(clients=("c1",))).clients["c1"].owner == "xavier"
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()
+
+
+def _named(server: RealtimeServer, node: str) -> RealtimeServer:
+    """``server`` with the node id ``node`` (ids decide which live node reaps the dead)."""
+    server.node = node
+    for handler in server.handlers:
+        if hasattr(handler, "_node"):
+            handler._node = node
+    return server
+
+
+async def test_a_dead_nodes_user_leaves_once_when_the_reaping_node_changes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """B schedules the leave of a dead node's user; a node with a smaller id joins (a rolling
+    deploy) and schedules it too: both drop the entry when its time comes, one leave only."""
+    store = MemoryStore(shared=True)
+    config = ServerConfig(presence_timeout=10, node_lease=15, heartbeat_timeout=600)
+
+    def make(name: str) -> RealtimeServer:
+        server = RealtimeServer(store, AllowAll(), config, wall_clock=trio.current_time)
+        return _named(server, name)
+
+    dead, b, newcomer = make("z-dead"), make("m-b"), make("a-new")
+    async with running(b) as on_b:
+        async with running(dead) as on_dead:
+            bob = link(b, on_b, "bob-1")
+            await bob.resume("bob")
+            await bob.subscribe("room")
+            alice = link(dead, on_dead, "alice-1")
+            await alice.resume("alice")
+            await alice.send(presence("room"))
+            await bob.until(lambda f: f.get("kind") == "presence_diff")
+            on_dead.cancel_scope.cancel()
+        lease_end = (await store.renew_lease("probe", 0.0))[dead.node]
+        await store.drop_lease("probe")
+        await trio.sleep_until(lease_end + 6)  # B has scheduled alice's leave
+        async with running(newcomer):
+            with trio.move_on_after(60):
+                await bob.until(lambda f: False, within=math.inf)
+        assert await store.presence("room") == []
+        assert [sorted(f["leaves"]) for f in bob.frames if f.get("leaves")] == [["alice"]]
+        on_b.cancel_scope.cancel()

@@ -169,9 +169,9 @@ class DictStore:
         await trio.lowlevel.checkpoint()
         self.data.presence[entry.channel, entry.user, entry.connection] = entry
 
-    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
+    async def drop_presence(self, channel: str, user: str, connection: str) -> bool:
         await trio.lowlevel.checkpoint()
-        self.data.presence.pop((channel, user, connection), None)
+        return self.data.presence.pop((channel, user, connection), None) is not None
 
 
 def _typed(make: Callable[[], Store]) -> Callable[[], Store]:

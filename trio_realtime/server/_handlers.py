@@ -369,7 +369,8 @@ class PresenceHandler(BaseHandler):
         mine = [e for e in entries if e.connection == connection]
         if not mine or (revivable and mine[0].leave_at is None):
             return
-        await self._store.drop_presence(channel, user, connection)
+        if await self._store.drop_presence(channel, user, connection) is False:
+            return  # another node dropped it meanwhile (and relayed the leave)
         rest = [e for e in entries if e.connection != connection]
         self._relay(channel, user, _view(entries), _view(rest))
 

@@ -358,14 +358,15 @@ class SqliteStore:
 
         await self._run(put)
 
-    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
-        def drop() -> None:
-            self._connect().execute(
+    async def drop_presence(self, channel: str, user: str, connection: str) -> bool:
+        def drop() -> bool:
+            cursor = self._connect().execute(
                 "DELETE FROM presence WHERE channel = ? AND user = ? AND connection = ?",
                 (channel, user, connection),
             )
+            return cursor.rowcount > 0
 
-        await self._run(drop)
+        return await self._run(drop)
 
     async def load(
         self,

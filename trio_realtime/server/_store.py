@@ -236,8 +236,10 @@ class Store(Protocol):
         """Store ``entry``, replacing the one of the same channel, user and connection. (Presence
         need not outlive the server's process: a store may keep it in memory.)"""
 
-    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
-        """Remove that entry, if there is one."""
+    async def drop_presence(self, channel: str, user: str, connection: str) -> bool:
+        """Remove that entry, if there is one; returns whether there was (and this call removed
+        it, in one atomic step: of two nodes dropping the same entry at once, one gets ``True``,
+        and only that one relays the leave)."""
 
 
 @attrs.frozen
@@ -451,9 +453,9 @@ class MemoryStore:
         await trio.lowlevel.checkpoint()
         self._presence[entry.channel, entry.user, entry.connection] = entry
 
-    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
+    async def drop_presence(self, channel: str, user: str, connection: str) -> bool:
         await trio.lowlevel.checkpoint()
-        self._presence.pop((channel, user, connection), None)
+        return self._presence.pop((channel, user, connection), None) is not None
 
     async def publish(self, notices: Sequence[Notice]) -> None:
         await trio.lowlevel.checkpoint()

@@ -785,8 +785,12 @@ async def _check_presence(kit: _Kit) -> None:
     a1_again = attrs.evolve(a1, status="busy", updated=1002.0, leave_at=1012.0)
     await store.put_presence(a1_again)  # replaces: one entry per (channel, user, connection)
     await expect([a1_again, a2, a3, b1])
-    await store.drop_presence(room, alice, "c1")
-    await store.drop_presence(room, alice, "nobody")  # absent: nothing happens
+    dropped = await store.drop_presence(room, alice, "c1")
+    kit.expect(dropped is True, PRESENCE, f"drop_presence of an entry returned {dropped!r}")
+    dropped = await store.drop_presence(room, alice, "c1")  # dropped already
+    kit.expect(dropped is False, PRESENCE, f"drop_presence of a dropped entry: {dropped!r}")
+    dropped = await store.drop_presence(room, alice, "nobody")  # absent: nothing happens
+    kit.expect(dropped is False, PRESENCE, f"drop_presence of no entry returned {dropped!r}")
     await expect([a2, a3, b1])
     for e in (a2, a3, b1):
         await store.drop_presence(e.channel, e.user, e.connection)

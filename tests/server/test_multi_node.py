@@ -701,3 +701,36 @@ async def test_a_dead_nodes_user_leaves_once_when_the_reaping_node_changes(
         assert await store.presence("room") == []
         assert [sorted(f["leaves"]) for f in bob.frames if f.get("leaves")] == [["alice"]]
         on_b.cancel_scope.cancel()
+
+
+async def test_a_node_whose_users_were_reaped_puts_them_back_when_it_renews(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A's lease renewals stall past its lease and the grace period (the store unreachable from
+    A, A alive): B reaps Alice, a leave. A renews: Alice (still connected to A) is put back
+    from what A holds, and joins again."""
+    store = StalledLeaseStore()
+    config = ServerConfig(presence_timeout=10, node_lease=15, heartbeat_timeout=600)
+    a = RealtimeServer(store, AllowAll(), config, wall_clock=trio.current_time)
+    b = RealtimeServer(store, AllowAll(), config, wall_clock=trio.current_time)
+    async with running(b) as on_b, running(a) as on_a:
+        bob = link(b, on_b, "bob-1")
+        await bob.resume("bob")
+        await bob.subscribe("room")
+        alice = link(a, on_a, "alice-1")
+        await alice.resume("alice")
+        await alice.send(presence("room", metadata={"mood": "fine"}))
+        await bob.until(lambda f: f.get("kind") == "presence_diff")
+        store.stall = a.node
+        lease_end = (await store.renew_lease("probe", 0.0))[a.node]
+        await store.drop_lease("probe")
+        await bob.until(lambda f: "alice" in f.get("leaves", {}), within=math.inf)
+        assert await store.presence("room") == []  # reaped
+        store.resume.set()  # A renews
+        joined = await bob.until(lambda f: "alice" in f.get("joins", {}), within=60)
+        assert joined["joins"]["alice"]["metadata"] == {"mood": "fine"}
+        (entry,) = await store.presence("room")
+        assert (entry.user, entry.node, entry.leave_at) == ("alice", a.node, None)
+        assert trio.current_time() >= lease_end + config.presence_timeout
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()

@@ -193,8 +193,9 @@ class PresenceHandler(BaseHandler):
         self._wall = server.wall_time
         self._reaping: set[tuple[str, str, str]] = set()
         """Entries of dead nodes this node has scheduled to leave."""
-        self._live: set[str] = set()
-        """This node's connections that put presence entries and have not gone away."""
+        self._mine: dict[str, dict[tuple[str, str], PresenceEntry]] = {}
+        """The entries of this node's connections that have not gone away, by connection and
+        (channel, user): what this node puts back if the store lost them (it was reaped)."""
         self._lease_end: float | None = None
         self._lock = trio.Lock()  # one change of presence at a time (each reads, then writes)
         self._leaving: list[tuple[float, str, str, str]] = []  # (trio time, channel, user, conn)
@@ -282,11 +283,25 @@ class PresenceHandler(BaseHandler):
     async def _revive(self, shared: SharedStore) -> None:
         """This node's lease lapsed while it lived: its entries of connections still open that
         another node set leaving are present again (that node keeps them when their time
-        comes)."""
+        comes), and those another node dropped already (it reaped them) are put back from what
+        this node holds, their users joining again."""
         async with self._lock:
-            for entry in await shared.presence_of_node(self._node):
-                if entry.leave_at is not None and entry.connection in self._live:
-                    await self._store.put_presence(attrs.evolve(entry, leave_at=None))
+            stored = {
+                (e.channel, e.user, e.connection): e
+                for e in await shared.presence_of_node(self._node)
+            }
+            for connection, entries in list(self._mine.items()):
+                for (channel, user), entry in list(entries.items()):
+                    found = stored.get((channel, user, connection))
+                    if found is not None:
+                        if found.leave_at is not None:
+                            await self._store.put_presence(attrs.evolve(found, leave_at=None))
+                        continue
+                    if self._mine.get(connection, {}).get((channel, user)) is not entry:
+                        continue  # gone (or changed) while this ran
+                    others = await self._store.presence(channel, user)
+                    await self._store.put_presence(entry)
+                    self._relay(channel, user, _view(others), _view([*others, entry]))
 
     async def _departures(self) -> None:
         """Connections gone: their entries enter the grace period."""
@@ -335,6 +350,7 @@ class PresenceHandler(BaseHandler):
         channel = frame.channel
         async with self._lock:
             if frame.status is PresenceStatus.OFFLINE:  # withdrawn at once, no grace period
+                self._mine.get(connection, {}).pop((channel, user), None)
                 await self._remove(channel, user, connection)
                 return
             entries = await self._store.presence(channel, user)
@@ -357,7 +373,7 @@ class PresenceHandler(BaseHandler):
                 node=self._node,
             )
             await self._store.put_presence(entry)
-            self._live.add(connection)
+            self._mine.setdefault(connection, {})[channel, user] = entry
             others = [e for e in entries if e.connection != connection]
             self._relay(channel, user, before, _view([*others, entry]))
 
@@ -394,7 +410,7 @@ class PresenceHandler(BaseHandler):
         return PresenceState(channel, {u: m for u, m in members.items() if m is not None})
 
     def disconnected(self, context: MetaContext) -> None:
-        self._live.discard(context.connection_id)
+        self._mine.pop(context.connection_id, None)
         self._gone_send.send_nowait(context.connection_id)
 
 

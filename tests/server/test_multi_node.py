@@ -34,6 +34,7 @@ from trio_realtime.server import (
     open_server,
     to_fields,
 )
+from trio_realtime.server._store import new_epoch
 from trio_realtime.testing import open_fault_proxy
 from trio_realtime.transports import memory_transport_pair
 
@@ -732,5 +733,63 @@ async def test_a_node_whose_users_were_reaped_puts_them_back_when_it_renews(
         (entry,) = await store.presence("room")
         assert (entry.user, entry.node, entry.leave_at) == ("alice", a.node, None)
         assert trio.current_time() >= lease_end + config.presence_timeout
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()
+
+
+def lose_data(store: MemoryStore) -> None:
+    """What a Redis FLUSHALL (or a restart without AOF) does to a shared store: its rows are
+    gone, and channels start their logs again under a new epoch."""
+    store._logs.clear()
+    store._clients.clear()
+    store._keys.clear()
+    store.epoch = new_epoch()
+
+
+async def closed(client: RawClient) -> int | None:
+    while await client.next() is not None:
+        pass
+    return client.close_code
+
+
+@pytest.mark.parametrize("writer_on", ["other node", "same node"])
+async def test_after_the_store_lost_its_data_subscribers_resume_and_get_the_new_log(
+    autojump_clock: trio.testing.MockClock, writer_on: str
+) -> None:
+    """The shared store loses its data: the channel's log starts again (offsets 1.. under a new
+    epoch). A node's subscribers, fed up to 3 of the lost log, are closed 1001 once new events
+    are stored (within the poll interval, or at once when the write is the node's own); they
+    resume (recovered: false, the new epoch) and get the new log live from there."""
+    store = MemoryStore(shared=True)
+    config = ServerConfig(node_poll_interval=1.0, heartbeat_timeout=600)
+    a = RealtimeServer(store, AllowAll(), config)
+    b = RealtimeServer(store, AllowAll(), config)
+    writes_through = a if writer_on == "other node" else b
+    async with running(a) as on_a, running(b) as on_b:
+        on_writer = on_a if writes_through is a else on_b
+        reader = link(b, on_b, "reader")
+        await reader.resume("reader")
+        await reader.subscribe("room")
+        writer = link(writes_through, on_writer, "writer")
+        await writer.resume("writer")
+        await writer.publish(*(writer.event(payload=n) for n in (1, 2, 3)))
+        await reader.until(lambda f: f.get("offset") == 3)
+        old_epoch = reader.frames[-1]["epoch"]
+        lose_data(store)
+        again = link(writes_through, on_writer, "writer-2")
+        await again.resume("writer")
+        await again.publish(*(again.event(payload=n) for n in ("a", "b")))
+        with trio.fail_after(config.node_poll_interval + 0.5):
+            assert await closed(reader) == 1001
+        reader = link(b, on_b, "reader")
+        answer = await reader.resume("reader", channels={"room": {"offset": 3, "epoch": old_epoch}})
+        assert answer["channels"]["room"] == {
+            "epoch": store.epoch,
+            "offset": 2,
+            "recovered": False,
+        }
+        await again.publish(again.event(payload="c"))
+        event = await reader.until(lambda f: f.get("type") == "event", within=2)
+        assert (event["offset"], event["epoch"], event["payload"]) == (3, store.epoch, "c")
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()

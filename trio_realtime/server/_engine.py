@@ -453,6 +453,9 @@ class RealtimeServer:
         self._wall_clock = wall_clock
         self._fanned: dict[str, int] = {}
         """Shared store: per channel with local subscribers, the offset fanned out up to."""
+        self._fanned_epoch: dict[str, str] = {}
+        """Shared store: the epoch of the channel's log that :attr:`_fanned` counts in (a store
+        that lost its data starts the channel again under another: see :meth:`_reset`)."""
         self._dirty: set[str] = set()
         """Shared store: channels another node stored events in, to read and fan out."""
         self._dirty_event = trio.Event()
@@ -614,11 +617,17 @@ class RealtimeServer:
             except Exception:
                 logger.exception("polling the shared store failed")
                 continue
-            moved = [
-                name
-                for name, info in rows.channels.items()
-                if info.head > self._fanned.get(name, info.head)
-            ]
+            moved = []
+            for name in channels:
+                fanned = self._fanned.get(name)
+                if fanned is None:
+                    continue
+                info = rows.channel(name)
+                if self._was_reset(name, info.epoch, info.head):
+                    async with self._fanout:
+                        await self._check_reset(name)
+                elif info.head > fanned:
+                    moved.append(name)
             if moved:
                 self._mark_dirty(moved)
 
@@ -633,6 +642,11 @@ class RealtimeServer:
             events = await self.store.read(channel, fanned, limit)
             if not events:
                 return
+            if events[0].epoch != self._fanned_epoch.get(channel, events[0].epoch):
+                await self._check_reset(channel)  # the store lost the log this node fanned
+                if events[0].epoch != self._fanned_epoch.get(channel):
+                    return
+                continue  # from where this node is now
             for event in events:
                 self._fan(channel, event.offset, encode_frame(event))
             if len(events) < limit:
@@ -657,6 +671,8 @@ class RealtimeServer:
             if event is None or event.channel in failed:
                 continue
             channel = event.channel
+            if event.epoch != self._fanned_epoch.get(channel, event.epoch):
+                await self._check_reset(channel)  # the store lost the log this node fanned
             fanned = self._fanned.get(channel)
             if fanned is None or event.offset <= fanned:
                 continue
@@ -669,6 +685,47 @@ class RealtimeServer:
                     self._mark_dirty((channel,))
                     continue
             self._fan(channel, event.offset, encode_frame(event))
+
+    def _was_reset(self, channel: str, epoch: str, head: int) -> bool:
+        """Whether the store's row of ``channel`` (``epoch``, ``head``) is not the log this node
+        fanned out: another epoch, or a head below what it fanned (the store lost data: Redis
+        flushed, restarted without its AOF, failed over to a replica that lacked the last
+        writes). A channel fanned up to 0 has nothing to lose: it only takes the epoch."""
+        fanned = self._fanned.get(channel)
+        if fanned is None:
+            return False
+        if fanned == 0:
+            self._fanned_epoch[channel] = epoch
+            return False
+        return head < fanned or epoch != self._fanned_epoch.get(channel, epoch)
+
+    async def _check_reset(self, channel: str) -> None:
+        """Under the fan-out lock: if the store's log of ``channel`` is not the one this node
+        fanned out (:meth:`_was_reset`), its offsets start again: this node's subscribers of it
+        are closed 1001, to resume (their positions are of the lost log: the resume answers
+        ``recovered: false`` and the head, and they go on from there), and this node fans out
+        from the new head."""
+        info = await self._channel_info(channel)
+        if not self._was_reset(channel, info.epoch, info.head):
+            return
+        subscribers = self._subscribers.get(channel, set())
+        logger.warning(
+            "channel %.40r: the store's log is not the one fanned out (epoch %s head %d, fanned "
+            "%s up to %d): the store lost data; %d subscribers on this node resume",
+            channel,
+            info.epoch,
+            info.head,
+            self._fanned_epoch.get(channel),
+            self._fanned.get(channel, 0),
+            len(subscribers),
+        )
+        for session in list(subscribers):
+            session.ending = session.ending or _Closing(
+                CloseCode.GOING_AWAY, "the channel's log was reset: resume"
+            )
+            session.scope.cancel()
+        self._fanned[channel] = info.head
+        self._fanned_epoch[channel] = info.epoch
 
     async def _fence(self, client_id: str, user: str) -> int | None:
         """Shared store: raise the client's generation (so that connections that resumed it
@@ -768,6 +825,7 @@ class RealtimeServer:
             if not subscribers:
                 del self._subscribers[channel]
                 self._fanned.pop(channel, None)
+                self._fanned_epoch.pop(channel, None)
 
     async def _receive(self, session: _Session, within: float, code: int) -> bool:
         """Read and decode one message; returns whether it was over ``max_frame_bytes``."""
@@ -922,10 +980,13 @@ class RealtimeServer:
         publishing (so no event falls between the replay and the live stream)."""
         async with self._fanout:
             info = await self._channel_info(channel)
+            if self.shared is not None and self._was_reset(channel, info.epoch, info.head):
+                await self._check_reset(channel)
             live = session.attach(channel, after, info.head)
             self._subscribers.setdefault(channel, set()).add(session)
-            if self.shared is not None:
-                self._fanned.setdefault(channel, info.head)
+            if self.shared is not None and channel not in self._fanned:
+                self._fanned[channel] = info.head
+                self._fanned_epoch[channel] = info.epoch
             if live:
                 await session.send_attached(channel)  # the full presence state once, then diffs
 

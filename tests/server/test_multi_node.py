@@ -793,3 +793,37 @@ async def test_after_the_store_lost_its_data_subscribers_resume_and_get_the_new_
         assert (event["offset"], event["epoch"], event["payload"]) == (3, store.epoch, "c")
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()
+
+
+async def test_presence_changes_reach_other_nodes_within_the_poll_interval_when_notices_are_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every notice is lost (a pub/sub that drops them without failing): Alice's join on A and
+    her going offline reach Bob on B anyway, as full presence states, each within the poll
+    interval of the change."""
+    store = LosesNotices()
+    config = ServerConfig(node_poll_interval=1.0, heartbeat_timeout=600)
+    a = RealtimeServer(store, AllowAll(), config)
+    b = RealtimeServer(store, AllowAll(), config)
+    async with running(a) as on_a, running(b) as on_b:
+        bob = link(b, on_b, "bob-1")
+        await bob.resume("bob")
+        await bob.subscribe("room")
+        await bob.until(lambda f: f.get("kind") == "presence_state")
+        alice = link(a, on_a, "alice-1")
+        await alice.resume("alice")
+        await alice.send(presence("room", metadata={"mood": "fine"}))
+        state = await bob.until(
+            lambda f: "alice" in f.get("members", {}), within=config.node_poll_interval + 0.1
+        )
+        assert state["members"]["alice"]["metadata"] == {"mood": "fine"}
+        await alice.send(presence("room", status="offline"))
+        await bob.until(
+            lambda f: f.get("kind") == "presence_state" and f["members"] == {},
+            within=config.node_poll_interval + 0.1,
+        )
+        with trio.move_on_after(10 * config.node_poll_interval):  # nothing changes: nothing sent
+            await bob.until(lambda f: False, within=math.inf)
+        assert [f.get("kind") for f in bob.frames].count("presence_state") == 3
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()

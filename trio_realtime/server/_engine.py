@@ -514,17 +514,23 @@ class RealtimeServer:
                 await nursery.start(handler.run)
             task_status.started()
 
-    def broadcast(self, channel: str, frame: object, *, skip_user: str | None = None) -> None:
+    def broadcast(
+        self, channel: str, frame: object, *, skip_user: str | None = None, local: bool = False
+    ) -> None:
         """Send ``frame`` to every subscriber of ``channel`` (but not to ``skip_user``'s), those
-        of the other nodes of a shared store included."""
+        of the other nodes of a shared store included (``local``: this node's only)."""
         subscribers = self._subscribers.get(channel)
-        if not subscribers and self.shared is None:
+        if not subscribers and (self.shared is None or local):
             return
         data = encode_frame(frame)  # type: ignore[arg-type]  # once, for all of them
         if subscribers:
             self._deliver_meta(channel, data, skip_user)
-        if self.shared is not None:
+        if self.shared is not None and not local:
             self._notify(Notice(self.node, channel, meta=data, skip_user=skip_user))
+
+    def has_subscribers(self, channel: str) -> bool:
+        """Whether connections to this node are subscribed to ``channel``."""
+        return bool(self._subscribers.get(channel))
 
     def _deliver_meta(self, channel: str, data: bytes, skip_user: str | None) -> None:
         for subscriber in list(self._subscribers.get(channel, ())):

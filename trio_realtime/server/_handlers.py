@@ -124,8 +124,14 @@ class ServerView(Protocol):
     def wall_time(self) -> float:
         """Unix seconds (what the server stamps rows other nodes read with)."""
 
-    def broadcast(self, channel: str, frame: object, *, skip_user: str | None = None) -> None:
-        """Send ``frame`` to every connection subscribed to ``channel`` (but ``skip_user``'s)."""
+    def broadcast(
+        self, channel: str, frame: object, *, skip_user: str | None = None, local: bool = False
+    ) -> None:
+        """Send ``frame`` to every connection subscribed to ``channel`` (but ``skip_user``'s;
+        ``local``: to those of this node only, not through the other nodes of a shared store)."""
+
+    def has_subscribers(self, channel: str) -> bool:
+        """Whether connections to this node are subscribed to ``channel``."""
 
 
 #: Makes a server's handler (one per server, which keeps its state).
@@ -188,6 +194,7 @@ class PresenceHandler(BaseHandler):
         self._store = server.store
         self._config = server.config
         self._broadcast = server.broadcast
+        self._has_subscribers = server.has_subscribers
         self._node = server.node
         self._shared = server.shared
         self._wall = server.wall_time
@@ -202,12 +209,16 @@ class PresenceHandler(BaseHandler):
         self._changed = trio.Event()
         self._gone_send, self._gone = trio.open_memory_channel[str](math.inf)
         self._last_update = 0.0
+        self._synced: dict[str, dict[str, PresenceMember]] = {}
+        """Shared store: per channel with subscribers on this node, the presence they were last
+        sent whole (on going live, or by :meth:`_resync`) with this node's own changes since."""
 
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._departures)
             if self._shared is not None:
                 await nursery.start(self._lease, self._shared)
+                nursery.start_soon(self._resync)
             task_status.started()
             while True:
                 deadline = self._leaving[0][0] if self._leaving else math.inf
@@ -303,6 +314,30 @@ class PresenceHandler(BaseHandler):
                     await self._store.put_presence(entry)
                     self._relay(channel, user, _view(others), _view([*others, entry]))
 
+    async def _resync(self) -> None:
+        """Shared store: the safety net for lost notices (the diffs of other nodes travel only
+        in them; a pub/sub that reconnects, or retries without failing, drops some). Every
+        ``node_poll_interval``, for each channel with subscribers on this node, the presence in
+        the store is compared with what they were sent; if it differs, they get the full state
+        again (a client applies it as the changes from what it has: nothing if the notices did
+        arrive)."""
+        while True:
+            await trio.sleep(self._config.node_poll_interval)
+            for channel in list(self._synced):
+                if not self._has_subscribers(channel):
+                    del self._synced[channel]
+                    continue
+                try:
+                    async with self._lock:
+                        members = _members(await self._store.presence(channel))
+                        if channel in self._synced and self._synced[channel] != members:
+                            self._synced[channel] = members
+                            state = PresenceState(channel, dict(members))
+                            self._broadcast(channel, state, local=True)
+                except Exception:
+                    logger.exception("presence: reading the store for a re-sync failed")
+                    break
+
     async def _departures(self) -> None:
         """Connections gone: their entries enter the grace period."""
         async for connection in self._gone:
@@ -393,6 +428,12 @@ class PresenceHandler(BaseHandler):
     def _relay(
         self, channel: str, user: str, before: PresenceMember | None, after: PresenceMember | None
     ) -> None:
+        synced = self._synced.get(channel)
+        if synced is not None:  # this node's subscribers get the diff: they know it
+            if after is None:
+                synced.pop(user, None)
+            else:
+                synced[user] = after
         if after is None:
             if before is not None:
                 self._broadcast(channel, PresenceDiff(channel, leaves={user: before}))
@@ -400,18 +441,25 @@ class PresenceHandler(BaseHandler):
             self._broadcast(channel, PresenceDiff(channel, joins={user: after}))
 
     async def attached(self, channel: str) -> object | None:
-        by_user: dict[str, list[PresenceEntry]] = {}
         # Under the lock: no update can land between this read and its diff's broadcast.
         async with self._lock:
-            entries = await self._store.presence(channel)
-        for entry in entries:
-            by_user.setdefault(entry.user, []).append(entry)
-        members = {user: _view(entries) for user, entries in by_user.items()}
-        return PresenceState(channel, {u: m for u, m in members.items() if m is not None})
+            members = _members(await self._store.presence(channel))
+            if self._shared is not None:
+                self._synced[channel] = dict(members)
+        return PresenceState(channel, members)
 
     def disconnected(self, context: MetaContext) -> None:
         self._mine.pop(context.connection_id, None)
         self._gone_send.send_nowait(context.connection_id)
+
+
+def _members(entries: list[PresenceEntry]) -> dict[str, PresenceMember]:
+    """What others see of a channel's present users, from its entries."""
+    by_user: dict[str, list[PresenceEntry]] = {}
+    for entry in entries:
+        by_user.setdefault(entry.user, []).append(entry)
+    members = {user: _view(entries) for user, entries in by_user.items()}
+    return {user: member for user, member in members.items() if member is not None}
 
 
 def _view(entries: list[PresenceEntry]) -> PresenceMember | None:

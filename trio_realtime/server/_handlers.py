@@ -204,6 +204,8 @@ class PresenceHandler(BaseHandler):
         """The entries of this node's connections that have not gone away, by connection and
         (channel, user): what this node puts back if the store lost them (it was reaped)."""
         self._lease_end: float | None = None
+        self._revive_until = -math.inf
+        """Wall time up to which each renewal revives this node's entries (after a lapse)."""
         self._lock = trio.Lock()  # one change of presence at a time (each reads, then writes)
         self._leaving: list[tuple[float, str, str, str]] = []  # (trio time, channel, user, conn)
         self._changed = trio.Event()
@@ -254,7 +256,11 @@ class PresenceHandler(BaseHandler):
                 now = self._wall()
                 lapsed = self._lease_end is not None and self._lease_end < now
                 self._lease_end = until
-                if lapsed:  # others may have taken this node for dead
+                if lapsed or until < now:  # others may have taken this node for dead
+                    # ... and may still act on a lease of it they read before this renewal (or
+                    # one this renewal, late, wrote already expired): revive for a lease more.
+                    self._revive_until = now + lease
+                if now <= self._revive_until:
                     await self._revive(shared)
                 # One node sees to the dead: the live one with the smallest id.
                 if min(n for n, end in leases.items() if end >= now) == self._node:

@@ -833,3 +833,33 @@ async def test_presence_changes_reach_other_nodes_within_the_poll_interval_when_
         assert [f.get("kind") for f in bob.frames].count("presence_state") == 3
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()
+
+
+async def test_presence_diffs_that_reach_other_nodes_are_not_sent_again_as_states(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Notices arrive: Alice's join and her status change on A reach Bob on B as diffs, and the
+    re-sync (every poll interval) sends him nothing more."""
+    store = MemoryStore(shared=True)
+    config = ServerConfig(node_poll_interval=1.0, heartbeat_timeout=600)
+    a = RealtimeServer(store, AllowAll(), config)
+    b = RealtimeServer(store, AllowAll(), config)
+    async with running(a) as on_a, running(b) as on_b:
+        bob = link(b, on_b, "bob-1")
+        await bob.resume("bob")
+        await bob.subscribe("room")
+        alice = link(a, on_a, "alice-1")
+        await alice.resume("alice")
+        await alice.send(presence("room", metadata={"mood": "fine"}))
+        await bob.until(lambda f: "alice" in f.get("joins", {}))
+        await alice.send(presence("room", metadata={"mood": "great"}, status="away"))
+        await bob.until(lambda f: f.get("joins", {}).get("alice", {}).get("status") == "away")
+        with trio.move_on_after(10 * config.node_poll_interval):
+            await bob.until(lambda f: False, within=math.inf)
+        assert [f.get("kind") for f in bob.frames if f["type"] == "meta"] == [
+            "presence_state",  # on subscribing
+            "presence_diff",
+            "presence_diff",
+        ]
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()

@@ -476,6 +476,10 @@ class RealtimeServer:
         self.handlers = make_handlers(self)
         """The server halves of the services (``_handlers.py``), by the frames they handle."""
         self._handler_of = {kind: h for h in self.handlers for kind in h.frames}
+        hooks = (getattr(handler, "heard", None) for handler in self.handlers)
+        self._heard: list[Callable[[str, bytes], None]] = [h for h in hooks if callable(h)]
+        """The handlers' optional ``heard`` hooks (shared store: another node's meta frames, as
+        delivered to this node's subscribers)."""
         config = self.config
         self._retention = Retention(
             count=config.retention_count,
@@ -604,6 +608,8 @@ class RealtimeServer:
                         notice = meta.popleft()
                         assert notice.meta is not None
                         self._deliver_meta(notice.channel, notice.meta, notice.skip_user)
+                        for heard in self._heard:
+                            heard(notice.channel, notice.meta)
                     for channel in dirty:
                         if channel in self._fanned:
                             await self._pull(channel)

@@ -9,7 +9,9 @@ handlers may not claim one frame type; a client frame of a kind no handler claim
 ``attached`` runs under the engine's fan-out lock: it must not wait on a commit. Handlers also hear of a
 channel going live for a connection (``attached``: the frame to send it then, such as the full
 presence state), of a user publishing (``published``), and of a connection going away
-(``disconnected``); ``run`` is their background task (the presence grace-period timer).
+(``disconnected``); ``run`` is their background task (the presence grace-period timer). With a
+store several nodes share, a handler may also have ``heard(channel, data)``: called with each meta
+frame (encoded) another node broadcast, once delivered to this node's subscribers.
 """
 
 from __future__ import annotations
@@ -453,6 +455,24 @@ class PresenceHandler(BaseHandler):
             if self._shared is not None:
                 self._synced[channel] = dict(members)
         return PresenceState(channel, members)
+
+    def heard(self, channel: str, data: bytes) -> None:
+        """Another node's presence diff reached this node's subscribers: they know it (so the
+        next re-sync sends nothing for it)."""
+        synced = self._synced.get(channel)
+        if synced is None or b'"presence_diff"' not in data:
+            return
+        try:
+            frame = orjson.loads(data)
+            if frame.get("kind") != "presence_diff":
+                return
+            for user in frame.get("leaves", {}):
+                synced.pop(user, None)
+            for user, member in frame.get("joins", {}).items():
+                status = PresenceStatus(member["status"])
+                synced[user] = PresenceMember(status, member["metadata"], member["since"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            synced.clear()  # not understood: the next re-sync sends the full state
 
     def disconnected(self, context: MetaContext) -> None:
         self._mine.pop(context.connection_id, None)

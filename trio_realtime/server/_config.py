@@ -59,8 +59,9 @@ class ServerConfig:
     """A user whose every connection to a channel is gone stays present this long (the grace
     period for a reconnect), then leaves."""
     node_poll_interval: float = 1.0
-    """Several nodes on a shared store: how often a node reads the heads of the channels it
-    feeds, in case a notice from another node was lost (each is fanned out within this)."""
+    """Several nodes on a shared store: how often a node reads the heads (and the presence) of
+    the channels it feeds, in case a notice from another node was lost (each event is fanned
+    out within this, each presence change re-synced)."""
     node_lease: float = 15.0
     """Several nodes on a shared store: a node renews its lease every third of this; the
     presence entries of a node whose lease ran out (its process died) leave at the lease's end

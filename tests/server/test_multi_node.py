@@ -758,14 +758,16 @@ async def closed(client: RawClient) -> int | None:
     return client.close_code
 
 
+@pytest.mark.parametrize("new_events", [2, 5])
 @pytest.mark.parametrize("writer_on", ["other node", "same node"])
 async def test_after_the_store_lost_its_data_subscribers_resume_and_get_the_new_log(
-    autojump_clock: trio.testing.MockClock, writer_on: str
+    autojump_clock: trio.testing.MockClock, writer_on: str, new_events: int
 ) -> None:
     """The shared store loses its data: the channel's log starts again (offsets 1.. under a new
     epoch). A node's subscribers, fed up to 3 of the lost log, are closed 1001 once new events
-    are stored (within the poll interval, or at once when the write is the node's own); they
-    resume (recovered: false, the new epoch) and get the new log live from there."""
+    are stored (within the poll interval, or at once when the write is the node's own), whether
+    the new head is below 3 or past it (then only the epoch tells); they resume (recovered:
+    false, the new epoch) and get the new log live from there."""
     store = MemoryStore(shared=True)
     config = ServerConfig(node_poll_interval=1.0, heartbeat_timeout=600)
     a = RealtimeServer(store, AllowAll(), config)
@@ -784,19 +786,23 @@ async def test_after_the_store_lost_its_data_subscribers_resume_and_get_the_new_
         lose_data(store)
         again = link(writes_through, on_writer, "writer-2")
         await again.resume("writer")
-        await again.publish(*(again.event(payload=n) for n in ("a", "b")))
+        await again.publish(*(again.event(payload=n) for n in range(new_events)))
         with trio.fail_after(config.node_poll_interval + 0.5):
             assert await closed(reader) == 1001
         reader = link(b, on_b, "reader")
         answer = await reader.resume("reader", channels={"room": {"offset": 3, "epoch": old_epoch}})
         assert answer["channels"]["room"] == {
             "epoch": store.epoch,
-            "offset": 2,
+            "offset": new_events,
             "recovered": False,
         }
         await again.publish(again.event(payload="c"))
         event = await reader.until(lambda f: f.get("type") == "event", within=2)
-        assert (event["offset"], event["epoch"], event["payload"]) == (3, store.epoch, "c")
+        assert (event["offset"], event["epoch"], event["payload"]) == (
+            new_events + 1,
+            store.epoch,
+            "c",
+        )
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()
 

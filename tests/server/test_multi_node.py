@@ -869,3 +869,51 @@ async def test_presence_diffs_that_reach_other_nodes_are_not_sent_again_as_state
         ]
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()
+
+
+class GatedReads(LosesNotices):
+    """Loses notices; once ``hold`` is set, reads wait for ``gate`` (``entered``: one does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.gate = trio.Event()
+        self.entered = trio.Event()
+
+    async def read(self, channel: str, after: int, limit: int) -> list[Any]:
+        if self.hold:
+            self.entered.set()
+            await self.gate.wait()
+        return await super().read(channel, after, limit)
+
+
+async def test_a_replay_that_finds_another_log_ends_the_connection_to_resume(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A subscriber replaying 2..3 from the store when the store loses its data, and another
+    node stores 5 events in the new log: its replay reads events of another epoch after offset
+    1; it is closed 1001 at once (to resume), and none of them is sent to it."""
+    store = GatedReads()
+    config = ServerConfig(node_poll_interval=1.0, heartbeat_timeout=600)
+    a = RealtimeServer(store, AllowAll(), config)
+    b = RealtimeServer(store, AllowAll(), config)
+    async with running(a) as on_a, running(b) as on_b:
+        writer = link(a, on_a, "writer")
+        await writer.resume("writer")
+        await writer.publish(*(writer.event(payload=n) for n in (1, 2, 3)))
+        store.hold = True
+        reader = link(b, on_b, "reader")
+        await reader.resume("reader")
+        subscribed = await reader.subscribe("room", offset=1)
+        await store.entered.wait()  # its replay reads the store
+        lose_data(store)
+        again = link(a, on_a, "writer-2")
+        await again.resume("writer")
+        store.hold = False
+        await again.publish(*(again.event(payload=n) for n in range(5)))
+        store.gate.set()
+        with trio.fail_after(config.node_poll_interval / 2):  # before any poll could see it
+            assert await closed(reader) == 1001
+        assert {f["epoch"] for f in reader.frames if f["type"] == "event"} <= {subscribed["epoch"]}
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()

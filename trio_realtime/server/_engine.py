@@ -141,6 +141,9 @@ class _Session:
         attach point) of each."""
         self.lagging: dict[str, int] = {}
         """Channels fed from the store, not from memory, with the offset to read after."""
+        self.epochs: dict[str, str] = {}
+        """The epoch of each channel's log as it was attached: a replay that reads another (the
+        store lost its data meanwhile) ends the connection, to resume."""
         self.close_code: int | None = None
         self.close_reason = ""
         self.ending: _Closing | None = None
@@ -267,6 +270,7 @@ class _Session:
     def detach(self, channel: str) -> None:
         self.positions.pop(channel, None)
         self.lagging.pop(channel, None)
+        self.epochs.pop(channel, None)
 
     async def writer(self) -> None:
         """Send what is queued, in order; what queued up while a send ran goes out as one batch
@@ -311,7 +315,7 @@ class _Session:
                     if self.close_code is not None:
                         return
                     await self._changed.wait()
-                if self.close_code is not None:
+                if self.close_code is not None or self.ending is not None:
                     return
                 await self._catch_up_page()
         except Exception:
@@ -350,6 +354,15 @@ class _Session:
             return False  # unsubscribed (or subscribed again) meanwhile
         if not events:
             return True
+        if after and events[0].epoch != self.epochs.get(channel, events[0].epoch):
+            # Not the log this connection was fed from (the store lost its data): it resumes,
+            # and its resume answers recovered: false. (The channel stays lagging: nothing more
+            # of it is queued.)
+            self.ending = self.ending or _Closing(
+                CloseCode.GOING_AWAY, "the channel's log was reset: resume"
+            )
+            self.scope.cancel()
+            return False
         return self._queue_replay(channel, events) and len(events) < page
 
     def _queue_replay(self, channel: str, events: list[Message]) -> bool:
@@ -995,6 +1008,7 @@ class RealtimeServer:
             if self.shared is not None and self._was_reset(channel, info.epoch, info.head):
                 await self._check_reset(channel)
             live = session.attach(channel, after, info.head)
+            session.epochs[channel] = info.epoch
             self._subscribers.setdefault(channel, set()).add(session)
             if self.shared is not None and channel not in self._fanned:
                 self._fanned[channel] = info.head

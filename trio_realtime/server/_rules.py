@@ -11,7 +11,8 @@ batch is decided here, from the rows the store had (:class:`Snapshot`):
   deduplicated by seq, not remembered.
 * **Binding**: a client_id is bound to the user of the first request that stores under it (its
   connection's user); a request for it from another user is refused whole (``None`` for the
-  request: nothing stored, and its watermark does not move), events or none.
+  request: nothing stored, and its watermark does not move), events or none. (With several
+  nodes, the first resume's fence writes the row, bound to its user: the binding comes first.)
 * **Offsets and epochs**: a channel's events get contiguous offsets after its head; a channel's
   first event starts its log under the store's epoch.
 * **Retention**: each channel a batch appends to keeps its newest ``retention_count`` events and

@@ -917,3 +917,51 @@ async def test_a_replay_that_finds_another_log_ends_the_connection_to_resume(
         assert {f["epoch"] for f in reader.frames if f["type"] == "event"} <= {subscribed["epoch"]}
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()
+
+
+class DeafStore(MemoryStore):
+    """Shared; while ``deaf``, notices are lost."""
+
+    def __init__(self) -> None:
+        super().__init__(shared=True)
+        self.deaf = False
+
+    async def publish(self, notices: Sequence[Notice]) -> None:
+        if self.deaf:
+            await trio.lowlevel.checkpoint()
+            return
+        await super().publish(notices)
+
+    def cut(self) -> None:
+        """End every node's watch (a pub/sub connection lost): they watch again."""
+        for watcher in list(self._watchers):
+            watcher.close()
+        self._watchers.clear()
+
+
+async def test_a_node_that_watches_again_re_syncs_presence_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """B's watch of the notices ends (a lost pub/sub connection) while Alice joins on A: her
+    join's notice is lost. B watches again a second later, and re-syncs presence then, not at
+    its next poll (a minute away)."""
+    store = DeafStore()
+    config = ServerConfig(node_poll_interval=60.0, heartbeat_timeout=600)
+    a = RealtimeServer(store, AllowAll(), config)
+    b = RealtimeServer(store, AllowAll(), config)
+    async with running(a) as on_a, running(b) as on_b:
+        bob = link(b, on_b, "bob-1")
+        await bob.resume("bob")
+        await bob.subscribe("room")
+        await bob.until(lambda f: f.get("kind") == "presence_state")
+        alice = link(a, on_a, "alice-1")
+        await alice.resume("alice")
+        store.deaf = True
+        store.cut()
+        await alice.send(presence("room"))
+        await alice.ping()
+        assert [e.user for e in await store.presence("room")] == ["alice"]
+        store.deaf = False
+        await bob.until(lambda f: "alice" in f.get("members", {}), within=3)
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()

@@ -491,8 +491,11 @@ class RealtimeServer:
         self._handler_of = {kind: h for h in self.handlers for kind in h.frames}
         hooks = (getattr(handler, "heard", None) for handler in self.handlers)
         self._heard: list[Callable[[str, bytes], None]] = [h for h in hooks if callable(h)]
+        missed = (getattr(handler, "missed", None) for handler in self.handlers)
+        self._missed: list[Callable[[], None]] = [m for m in missed if callable(m)]
         """The handlers' optional ``heard`` hooks (shared store: another node's meta frames, as
-        delivered to this node's subscribers)."""
+        delivered to this node's subscribers) and ``missed`` ones (this node watches the others'
+        notices again after a failure: it may have missed some)."""
         config = self.config
         self._retention = Retention(
             count=config.retention_count,
@@ -587,6 +590,8 @@ class RealtimeServer:
                         task_status.started()
                     else:  # notices may have been missed while not watching
                         self._mark_dirty(self._fanned)
+                        for missed in self._missed:
+                            missed()
                     async for notice in notices:
                         if notice.node == self.node:
                             continue

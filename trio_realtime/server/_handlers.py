@@ -11,7 +11,9 @@ channel going live for a connection (``attached``: the frame to send it then, su
 presence state), of a user publishing (``published``), and of a connection going away
 (``disconnected``); ``run`` is their background task (the presence grace-period timer). With a
 store several nodes share, a handler may also have ``heard(channel, data)``: called with each meta
-frame (encoded) another node broadcast, once delivered to this node's subscribers.
+frame (encoded) another node broadcast, once delivered to this node's subscribers; and
+``missed()``: called when this node watches the other nodes' notices again after a failure (it
+may have missed some).
 """
 
 from __future__ import annotations
@@ -213,6 +215,7 @@ class PresenceHandler(BaseHandler):
         self._changed = trio.Event()
         self._gone_send, self._gone = trio.open_memory_channel[str](math.inf)
         self._last_update = 0.0
+        self._resync_now = trio.Event()
         self._synced: dict[str, dict[str, PresenceMember]] = {}
         """Shared store: per channel with subscribers on this node, the presence they were last
         sent whole (on going live, or by :meth:`_resync`) with this node's own changes since."""
@@ -328,9 +331,11 @@ class PresenceHandler(BaseHandler):
         ``node_poll_interval``, for each channel with subscribers on this node, the presence in
         the store is compared with what they were sent; if it differs, they get the full state
         again (a client applies it as the changes from what it has: nothing if the notices did
-        arrive)."""
+        arrive). At once when this node watches the notices again after a failure."""
         while True:
-            await trio.sleep(self._config.node_poll_interval)
+            with trio.move_on_after(self._config.node_poll_interval):
+                await self._resync_now.wait()
+            self._resync_now = trio.Event()
             for channel in list(self._synced):
                 if not self._has_subscribers(channel):
                     del self._synced[channel]
@@ -473,6 +478,10 @@ class PresenceHandler(BaseHandler):
                 synced[user] = PresenceMember(status, member["metadata"], member["since"])
         except (ValueError, KeyError, TypeError, AttributeError):
             synced.clear()  # not understood: the next re-sync sends the full state
+
+    def missed(self) -> None:
+        """This node may have missed other nodes' notices: re-sync now."""
+        self._resync_now.set()
 
     def disconnected(self, context: MetaContext) -> None:
         self._mine.pop(context.connection_id, None)

@@ -468,7 +468,7 @@ class RealtimeServer:
         """Shared store: per channel with local subscribers, the offset fanned out up to."""
         self._fanned_epoch: dict[str, str] = {}
         """Shared store: the epoch of the channel's log that :attr:`_fanned` counts in (a store
-        that lost its data starts the channel again under another: see :meth:`_reset`)."""
+        that lost its data starts the channel again under another: see :meth:`_check_reset`)."""
         self._dirty: set[str] = set()
         """Shared store: channels another node stored events in, to read and fan out."""
         self._dirty_event = trio.Event()

@@ -335,13 +335,14 @@ return 1
 """
 
 # KEYS: pc:<channel>, pu:<user>, px:<connection>, pn:<node>. ARGV: their four fields, then the
-# entry ('' to drop it).
+# entry ('' to drop it: returns 1 if this call removed it, 0 if it was gone).
 _PRESENCE = b"""#!lua
 if ARGV[5] == '' then
+  local removed = redis.call('HDEL', KEYS[3], ARGV[3])
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[2])
-  redis.call('HDEL', KEYS[3], ARGV[3])
   redis.call('HDEL', KEYS[4], ARGV[4])
+  return removed
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
   redis.call('HSET', KEYS[2], ARGV[2], '1')
@@ -833,15 +834,16 @@ class RedisStore:
             [*self._presence_fields(*where), _encode_row(entry)],
         )
 
-    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
+    async def drop_presence(self, channel: str, user: str, connection: str) -> bool:
         where = (channel, user, connection)
         row = await self._open_client().hget(self._key("px", connection), _dump([channel, user]))
         if row is None:
-            return  # no such entry (its four rows are written and dropped together)
+            return False  # no such entry (its four rows are written and dropped together)
         node = _decode_row(PresenceEntry, row).node
-        await self._run(
+        removed = await self._run(
             "presence", self._presence_keys(*where, node), [*self._presence_fields(*where), b""]
         )
+        return bool(removed)  # the script's HDEL decides: of two racing drops, one removes it
 
     async def presence(self, channel: str, user: str | None = None) -> list[PresenceEntry]:
         rows = await self._open_client().hvals(self._key("pc", channel))

@@ -118,9 +118,9 @@ class DictStore:
         await trio.lowlevel.checkpoint()
         self.present[entry.channel, entry.user, entry.connection] = entry
 
-    async def drop_presence(self, channel: str, user: str, connection: str) -> None:
+    async def drop_presence(self, channel: str, user: str, connection: str) -> bool:
         await trio.lowlevel.checkpoint()
-        self.present.pop((channel, user, connection), None)
+        return self.present.pop((channel, user, connection), None) is not None
 
 
 async def main() -> None:

@@ -46,8 +46,9 @@ whatever ``appendfsync`` says; ``open()`` refuses it if the server cannot.
 
 Failures: a command that cannot reach Redis, or waits longer than ``stream_timeout`` for its reply,
 raises (coredis' ConnectionError / TimeoutError), and the server closes the connections whose
-writes failed. No command is retried on a lost connection or reply (coredis would by default):
-a write whose reply was lost may have applied, and the server must see it fail, not a retry that
+writes failed. A write is not retried on a lost connection or reply (coredis would by default;
+the other commands, which may run twice, are retried once): a write whose reply was lost may
+have applied, and the server must see it fail, not a retry that
 conflicts with itself (its events then acknowledged as duplicates). A write that failed that way,
 applied or not, is settled like any failed commit: the connection closes, the client resumes and
 sends again, and what was stored meanwhile is acknowledged as a duplicate and filled in for the
@@ -74,7 +75,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -103,6 +104,7 @@ try:
     import coredis
     from coredis.connection import TCPLocation
     from coredis.exceptions import ClusterDownError, ResponseError
+    from coredis.exceptions import ConnectionError as CoredisConnectionError
     from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
 except ImportError:  # pragma: no cover - the registry reports it (see redis_store_from_url)
     coredis = None  # type: ignore[assignment]
@@ -635,8 +637,12 @@ class RedisStore:
         """Read the store's epoch, making one first if there is none (a new store, or a Redis
         that lost its data: the new epoch tells resuming clients that their offsets are gone)."""
         client = self._open_client()
-        await client.set(self._epoch_key, new_epoch().encode(), condition=coredis.PureToken.NX)
-        epoch = await client.get(self._epoch_key)
+        await _again(
+            lambda: client.set(
+                self._epoch_key, new_epoch().encode(), condition=coredis.PureToken.NX
+            )
+        )
+        epoch = await _again(lambda: client.get(self._epoch_key))
         if epoch is None:
             raise RedisStoreError(f"the store's epoch at {_redacted(self.url)} vanished as made")
         self._epoch = epoch.decode()
@@ -696,7 +702,10 @@ class RedisStore:
 
     async def _run(self, name: str, keys: Sequence[bytes], args: Sequence[bytes | str]) -> Any:
         self._open_client()
-        return await self._scripts[name](keys=list(keys), args=list(args))
+        script = self._scripts[name]
+        if name == "write":  # never retried: it may have applied (see the module docstring)
+            return await script(keys=list(keys), args=list(args))
+        return await _again(lambda: script(keys=list(keys), args=list(args)))
 
     # The contract.
 
@@ -805,7 +814,8 @@ class RedisStore:
         return bool(moved)
 
     async def receipts(self, channel: str) -> dict[str, int]:
-        rows = await self._open_client().hgetall(self._key("rcpt", channel))
+        client = self._open_client()
+        rows = await _again(lambda: client.hgetall(self._key("rcpt", channel)))
         return {user.decode(): int(offset) for user, offset in rows.items()}
 
     # Presence: four hashes per entry (by channel, by user, by connection, by node), together.
@@ -836,7 +846,8 @@ class RedisStore:
 
     async def drop_presence(self, channel: str, user: str, connection: str) -> bool:
         where = (channel, user, connection)
-        row = await self._open_client().hget(self._key("px", connection), _dump([channel, user]))
+        client = self._open_client()
+        row = await _again(lambda: client.hget(self._key("px", connection), _dump([channel, user])))
         if row is None:
             return False  # no such entry (its four rows are written and dropped together)
         node = _decode_row(PresenceEntry, row).node
@@ -846,32 +857,37 @@ class RedisStore:
         return bool(removed)  # the script's HDEL decides: of two racing drops, one removes it
 
     async def presence(self, channel: str, user: str | None = None) -> list[PresenceEntry]:
-        rows = await self._open_client().hvals(self._key("pc", channel))
+        client = self._open_client()
+        rows = await _again(lambda: client.hvals(self._key("pc", channel)))
         entries = [_decode_row(PresenceEntry, row) for row in rows]
         return [entry for entry in entries if user is None or entry.user == user]
 
     async def presence_channels(self, user: str) -> set[str]:
-        fields = await self._open_client().hkeys(self._key("pu", user))
+        client = self._open_client()
+        fields = await _again(lambda: client.hkeys(self._key("pu", user)))
         return {str(orjson.loads(field)[0]) for field in fields}
 
     async def presence_of(self, connection: str) -> list[PresenceEntry]:
-        rows = await self._open_client().hvals(self._key("px", connection))
+        client = self._open_client()
+        rows = await _again(lambda: client.hvals(self._key("px", connection)))
         return [_decode_row(PresenceEntry, row) for row in rows]
 
     # Several server nodes (the SharedStore capability).
 
     async def presence_of_node(self, node: str) -> list[PresenceEntry]:
-        rows = await self._open_client().hvals(self._key("pn", node))
+        client = self._open_client()
+        rows = await _again(lambda: client.hvals(self._key("pn", node)))
         return [_decode_row(PresenceEntry, row) for row in rows]
 
     async def renew_lease(self, node: str, until: float) -> dict[str, float]:
         client = self._open_client()
-        await client.hset(self._leases_key, {node.encode(): _time(until)})
-        rows = await client.hgetall(self._leases_key)
+        await _again(lambda: client.hset(self._leases_key, {node.encode(): _time(until)}))
+        rows = await _again(lambda: client.hgetall(self._leases_key))
         return {name.decode(): float(end) for name, end in rows.items()}
 
     async def drop_lease(self, node: str) -> None:
-        await self._open_client().hdel(self._leases_key, [node.encode()])
+        client = self._open_client()
+        await _again(lambda: client.hdel(self._leases_key, [node.encode()]))
 
     async def publish(self, notices: Sequence[Notice]) -> None:
         """One pub/sub message per call: the notices as JSON lines."""
@@ -891,6 +907,15 @@ class RedisStore:
             channels=[self._notices_channel], ignore_subscribe_messages=True
         ) as pubsub:
             yield _Notices(pubsub)
+
+
+async def _again(call: Callable[[], Awaitable[_A]]) -> _A:
+    """``await call()``, once more on a lost connection (a pooled connection Redis closed, e.g.
+    across its restart): for commands that may run twice."""
+    try:
+        return await call()
+    except CoredisConnectionError:
+        return await call()
 
 
 class _Notices:

@@ -591,12 +591,14 @@ async def test_under_churn_every_subscriber_gets_each_offset_once_in_order(
         async def publish(node: int) -> None:
             writer = link(nodes[node], nurseries[node], f"writer-{node}")
             await writer.resume(f"writer-{node}")
-            for size in batches[node]:
+            for k, size in enumerate(batches[node]):
+                if node == 0 and k == len(batches[node]) // 2:
+                    joined_late.set()  # midway through the first publisher's batches
                 events = [
                     writer.event(payload={"pad": "x" * rng.randint(10, 300)}) for _ in range(size)
                 ]
                 await writer.send(*events)
-                await trio.sleep(rng.uniform(0, 0.01))
+                await trio.sleep(rng.uniform(0, 0.01))  # pacing: interleaves the publishers
             await writer.ping()
 
         with trio.fail_after(300):
@@ -609,8 +611,6 @@ async def test_under_churn_every_subscriber_gets_each_offset_once_in_order(
                 async with trio.open_nursery() as publishers:
                     for node in range(3):
                         publishers.start_soon(publish, node)
-                    await trio.sleep(0.05)
-                    joined_late.set()
     assert [e.offset for e in await store.read("room", 0, total + 1)] == list(range(1, total + 1))
     for name, offsets in sorted(got.items()):
         assert offsets == list(range(1, total + 1)), name

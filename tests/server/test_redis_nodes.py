@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 
-from trio_realtime import Acked, Message, RealtimeConfig, open_realtime
+from trio_realtime import Acked, ConnectionState, Message, RealtimeConfig, Receipt, open_realtime
 from trio_realtime.server._redis import RedisStore
 from trio_realtime.testing import open_fault_proxy
 
-from ..helpers import collect
+from ..helpers import Watched, collect
 from ..redis_servers import RedisCluster, RedisServer
 from ._nodes import Nodes, open_nodes
 
@@ -52,15 +51,6 @@ async def stored(url: str, channel: str, limit: int) -> list[Message]:
         return await store.read(channel, 0, limit)
     finally:
         await store.aclose()
-
-
-async def until(ready: Callable[[], object], what: str, within: float = 20) -> None:
-    """Poll ``ready()`` (every 10 ms) until it is true; fail saying ``what`` was awaited."""
-    deadline = trio.current_time() + within
-    while not ready():
-        if trio.current_time() > deadline:
-            pytest.fail(f"not after {within} s: {what}")
-        await trio.sleep(0.01)
 
 
 def proxied(port: int) -> str:
@@ -205,8 +195,9 @@ async def test_presence_is_shared_and_a_killed_nodes_users_leave_after_lease_and
             assert change.joins["alice"].metadata == {"on": "a"}
             carol = await nursery.start(client, b.url, nodes, "carol")
             await carol.subscribe("room")
+            carol_changes = carol.presence.changes("room")
             with trio.fail_after(10):
-                async for change in carol.presence.changes("room"):
+                async for change in carol_changes:
                     if change.joins:  # the state
                         assert set(change.joins) == {"alice"}
                         break
@@ -228,7 +219,12 @@ async def test_presence_is_shared_and_a_killed_nodes_users_leave_after_lease_and
         assert left >= earliest - 0.2, f"left {left - killed:.2f} s after the kill"
         assert left <= latest + 3, f"left {left - killed:.2f} s after the kill"
         assert bob.presence.members("room") == {}
-        await until(lambda: not carol.presence.members("room"), "Carol sees Alice leave", 5)
+        with trio.fail_after(5):  # Carol sees her leave too
+            async for change in carol_changes:
+                if change.leaves:
+                    assert set(change.leaves) == {"alice"}
+                    break
+        assert carol.presence.members("room") == {}
         nursery.cancel_scope.cancel()
 
 
@@ -251,8 +247,9 @@ async def test_redis_restarted_under_running_nodes_loses_no_acked_event(
         async with open_realtime(
             a.url, config=DURABLE, journal_dir=tmp_path / "alice", token=nodes.token("alice")
         ) as alice:
-            receipts = []
+            receipts: Watched[Receipt] = Watched()
             stop = trio.Event()
+            states = alice.states()
 
             async def send() -> None:
                 while not stop.is_set():
@@ -261,16 +258,19 @@ async def test_redis_restarted_under_running_nodes_loses_no_acked_event(
 
             async with trio.open_nursery() as sending:
                 sending.start_soon(send)
-                await until(lambda: len(receipts) >= 40, "40 events sent")
+                await receipts.wait_until(lambda: len(receipts) >= 40, within=20)
                 first = len(receipts)  # the sender goes on meanwhile
                 with trio.fail_after(10):
                     assert await receipts[first - 1].wait() == Acked(seq=first)
                 await trio.to_thread.run_sync(lambda: redis_server.stop(kill=True))
                 # A commit fails: A closes her link, she reconnects.
-                await until(lambda: alice.metrics.total_reconnects > 0, "Alice's reconnect")
+                with trio.fail_after(20):
+                    async for state in states:
+                        if state is ConnectionState.RECONNECTING:
+                            break
                 down = len(receipts)
                 await trio.to_thread.run_sync(redis_server.start)  # loads its AOF
-                await until(lambda: len(receipts) >= down + 40, "40 sends after the restart")
+                await receipts.wait_until(lambda: len(receipts) >= down + 40, within=20)
                 stop.set()
             total = len(receipts)
             with trio.fail_after(30):

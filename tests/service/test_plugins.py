@@ -392,6 +392,15 @@ async def test_heartbeat_storage_and_desktop_notifications(
     script.write_text(f'#!/bin/sh\nprintf "%s|" "$@" >> {log}\necho >> {log}\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    notified = trio.Event()
+    run_notify_send = DesktopNotifications.notify
+
+    async def notify(self: DesktopNotifications, title: str, body: str) -> None:
+        await run_notify_send(self, title, body)  # notify-send has run (and exited) when it returns
+        if "chat_message" in body:
+            notified.set()
+
+    monkeypatch.setattr(DesktopNotifications, "notify", notify)  # the default handler's, watched
     beats: list[Metrics] = []
     beat = trio.Event()
 
@@ -414,9 +423,8 @@ async def test_heartbeat_storage_and_desktop_notifications(
                 await beat.wait()
             await publish(server, tmp_path, "chat_message")
             await watcher.wait_for(lambda c: watcher.events() == ["chat_message"], "message")
-            with trio.fail_after(10):  # another process writes it: poll, bounded
-                while not log.exists() or "chat_message" not in log.read_text():  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+            with trio.fail_after(10):
+                await notified.wait()
     assert beats[0].state == "connected"
     assert "--app-name|alerts|alerts: room:1|chat_message: {'n': 0}|" in log.read_text()
     info = json.loads((tmp_path / "svc" / "service-info.json").read_text())

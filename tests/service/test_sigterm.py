@@ -13,7 +13,10 @@ from pathlib import Path
 
 import trio
 
+from trio_realtime import open_realtime
+
 from ..connection.conftest import running_server
+from ..helpers import collect
 
 QUEUED = 40
 
@@ -37,6 +40,7 @@ class Queuer(BasePlugin):
             await self.context.send("room:q", "queued", {{"i": i}})  # journaled when it returns
         with open(marker, "w") as file:
             file.write("queued")
+        print("queued", flush=True)  # the test reads it
 """
 
 
@@ -47,28 +51,30 @@ def free_port() -> int:
         return port
 
 
-def start(tmp_path: Path, services: Path) -> subprocess.Popen[bytes]:
+def start(tmp_path: Path, services: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``trio-realtime run services`` (its log into ``log``; its stdout a pipe)."""
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([os.fspath(tmp_path / "site"), *sys.path]),
         QUEUER_MARKER=os.fspath(tmp_path / "queued.marker"),
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "trio_realtime", "run", os.fspath(services)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "trio_realtime", "run", os.fspath(services)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
 
 
-async def stop(process: subprocess.Popen[bytes]) -> str:
+async def stop(process: subprocess.Popen[bytes], log: Path) -> str:
     """SIGTERM, then its exit status (0) and its log."""
     process.send_signal(signal.SIGTERM)
-    _, err = await trio.to_thread.run_sync(lambda: process.communicate(timeout=30))
-    log = err.decode()
-    assert process.returncode == 0, log
-    assert "Traceback" not in log, log
-    return log
+    await trio.to_thread.run_sync(lambda: process.communicate(timeout=30))
+    text = log.read_text()
+    assert process.returncode == 0, text
+    assert "Traceback" not in text, text
+    return text
 
 
 async def test_sigterm_to_run_loses_no_queued_message(tmp_path: Path) -> None:
@@ -92,27 +98,33 @@ plugins = ["queuer"]
 """
     )
     # The server is down: the plugin's events wait in the journal.
-    first = start(tmp_path, services)
+    first_log = tmp_path / "first.log"
+    first = start(tmp_path, services, first_log)
     try:
-        with trio.fail_after(30):
-            while not (tmp_path / "queued.marker").exists():  # another process writes it
-                assert first.poll() is None, first.communicate()[1].decode()
-                await trio.sleep(0.05)
+        assert first.stdout is not None
+        with trio.fail_after(30):  # its stdout says when it queued them (or ends if it died)
+            line = await trio.to_thread.run_sync(first.stdout.readline, abandon_on_cancel=True)
+        assert line == b"queued\n", first_log.read_text()
     finally:
-        log = await stop(first)
+        log = await stop(first, first_log)
     assert "[orders] trio_realtime.service: started (trading profile" in log
     assert "SIGTERM: stopping the services" in log
     assert "[orders] trio_realtime.service: stopped" in log
 
-    async with running_server(tmp_path, port=port) as server:
-        second = start(tmp_path, services)
+    async with (
+        running_server(tmp_path, port=port) as server,
+        open_realtime(
+            f"ws://127.0.0.1:{port}/realtime", journal_dir=tmp_path / "reader", token="rita"
+        ) as reader,
+    ):
+        await reader.subscribe("room:q", from_offset=0)
+        second_log = tmp_path / "second.log"
+        second = start(tmp_path, services, second_log)
         try:
-            with trio.fail_after(30):
-                while len(await server.store.read("room:q", 0, 1000)) < QUEUED:
-                    assert second.poll() is None, second.communicate()[1].decode()
-                    await trio.sleep(0.05)
+            got = await collect(reader, "room:q", QUEUED, within=30)
         finally:
-            await stop(second)
+            await stop(second, second_log)
         stored = await server.store.read("room:q", 0, 1000)
+    assert [message.payload["i"] for message in got] == list(range(QUEUED))
     assert [event.payload["i"] for event in stored] == list(range(QUEUED))
     assert {event.sender for event in stored} == {"olga"}

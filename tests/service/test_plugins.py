@@ -22,6 +22,7 @@ from trio_realtime.service import (
     BasePlugin,
     DesktopNotifications,
     EventPlugin,
+    FileStorage,
     Service,
     ServiceConfig,
     ServiceContext,
@@ -462,3 +463,17 @@ def test_event_plugin_decorators_need_async_functions() -> None:
     with pytest.raises(TypeError):
         plugin.on("a")(lambda message: True)  # type: ignore[arg-type,return-value]
     assert plugin.supported_message_types == ()
+
+
+async def test_file_storage_keeps_values_and_rewrites_only_on_change(tmp_path: Path) -> None:
+    path = tmp_path / "info" / "service-info.json"
+    storage = FileStorage(path)
+    await storage.store("url", "ws://a")
+    first = path.stat().st_ino
+    await storage.store("url", "ws://a")  # unchanged: the file is not replaced
+    assert path.stat().st_ino == first
+    await storage.store("url", "ws://b")
+    assert path.stat().st_ino != first
+    assert await FileStorage(path).get("url") == "ws://b"  # read back by another object
+    await storage.clear()
+    assert await FileStorage(path).get("url") is None

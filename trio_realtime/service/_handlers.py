@@ -112,7 +112,8 @@ class _LogMessages:
 
 
 class FileStorage:
-    """Connection info in a JSON file, replaced atomically at each change."""
+    """Connection info in a JSON file, replaced atomically at each change (a value stored again
+    unchanged writes nothing)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -137,7 +138,11 @@ class FileStorage:
         os.replace(staged, self.path)
 
     async def store(self, key: str, value: str) -> None:
-        self._load()[key] = value
+        values = self._load()
+        if values.get(key) == value:
+            await trio.lowlevel.checkpoint()  # unchanged (the url at each connect): no rewrite
+            return
+        values[key] = value
         await trio.to_thread.run_sync(self._save)
 
     async def get(self, key: str) -> str | None:

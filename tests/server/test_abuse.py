@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from trio_realtime.server import (
     HmacAuthenticator,
@@ -106,6 +107,10 @@ async def test_p1_another_user_cannot_resume_a_client_id(server: RunningServer) 
         ack = await alice.publish(*(alice.event(payload=n) for n in (2, 3, 4)))
         assert ack["ack_seq"] == 4
         assert ack["duplicates"] == []
+        # Bob's refused resume left nothing behind in the server's index of client_ids.
+        await trio.testing.wait_all_tasks_blocked()
+        (alice_session,) = server.engine.sessions
+        assert server.engine._by_client == {"cid-a": {alice_session}}
     events = await history(server, "room")
     assert [(e["sender"], e["payload"]) for e in events] == [("alice", n) for n in (1, 2, 3, 4)]
     # Her own reconnect with it still resumes.

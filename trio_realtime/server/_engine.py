@@ -126,6 +126,9 @@ class _Session:
         self.context: _Context | None = None
         """What handlers see of this connection (once it resumed)."""
         self.client_id: str | None = None
+        self.registered: str | None = None
+        """The client_id it is registered under in ``RealtimeServer._by_client`` (from the start
+        of its resume, before ``client_id`` is set: a resume refused midway is unregistered too)."""
         self.generation: int | None = None
         """The client's generation this connection resumed under (a shared store's fence;
         ``None``: not fenced, one node)."""
@@ -824,11 +827,11 @@ class RealtimeServer:
                 nursery.cancel_scope.cancel()
         finally:
             self.sessions.discard(session)
-            same = self._by_client.get(session.client_id or "")
-            if same is not None:
+            if session.registered is not None:
+                same = self._by_client[session.registered]
                 same.discard(session)
                 if not same:
-                    del self._by_client[session.client_id or ""]
+                    del self._by_client[session.registered]
             session.finished.set()
             if session.identity is not None:
                 logger.info(
@@ -990,6 +993,7 @@ class RealtimeServer:
             while pending := [r for r in other.inflight if not r.done.is_set()]:
                 await pending[0].done.wait()
         self._by_client.setdefault(client_id, set()).add(session)
+        session.registered = client_id
         await trio.lowlevel.checkpoint()
 
     async def _channel_info(self, channel: str) -> ChannelInfo:

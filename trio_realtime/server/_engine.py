@@ -732,13 +732,15 @@ class RealtimeServer:
             return False
         return head < fanned or epoch != self._fanned_epoch.get(channel, epoch)
 
-    async def _check_reset(self, channel: str) -> None:
+    async def _check_reset(self, channel: str, info: ChannelInfo | None = None) -> None:
         """Under the fan-out lock: if the store's log of ``channel`` is not the one this node
         fanned out (:meth:`_was_reset`), its offsets start again: this node's subscribers of it
         are closed 1001, to resume (their positions are of the lost log: the resume answers
         ``recovered: false`` and the head, and they go on from there), and this node fans out
-        from the new head."""
-        info = await self._channel_info(channel)
+        from the new head. ``info``: the channel's row if the caller just read it under the
+        lock."""
+        if info is None:
+            info = await self._channel_info(channel)
         if not self._was_reset(channel, info.epoch, info.head):
             return
         subscribers = self._subscribers.get(channel, set())
@@ -1015,7 +1017,7 @@ class RealtimeServer:
         async with self._fanout:
             info = await self._channel_info(channel)
             if self.shared is not None and self._was_reset(channel, info.epoch, info.head):
-                await self._check_reset(channel)
+                await self._check_reset(channel, info)
             live = session.attach(channel, after, info.head)
             session.epochs[channel] = info.epoch
             self._subscribers.setdefault(channel, set()).add(session)

@@ -255,20 +255,14 @@ def _duration(text: str) -> int:
 
 
 def _run_services(args: argparse.Namespace) -> int:
-    from .service import Service, ServiceTagFilter, load_services, run_services
+    from .service import Service, ServiceTagFilter, check_services, load_services, run_services
     from .service._config import with_line
 
     services = [Service(config) for config in load_services(args.file)]
-    for service in services:  # what run checks before it starts, --check checks too
-        try:
-            service.all_plugins()
-            service.config.get_token()
-        except ConfigError as exc:
-            if not exc.option.startswith("services."):
-                exc = ConfigError(
-                    f"services.{service.config.name}.{exc.option}", str(exc).split(": ", 1)[-1]
-                )
-            raise with_line(args.file, exc) from None
+    try:
+        check_services(services)  # what run checks before it starts, --check checks too
+    except ConfigError as exc:
+        raise with_line(args.file, exc) from None
     if args.check:
         names = ", ".join(f"{s.config.name} ({s.config.profile})" for s in services)
         print(f"{args.file}: {len(services)} service(s) ok: {names}")

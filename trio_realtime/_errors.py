@@ -79,11 +79,17 @@ class ConfigError(RealtimeError, ValueError):
 
     Attributes:
         option: the name of the offending option.
+        message: what is wrong with it.
     """
 
     def __init__(self, option: str, message: str) -> None:
         super().__init__(f"{option}: {message}")
         self.option = option
+        self.message = message
+
+    def renamed(self, option: str) -> ConfigError:
+        """The same error about ``option`` (e.g. a field named by where it was written)."""
+        return ConfigError(option, self.message)
 
 
 # --- wire protocol -------------------------------------------------------------------------------

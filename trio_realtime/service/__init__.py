@@ -28,4 +28,5 @@ from ._run import Service as Service
 from ._run import ServiceContext as ServiceContext
 from ._run import ServiceFailed as ServiceFailed
 from ._run import ServiceTagFilter as ServiceTagFilter
+from ._run import check_services as check_services
 from ._run import run_services as run_services

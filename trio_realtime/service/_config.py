@@ -204,7 +204,7 @@ class ServiceConfig:
             return RealtimeConfig(**settings)
         except ConfigError as exc:
             field = next((f for f, o in _SETTINGS.items() if o == exc.option), exc.option)
-            raise ConfigError(field, str(exc).split(": ", 1)[-1]) from None
+            raise exc.renamed(field) from None
 
     def get_token(self) -> str | None:
         """Its token: ``token``, or the value of ``token_env`` now."""
@@ -279,8 +279,7 @@ def with_line(path: str | os.PathLike[str], exc: ConfigError) -> ConfigError:
     except OSError:
         return exc
     line = _line_of(lines, parts[1], parts[2])
-    message = str(exc).split(": ", 1)[-1]
-    return ConfigError(exc.option, f"{message} ({os.fspath(path)}, line {line})")
+    return ConfigError(exc.option, f"{exc.message} ({os.fspath(path)}, line {line})")
 
 
 def load_services(path: str | os.PathLike[str]) -> list[ServiceConfig]:
@@ -332,5 +331,5 @@ def load_services(path: str | os.PathLike[str]) -> list[ServiceConfig]:
         try:
             found.append(ServiceConfig(**values))
         except ConfigError as exc:
-            raise fail(exc.option, str(exc).split(": ", 1)[-1]) from None
+            raise fail(exc.option, exc.message) from None
     return found

@@ -35,7 +35,14 @@ from ._handlers import (
 )
 from ._plugins import Plugin, PluginRunner, load_plugin
 
-__all__ = ["Service", "ServiceContext", "ServiceFailed", "ServiceTagFilter", "run_services"]
+__all__ = [
+    "Service",
+    "ServiceContext",
+    "ServiceFailed",
+    "ServiceTagFilter",
+    "check_services",
+    "run_services",
+]
 
 logger = logging.getLogger("trio_realtime.service")
 
@@ -118,21 +125,21 @@ class Service:
     _runners: list[PluginRunner] = attrs.field(factory=list, init=False)
     _connected: bool = attrs.field(default=False, init=False)
     _started: bool = attrs.field(default=False, init=False)
+    _named: list[Plugin] | None = attrs.field(default=None, init=False)
     _notices: trio.MemorySendChannel[tuple[str, str]] | None = attrs.field(default=None, init=False)
 
     def all_plugins(self) -> list[Plugin]:
-        """Its plugins: those its config names (loaded now), then those given.
+        """Its plugins: those its config names (loaded the first time), then those given.
 
         Raises:
             ConfigError: naming ``services.NAME.plugins``, if one cannot be loaded.
         """
-        try:
-            named = [load_plugin(name) for name in self.config.plugins]
-        except ConfigError as exc:
-            raise ConfigError(
-                f"services.{self.config.name}.plugins", str(exc).split(": ", 1)[-1]
-            ) from None
-        return named + list(self.plugins)
+        if self._named is None:
+            try:
+                self._named = [load_plugin(name) for name in self.config.plugins]
+            except ConfigError as exc:
+                raise exc.renamed(f"services.{self.config.name}.plugins") from None
+        return self._named + list(self.plugins)
 
     # --- reporting --------------------------------------------------------------------------
 
@@ -411,6 +418,25 @@ def _notification(tag: str, message: Message) -> tuple[str, str]:
     return f"{tag}: {message.channel}", f"{message.event}: {preview}"
 
 
+def check_services(services: Sequence[Service]) -> None:
+    """What :func:`run_services` checks before anything runs (``trio-realtime run --check``
+    too): unique names, every plugin loaded, every ``token_env`` set.
+
+    Raises:
+        ConfigError: naming ``services.NAME.KEY`` (``services`` for names used twice).
+    """
+    names = [s.config.name for s in services]
+    if len(set(names)) != len(names):
+        raise ConfigError("services", f"service names must be unique, got {names}")
+    for service in services:
+        service.all_plugins()
+        if not service.handlers.auth.requires_auth:
+            try:
+                service.config.get_token()
+            except ConfigError as exc:
+                raise exc.renamed(f"services.{service.config.name}.{exc.option}") from None
+
+
 async def run_services(
     services: Sequence[Service | ServiceConfig],
     *,
@@ -432,17 +458,7 @@ async def run_services(
         ServiceFailed: once every service has stopped, if one failed.
     """
     wrapped = [s if isinstance(s, Service) else Service(s) for s in services]
-    names = [s.config.name for s in wrapped]
-    if len(set(names)) != len(names):
-        raise ConfigError("services", f"service names must be unique, got {names}")
-    for service in wrapped:  # what can be checked before anything runs fails here
-        service.all_plugins()
-        if not service.handlers.auth.requires_auth:
-            try:
-                service.config.get_token()
-            except ConfigError as exc:
-                option = f"services.{service.config.name}.{exc.option}"
-                raise ConfigError(option, str(exc).split(": ", 1)[-1]) from None
+    check_services(wrapped)
     stopping = trio.Event()
     failures: list[ServiceFailed] = []
     all_started = trio.Event()

@@ -95,8 +95,10 @@ from ._store import (
     Snapshot,
     StoreConflict,
     WriteBatch,
+    _Row,
     decode_notice,
     encode_notice,
+    from_fields,
     new_epoch,
 )
 
@@ -154,11 +156,9 @@ def _encode_row(row: Any) -> bytes:
     )
 
 
-def _decode_row(cls: type[_A], data: bytes | str) -> _A:
+def _decode_row(cls: type[_Row], data: bytes | str) -> _Row:
     """A row from :func:`_encode_row`; fields this version does not know are ignored."""
-    names = {field.name for field in attrs.fields(cls)}  # type: ignore[arg-type]
-    values = orjson.loads(data)
-    return cls(**{name: value for name, value in values.items() if name in names})
+    return from_fields(cls, orjson.loads(data))
 
 
 #: Message fields the log keeps in the key or the channel row, not in each entry.

@@ -88,6 +88,7 @@ class ClientRow:
 
 
 _Row = TypeVar("_Row", "ClientRow", "PresenceEntry")
+_T = TypeVar("_T")
 
 
 def to_fields(row: ClientRow | PresenceEntry) -> dict[str, Any]:
@@ -99,8 +100,18 @@ def to_fields(row: ClientRow | PresenceEntry) -> dict[str, Any]:
 def from_fields(kind: type[_Row], fields: dict[str, Any]) -> _Row:
     """The row of class ``kind`` that :func:`to_fields` made: fields it lacks take their
     defaults (a row stored before a field existed), unknown ones are ignored."""
-    known = {f.name for f in attrs.fields(kind)}
-    return kind(**{name: value for name, value in fields.items() if name in known})
+    return _known(kind, fields)
+
+
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _known(kind: type[_T], fields: dict[str, Any]) -> _T:
+    """An attrs ``kind`` from ``fields``, ignoring those it does not have."""
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = frozenset(f.name for f in attrs.fields(kind))  # type: ignore[arg-type]
+    return kind(**{name: value for name, value in fields.items() if name in names})
 
 
 @attrs.frozen
@@ -268,10 +279,9 @@ def encode_notice(notice: Notice) -> bytes:
 def decode_notice(data: bytes | str) -> Notice:
     """The notice :func:`encode_notice` made (unknown fields are ignored)."""
     fields = orjson.loads(data)
-    known = {f.name for f in attrs.fields(Notice)}
     meta = fields.get("meta")
     fields["meta"] = meta.encode("utf-8") if isinstance(meta, str) else None
-    return Notice(**{name: value for name, value in fields.items() if name in known})
+    return _known(Notice, fields)
 
 
 @runtime_checkable

@@ -28,6 +28,7 @@ import attrs
 import orjson
 import trio
 
+from .._errors import ProtocolError
 from .._protocol import (
     Error,
     ErrorCode,
@@ -41,6 +42,7 @@ from .._protocol import (
     ReceiptsQuery,
     Typing,
     check_payload,
+    decode_server_message,
 )
 from ._auth import Action, Identity
 from ._config import ServerConfig
@@ -468,16 +470,15 @@ class PresenceHandler(BaseHandler):
         if synced is None or b'"presence_diff"' not in data:
             return
         try:
-            frame = orjson.loads(data)
-            if frame.get("kind") != "presence_diff":
-                return
-            for user in frame.get("leaves", {}):
-                synced.pop(user, None)
-            for user, member in frame.get("joins", {}).items():
-                status = PresenceStatus(member["status"])
-                synced[user] = PresenceMember(status, member["metadata"], member["since"])
-        except (ValueError, KeyError, TypeError, AttributeError):
+            frames = decode_server_message(data)
+        except ProtocolError:
             synced.clear()  # not understood: the next re-sync sends the full state
+            return
+        for frame in frames:
+            if isinstance(frame, PresenceDiff):
+                for user in frame.leaves:
+                    synced.pop(user, None)
+                synced.update(frame.joins)
 
     def missed(self) -> None:
         """This node may have missed other nodes' notices: re-sync now."""

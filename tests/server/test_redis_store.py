@@ -524,3 +524,39 @@ async def test_a_server_on_a_redis_store_url(redis_server: RedisServer) -> None:
         assert [e.payload for e in await store.read("room", 0, 10)] == [{"n": 1}]
     finally:
         await store.aclose()
+
+
+async def test_a_lost_connection_retries_a_read_once_and_never_a_write(
+    redis_server: RedisServer,
+) -> None:
+    """A command whose connection was lost: a read (it may run twice) is tried once more; a
+    write is not (it may have applied: the server must see it fail, not conflict with itself)."""
+    store = RedisStore(fresh(redis_server.url))
+    await store.open()
+    calls: dict[str, int] = {"load": 0, "write": 0}
+
+    def losing_once(name: str) -> None:
+        script = store._scripts[name]
+
+        async def call(**kwargs: object) -> object:
+            calls[name] += 1
+            if calls[name] == 1:
+                raise coredis.exceptions.ConnectionError("Connection lost while receiving response")
+            return await script(**kwargs)
+
+        store._scripts[name] = call
+
+    try:
+        epoch = (await store.load()).epoch
+        losing_once("load")
+        losing_once("write")
+        assert (await store.load()).epoch == epoch
+        assert calls["load"] == 2
+        batch = WriteBatch(1.0, clients=(ClientUpdate("c", None, ClientRow("a", 1)),))
+        with pytest.raises(coredis.exceptions.ConnectionError):
+            await store.write(batch)
+        assert calls["write"] == 1
+        await store.write(batch)  # the server's next commit: applies
+        assert (await store.load(clients=["c"])).clients == {"c": ClientRow("a", 1)}
+    finally:
+        await store.aclose()

@@ -965,3 +965,33 @@ async def test_a_node_that_watches_again_re_syncs_presence_at_once(
         await bob.until(lambda f: "alice" in f.get("members", {}), within=3)
         on_a.cancel_scope.cancel()
         on_b.cancel_scope.cancel()
+
+
+async def test_a_log_that_got_shorter_under_the_same_epoch_makes_subscribers_resume(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A failover to a replica that lacked the last writes: the channel's log is shorter, under
+    the same epoch. The node that fanned out past its new head notices at its next poll and
+    closes its subscribers 1001; their resume is not recovered (their offset is past the head)."""
+    store = MemoryStore(shared=True)
+    config = ServerConfig(node_poll_interval=1.0, heartbeat_timeout=600)
+    a = RealtimeServer(store, AllowAll(), config)
+    b = RealtimeServer(store, AllowAll(), config)
+    async with running(a) as on_a, running(b) as on_b:
+        reader = link(b, on_b, "reader")
+        await reader.resume("reader")
+        await reader.subscribe("room")
+        writer = link(a, on_a, "writer")
+        await writer.resume("writer")
+        await writer.publish(*(writer.event(payload=n) for n in range(5)))
+        await reader.until(lambda f: f.get("offset") == 5)
+        epoch = reader.frames[-1]["epoch"]
+        log = store._logs["room"]  # the replica had only the first two
+        log.events, log.stored_at, log.head = log.events[:2], log.stored_at[:2], 2
+        with trio.fail_after(config.node_poll_interval + 0.5):
+            assert await closed(reader) == 1001
+        reader = link(b, on_b, "reader")
+        answer = await reader.resume("reader", channels={"room": {"offset": 5, "epoch": epoch}})
+        assert answer["channels"]["room"] == {"epoch": epoch, "offset": 2, "recovered": False}
+        on_a.cancel_scope.cancel()
+        on_b.cancel_scope.cancel()

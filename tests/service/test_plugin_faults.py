@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
 from trio_realtime import Message
-from trio_realtime.service import Service, ServiceContext, ServiceHandlers
+from trio_realtime.service import Service, ServiceContext, ServiceHandlers, run_services
 
 from ..connection.conftest import running_server
 from .test_plugins import Handled, Recorder, config, publish, running
@@ -183,3 +184,57 @@ async def test_hanging_handlers_and_plugins_cannot_hold_up_stopping(
     assert blocked.calls[-2:] == ["stopped", "dispose"]  # cut at each, but called
     assert "plugin blocked: dispose took over 0.3 s: cut" in caplog.text
     assert "lifecycle handler took over 0.3 s: cut" in caplog.text
+
+
+class SlowToStart(Recorder):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.gate = trio.Event()
+
+    async def initialize(self, context: ServiceContext) -> None:
+        await self.gate.wait()
+        await super().initialize(context)
+
+
+async def test_services_start_side_by_side_a_slow_start_holds_up_no_other(tmp_path: Path) -> None:
+    slow, quick = SlowToStart("slow"), Recorder("quick")
+    async with running_server(tmp_path) as server:
+        base = config(tmp_path, server, stop_timeout=60)  # the slow start is not cut short
+        services = [
+            Service(
+                attrs.evolve(base, name=name, journal_dir=str(tmp_path / name)), plugins=[plugin]
+            )
+            for name, plugin in (("first", slow), ("second", quick))
+        ]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_services, services)
+            await quick.wait_for(lambda c: ("connected", True) in c, "the second one runs")
+            assert slow.calls == []  # the first one is still initializing its plugin
+            slow.gate.set()
+            await slow.wait_for(lambda c: ("connected", True) in c, "the first one runs too")
+            nursery.cancel_scope.cancel()
+
+
+class StuckNotifications:
+    async def notify(self, title: str, body: str) -> None:
+        await trio.sleep_forever()
+
+
+async def test_stuck_notifications_drop_past_100_and_hold_up_no_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler, watcher = Handled(), Recorder("watcher")
+    async with running_server(tmp_path) as server:
+        service = Service(
+            config(tmp_path, server, notifications=True, stop_timeout=0.3),
+            plugins=[watcher],
+            handlers=ServiceHandlers(message=handler, notification=StuckNotifications()),
+        )
+        async with running(service):
+            await watcher.wait_for(lambda c: ("connected", True) in c, "connected")
+            events = [f"e{i}" for i in range(105)]
+            await publish(server, tmp_path, *events)
+            await handler.events.wait_until(lambda: handler.events == events)
+    # One shown (stuck), 100 waiting, the rest dropped, each logged (5 if the first was not
+    # taken from the queue yet when it filled).
+    assert 4 <= caplog.text.count("notifications are 100 behind: dropped") <= 5

@@ -15,7 +15,13 @@ from trio_realtime._protocol import (
     UpstreamEvent,
 )
 from trio_realtime.transports._socketio import RecoveryState, SocketIOBridge
-from trio_realtime.transports._socketio_codec import EioOpen, SioAck, SioConnect, SioEvent
+from trio_realtime.transports._socketio_codec import (
+    EioOpen,
+    SioAck,
+    SioConnect,
+    SioConnectError,
+    SioEvent,
+)
 
 
 def connected(**open_fields: Any) -> SocketIOBridge:
@@ -90,3 +96,27 @@ def test_an_ack_saying_duplicate_is_an_acked_duplicate() -> None:
     bridge.from_client([event(1, "a"), event(2, "b")])
     assert bridge.from_server(SioAck("/chat", [{"ok": True, "duplicate": True}], 2)) == ([], [])
     assert bridge.from_server(SioAck("/chat", [{"ok": True}], 1)) == ([], [Ack(2, (2,))])
+
+
+def test_a_namespace_the_server_does_not_have_fails_at_once() -> None:
+    """A CONNECT_ERROR "Invalid namespace" cannot be fixed by another token: fatal forbidden;
+    any other refusal is the middleware's (unauthorized: the token is refreshed)."""
+    for message, code in (("Invalid namespace", "forbidden"), ("bad token", "unauthorized")):
+        bridge = SocketIOBridge("/chat", state=RecoveryState())
+        bridge.open = EioOpen("sid0", 25_000, 20_000, (), None)
+        bridge.from_client([Resume("c1", 0, "tok")])
+        out, answers = bridge.from_server(SioConnectError("/chat", {"message": message}))
+        assert out == []
+        (error,) = answers
+        assert isinstance(error, Error)
+        assert (error.code, error.fatal) == (code, True)
+
+
+def test_an_event_the_server_asks_an_ack_for_is_acked_at_once() -> None:
+    bridge = connected()
+    out, answers = bridge.from_server(SioEvent("/chat", ["news", {"n": 1}], ack_id=7))
+    assert out == ["43/chat,7[]"]  # ACK, namespace, id 7, no data
+    assert len(answers) == 1
+    assert isinstance(answers[0], Message)
+    out, _ = bridge.from_server(SioEvent("/chat", ["news", {"n": 2}]))
+    assert out == []  # no ack asked: none sent

@@ -226,7 +226,8 @@ async def test_stuck_notifications_drop_past_100_and_hold_up_no_message(
     handler, watcher = Handled(), Recorder("watcher")
     async with running_server(tmp_path) as server:
         service = Service(
-            config(tmp_path, server, notifications=True, stop_timeout=0.3),
+            # (A notification is cut after stop_timeout: 60 s, so the stuck one stays stuck.)
+            config(tmp_path, server, notifications=True, stop_timeout=60),
             plugins=[watcher],
             handlers=ServiceHandlers(message=handler, notification=StuckNotifications()),
         )
